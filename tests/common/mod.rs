@@ -1,0 +1,103 @@
+//! Shared harness of the integration tests: they run against the real test bed
+//! (kube-apiserver + etcd + moto) that `tests/testbed/testbed up` starts, and fail
+//! loudly when it is not there.
+
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::runtime::wait::{await_condition, conditions};
+use kube::{Client, ResourceExt};
+
+/// Field manager of everything the tests write.
+pub const TEST_MANAGER: &str = "mfa-operator-tests";
+/// Upper bound for any single wait in a test.
+pub const WAIT: Duration = Duration::from_secs(30);
+
+const HOW_TO_START: &str = "the test bed is not running or not in this environment.\n\
+    Run the whole suite with `tests/run` (it starts and stops the test bed), or start it \
+    by hand:\n    tests/testbed/testbed up && eval \"$(tests/testbed/testbed env)\"\n\
+    and run `cargo test` again in that shell.";
+
+/// Panics with instructions unless the test bed's environment is present.
+pub fn require_testbed() {
+    let missing: Vec<_> = [
+        "MFA_TESTBED",
+        "KUBECONFIG",
+        "AWS_ENDPOINT_URL",
+        "AWS_REGION",
+    ]
+    .into_iter()
+    .filter(|var| std::env::var_os(var).is_none())
+    .collect();
+    assert!(missing.is_empty(), "missing {missing:?}: {HOW_TO_START}");
+}
+
+/// A Kubernetes client for the test bed's admin.
+pub async fn client() -> Client {
+    require_testbed();
+    Client::try_default()
+        .await
+        .unwrap_or_else(|e| panic!("cannot build a client from KUBECONFIG: {e}\n{HOW_TO_START}"))
+}
+
+/// Creates a fresh namespace for one test (the test bed has no namespace controller, so
+/// namespaces are never reclaimed; names are unique per run instead).
+pub async fn namespace(client: &Client, test: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .subsec_nanos();
+    let name = format!("t-{test}-{}-{nanos:x}", std::process::id());
+    let ns: Namespace = serde_json::from_value(serde_json::json!({ "metadata": { "name": name } }))
+        .expect("namespace literal");
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .unwrap_or_else(|e| panic!("create namespace {name}: {e}\n{HOW_TO_START}"));
+    name
+}
+
+/// The committed CRD YAML (the file the README tells people to apply).
+pub fn committed_crd() -> CustomResourceDefinition {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/crds/mfaenrollments.iam.mfa-operator.dev.yaml"
+    );
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {path}: {e}"));
+    serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("parse {path}: {e}"))
+}
+
+/// Applies the committed CRD (idempotent) and waits until the apiserver serves it.
+pub async fn install_crd(client: &Client) -> CustomResourceDefinition {
+    let crd = committed_crd();
+    let name = crd.name_any();
+    let api = Api::<CustomResourceDefinition>::all(client.clone());
+    api.patch(
+        &name,
+        &PatchParams::apply(TEST_MANAGER).force(),
+        &Patch::Apply(&crd),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("apply CRD {name}: {e}"));
+    let established = tokio::time::timeout(
+        WAIT,
+        await_condition(api.clone(), &name, conditions::is_crd_established()),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("CRD {name} not Established within {WAIT:?}"))
+    .unwrap_or_else(|e| panic!("watch CRD {name}: {e}"));
+    established.unwrap_or_else(|| panic!("CRD {name} disappeared"))
+}
+
+/// A unique IAM-safe name for users and groups a test creates in moto.
+pub fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_nanos();
+    format!("{prefix}-{:x}", nanos % 0xffff_ffff_ffff)
+}

@@ -2,6 +2,14 @@
 //!
 //! - [`crd`]: the `MfaEnrollment` API types (the only source of `crds/`).
 //! - [`aws`]: the domain-level IAM interface and its `aws-sdk-iam` implementation.
+//! - [`inventory`]: the per-account inventory of users and MFA devices.
+//! - [`controller`]: the enrollment controller (planning, apply, status).
+//! - [`totp`]: RFC 6238 codes, for checking the two codes locally before AWS sees them.
+//! - [`qr`]: the `otpauth://` URI and its QR code PNG for the seed Secret.
 
 pub mod aws;
+pub mod controller;
 pub mod crd;
+pub mod inventory;
+pub mod qr;
+pub mod totp;

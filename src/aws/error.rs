@@ -106,7 +106,15 @@ impl IamError {
         matches!(
             self,
             Self::Throttled { .. } | Self::Transport { .. } | Self::NoSuchEntity { .. }
-        ) || matches!(self, Self::Service { code, .. } if code.starts_with("ServiceFailure") || code == "ServiceUnavailable" || code == "InternalFailure")
+        ) || matches!(
+            self,
+            Self::Service { code, .. }
+                if code.starts_with("ServiceFailure")
+                    || code == "ServiceUnavailable"
+                    || code == "InternalFailure"
+                    // The credential report is still being generated.
+                    || code == "ReportInProgress"
+        )
     }
 }
 

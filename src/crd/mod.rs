@@ -5,7 +5,7 @@
 //! admission (IAM name and path syntax, durations, selectors that select nothing) never
 //! reaches the controller.
 
-mod status;
+pub mod status;
 
 use std::collections::BTreeMap;
 

@@ -1,0 +1,307 @@
+//! Runs planned work against IAM and Kubernetes. Every step is idempotent (deleting what
+//! is gone succeeds, creating what exists makes the next reconcile re-plan from a fresh
+//! inventory) and ordered so a crash between two steps leaves a state the planner
+//! repairs: device first, Secret at once after; enable first, Secret deletion after.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::{Resource, ResourceExt};
+
+use super::plan::{Action, Claims, EnrollmentId, Plan, UserPlan, Work};
+use super::reconcile::publish;
+use super::seed_secret::{self, ANNOTATION_FAILED_ATTEMPTS, ANNOTATION_LAST_REJECTION, KEY_CODE1, KEY_CODE2, SeedSecret};
+use super::status::Issue;
+use super::vocabulary::{ConditionReason, EventReason};
+use super::{Context, FIELD_MANAGER};
+use crate::aws::{DeviceTags, IamApi, IamError, SdkIam};
+use crate::crd::{MfaEnrollment, UserState};
+use crate::inventory::Inventory;
+use crate::qr;
+
+/// What running a plan produced.
+pub struct Applied {
+    /// Every user's status, adjusted for work that failed.
+    pub users: Vec<UserPlan>,
+    /// The most important failure, if any.
+    pub issue: Option<Issue>,
+    /// The inventory no longer matches AWS (a create met an existing device).
+    pub stale_inventory: bool,
+}
+
+/// Issuer shown by authenticator apps, as AWS's own QR codes name it.
+const ISSUER: &str = "Amazon Web Services";
+
+/// Tag keys on the devices the operator creates.
+const TAG_ENROLLMENT: &str = "iam.mfa-operator.dev/enrollment";
+const TAG_USER: &str = "iam.mfa-operator.dev/user";
+
+/// Why one step failed.
+enum StepError {
+    Iam(IamError),
+    Kube(&'static str, kube::Error),
+    /// AWS refused the codes: recorded on the Secret like a local refusal.
+    CodesRefused,
+    StaleInventory(String),
+}
+
+impl StepError {
+    fn message(&self) -> String {
+        match self {
+            Self::Iam(e) => e.to_string(),
+            Self::Kube(what, e) => format!("Kubernetes {what}: {e}"),
+            Self::CodesRefused => "AWS refused the codes".into(),
+            Self::StaleInventory(m) => m.clone(),
+        }
+    }
+
+    fn issue(&self) -> Issue {
+        let reason = match self {
+            Self::Iam(IamError::AccessDenied { .. }) => ConditionReason::AccessDenied,
+            _ => ConditionReason::TransientError,
+        };
+        Issue { reason, message: self.message() }
+    }
+
+    /// Whether the rest of the plan should stop (everything else would fail the same way).
+    fn stops_everything(&self) -> bool {
+        matches!(self, Self::Iam(IamError::AccessDenied { .. } | IamError::Throttled { .. }))
+    }
+}
+
+/// The state a user is left in when their work failed: permanent refusals are Failed,
+/// anything else stays as it was before the work (Missing when nothing was pending).
+fn failed_state(error: &StepError) -> UserState {
+    match error {
+        StepError::Iam(IamError::LimitExceeded { .. } | IamError::EntityAlreadyExists { .. }) => UserState::Failed,
+        _ => UserState::Missing,
+    }
+}
+
+struct Runner<'a> {
+    enrollment: &'a MfaEnrollment,
+    ctx: &'a Context,
+    id: EnrollmentId,
+    iam: &'a SdkIam,
+    inventory: &'a mut Inventory,
+    claims: &'a mut Claims,
+    secrets: BTreeMap<&'a str, &'a SeedSecret>,
+    api: Api<Secret>,
+}
+
+/// Runs `plan`, one work item after another, stopping a work item at its first failure.
+pub async fn apply(
+    enrollment: &MfaEnrollment,
+    ctx: &Context,
+    iam: &SdkIam,
+    inventory: &mut Inventory,
+    claims: &mut Claims,
+    secrets: &[SeedSecret],
+    plan: Plan,
+) -> Applied {
+    let id = EnrollmentId { namespace: enrollment.namespace().unwrap_or_default(), name: enrollment.name_any() };
+    let api = ctx.api(&id.namespace);
+    let mut runner = Runner {
+        enrollment,
+        ctx,
+        id,
+        iam,
+        inventory,
+        claims,
+        secrets: secrets.iter().map(|s| (s.name.as_str(), s)).collect(),
+        api,
+    };
+    let Plan { work, mut users } = plan;
+    let mut issue: Option<Issue> = None;
+    let mut stale_inventory = false;
+    for Work { user, actions, note } in work {
+        let mut failed = None;
+        for action in &actions {
+            if let Err(e) = runner.run(action).await {
+                failed = Some((action, e));
+                break;
+            }
+        }
+        let Some((action, error)) = failed else {
+            if let Some(note) = note {
+                publish(ctx, enrollment, note.reason, note.message).await;
+            }
+            continue;
+        };
+        let status = user.as_ref().and_then(|u| users.iter_mut().find(|p| &p.name == u));
+        if let StepError::CodesRefused = error {
+            // Recorded on the Secret by `run`; the user stays Pending with the reason.
+            if let (Some(status), Action::Enable { secret, .. }) = (status, action) {
+                let attempts = runner.secrets.get(secret.as_str()).map_or(1, |s| s.failed_attempts + 1);
+                status.state = UserState::Pending;
+                status.message = Some(format!("codes refused by AWS: {} (refused submission {attempts})", REFUSED_BY_AWS));
+            }
+            continue;
+        }
+        if let StepError::StaleInventory(_) = error {
+            stale_inventory = true;
+        }
+        tracing::warn!(enrollment = %runner.id, user = user.as_deref().unwrap_or("-"), error = %error.message(), "work failed");
+        publish(ctx, enrollment, EventReason::ReconcileFailed, error.message()).await;
+        if let (Some(status), false) = (status, matches!(error, StepError::StaleInventory(_))) {
+            status.state = failed_state(&error);
+            status.message = Some(error.message());
+            status.serial = None;
+            status.secret = None;
+            status.pending_since = None;
+            status.expires_at = None;
+        }
+        let stop = error.stops_everything();
+        let new_issue = error.issue();
+        if issue.as_ref().is_none_or(|i| !i.needs_person() && new_issue.needs_person()) {
+            issue = Some(new_issue);
+        }
+        if stop {
+            break;
+        }
+    }
+    Applied { users, issue, stale_inventory }
+}
+
+/// What people read when AWS refuses codes the local check accepted.
+const REFUSED_BY_AWS: &str =
+    "wait for a new code, then submit two fresh consecutive codes (AWS may consider these too old)";
+
+impl Runner<'_> {
+    async fn run(&mut self, action: &Action) -> Result<(), StepError> {
+        match action {
+            Action::CreatePending { user } => self.create_pending(user).await,
+            Action::DeleteDevice { serial } => self.delete_device(serial).await,
+            Action::DeleteSecret { name } => self.delete_secret(name).await,
+            Action::Enable { user, serial, secret, codes } => {
+                match self.iam.enable_mfa_device(user, serial, &codes.code1, &codes.code2).await {
+                    Ok(()) => {}
+                    Err(IamError::InvalidAuthenticationCode { .. }) => {
+                        let attempts = self.secrets.get(secret.as_str()).map_or(1, |s| s.failed_attempts + 1);
+                        self.reject(secret, attempts, REFUSED_BY_AWS).await?;
+                        publish(
+                            self.ctx,
+                            self.enrollment,
+                            EventReason::CodesRejected,
+                            format!("AWS refused the codes for {user}: {REFUSED_BY_AWS}"),
+                        )
+                        .await;
+                        return Err(StepError::CodesRefused);
+                    }
+                    // Already enabled (by another replica, or by hand) or the device is
+                    // gone: re-read the account rather than guess.
+                    Err(e @ (IamError::EntityAlreadyExists { .. } | IamError::NoSuchEntity { .. })) => {
+                        return Err(StepError::StaleInventory(e.to_string()));
+                    }
+                    Err(e) => return Err(StepError::Iam(e)),
+                }
+                self.inventory.record_enabled(user, serial, self.ctx.now());
+                self.delete_secret(secret).await
+            }
+            Action::RejectCodes { secret, attempts, message } => self.reject(secret, *attempts, message).await,
+        }
+    }
+
+    async fn create_pending(&mut self, user: &str) -> Result<(), StepError> {
+        let path = &self.enrollment.spec.device.path;
+        let tags = DeviceTags::from([
+            (TAG_ENROLLMENT.to_owned(), self.id.to_string()),
+            (TAG_USER.to_owned(), user.to_owned()),
+        ]);
+        let device = match self.iam.create_virtual_mfa_device(path, user, &tags).await {
+            Ok(device) => device,
+            Err(IamError::EntityAlreadyExists { .. }) => {
+                return Err(StepError::StaleInventory(format!(
+                    "a virtual MFA device named {user} already exists under {path}; re-reading the account"
+                )));
+            }
+            Err(e) => return Err(StepError::Iam(e)),
+        };
+        self.inventory.record_created(&device.serial);
+        // The seed exists only in this response: store it at once.
+        let account = self.inventory.account_id().unwrap_or("aws").to_owned();
+        let uri = qr::otpauth_uri(ISSUER, &format!("{user}@{account}"), device.seed.expose());
+        let png = match qr::qr_png(&uri) {
+            Ok(png) => png,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot render the QR code; the Secret carries the seed and URI only");
+                Vec::new()
+            }
+        };
+        let secret = seed_secret::build(seed_secret::NewSeedSecret {
+            namespace: &self.id.namespace,
+            enrollment: &self.id.name,
+            owner: self.enrollment.controller_owner_ref(&()),
+            user,
+            serial: &device.serial,
+            seed: &device.seed,
+            otpauth_uri: &uri,
+            qr_png: png,
+        });
+        let params = PostParams { field_manager: Some(FIELD_MANAGER.to_owned()), ..PostParams::default() };
+        if let Err(e) = self.api.create(&params, &secret).await {
+            // Without its Secret the device is useless: remove it now rather than leave
+            // an orphan (the next reconcile would remove it too).
+            if self.iam.delete_virtual_mfa_device(&device.serial).await.is_ok() {
+                self.inventory.record_deleted(&device.serial);
+            }
+            return Err(StepError::Kube("create seed Secret", e));
+        }
+        self.claims.entry(device.serial).or_default().push(self.id.clone());
+        Ok(())
+    }
+
+    async fn delete_device(&mut self, serial: &str) -> Result<(), StepError> {
+        // Never touch a device the inventory says is assigned: the operator never
+        // deactivates anyone's MFA (moto would even delete an assigned device).
+        if self.inventory.virtual_devices.get(serial).is_some_and(|d| d.user.is_some()) {
+            return Ok(());
+        }
+        match self.iam.delete_virtual_mfa_device(serial).await {
+            Ok(()) | Err(IamError::NoSuchEntity { .. }) => {}
+            // Assigned since the inventory was read: leave it alone.
+            Err(IamError::DeleteConflict { .. }) => {
+                return Err(StepError::StaleInventory(format!("device {serial} is in use; re-reading the account")));
+            }
+            Err(e) => return Err(StepError::Iam(e)),
+        }
+        self.inventory.record_deleted(serial);
+        Ok(())
+    }
+
+    async fn delete_secret(&mut self, name: &str) -> Result<(), StepError> {
+        match self.api.delete(name, &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(e) => return Err(StepError::Kube("delete seed Secret", e)),
+        }
+        if let Some(secret) = self.secrets.get(name)
+            && let Some(holders) = self.claims.get_mut(&secret.serial)
+        {
+            holders.retain(|h| *h != self.id);
+        }
+        Ok(())
+    }
+
+    /// Clears the code keys and records the refusal, only if the Secret is still the
+    /// version that was checked (a newer submission is checked on the next reconcile).
+    async fn reject(&mut self, name: &str, attempts: u32, message: &str) -> Result<(), StepError> {
+        let resource_version = self.secrets.get(name).and_then(|s| s.resource_version.clone());
+        let patch = serde_json::json!({
+            "metadata": {
+                "resourceVersion": resource_version,
+                "annotations": {
+                    ANNOTATION_FAILED_ATTEMPTS: attempts.to_string(),
+                    ANNOTATION_LAST_REJECTION: message,
+                },
+            },
+            "data": { KEY_CODE1: null, KEY_CODE2: null },
+        });
+        self.api
+            .patch(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Merge(&patch))
+            .await
+            .map_err(|e| StepError::Kube("clear refused codes", e))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,178 @@
+//! The enrollment controller: a kube-runtime `Controller` for `MfaEnrollment` that also
+//! watches the seed Secrets it creates, so a code submission triggers a reconcile at once.
+//!
+//! - [`plan`]: pure planning (spec + inventory + Secrets -> work and users' status)
+//! - [`status`]: pure status and condition building
+//! - [`selection`]: which users a selector picks
+//! - [`seed_secret`]: the seed Secret's name, shape and parsing
+//! - [`reconcile`]: the reconcile loop and finalizer
+//! - [`apply`]: runs planned work against IAM and Kubernetes
+//! - [`accounts`]: per-account IAM client, inventory and lock
+//! - [`vocabulary`]: condition and Event reasons
+
+pub mod accounts;
+mod apply;
+pub mod plan;
+mod reconcile;
+pub mod seed_secret;
+pub mod selection;
+pub mod status;
+pub mod vocabulary;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::Api;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::core::PartialObjectMeta;
+use kube::runtime::{Controller, watcher};
+use kube::{Client, ResourceExt};
+
+use crate::aws::IamError;
+use crate::crd::MfaEnrollment;
+
+pub use accounts::{AccountKey, Accounts};
+
+/// Field manager of every write the operator makes.
+pub const FIELD_MANAGER: &str = "mfa-operator";
+/// Finalizer that lets the operator remove pending devices before an enrollment goes.
+pub const FINALIZER: &str = "iam.mfa-operator.dev/cleanup";
+
+/// Errors of one reconcile. Each carries what failed; [`Error::category`] is a short,
+/// bounded label for metrics and Event reasons.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes {action}: {source}")]
+    Kube {
+        action: &'static str,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("AWS IAM {0}")]
+    Iam(#[from] IamError),
+    #[error("the IAM inventory changed under the operator ({0}); retrying with a fresh inventory")]
+    StaleInventory(String),
+    #[error("finalizer: {0}")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+    #[error("some work did not finish: {0}")]
+    WorkFailed(String),
+    #[error("MfaEnrollment has no namespace")]
+    NoNamespace,
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn kube(action: &'static str) -> impl FnOnce(kube::Error) -> Self {
+        move |source| Self::Kube { action, source }
+    }
+
+    pub fn category(&self) -> &'static str {
+        match self {
+            Self::Kube { .. } => "kubernetes",
+            Self::Iam(IamError::AccessDenied { .. }) => "aws_access_denied",
+            Self::Iam(IamError::Throttled { .. }) => "aws_throttled",
+            Self::Iam(_) => "aws",
+            Self::StaleInventory(_) => "stale_inventory",
+            Self::WorkFailed(_) => "work_failed",
+            Self::Finalizer(_) => "finalizer",
+            Self::NoNamespace => "invalid_object",
+        }
+    }
+}
+
+/// How the operator runs.
+#[derive(Clone, Debug, Default)]
+pub struct Config {
+    /// Namespace to watch; `None` watches every namespace.
+    pub namespace: Option<String>,
+    /// Name reported on Events (`reportingController`).
+    pub reporter: String,
+}
+
+/// Shared by every reconcile.
+pub struct Context {
+    pub client: Client,
+    pub config: Config,
+    pub accounts: Accounts,
+    pub recorder: Recorder,
+    pub store: Store<MfaEnrollment>,
+    pub clock: fn() -> Timestamp,
+    failures: std::sync::Mutex<HashMap<ObjectRef<MfaEnrollment>, u32>>,
+}
+
+impl Context {
+    pub fn now(&self) -> Timestamp {
+        (self.clock)()
+    }
+
+    fn api<K>(&self, namespace: &str) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+    {
+        Api::namespaced(self.client.clone(), namespace)
+    }
+
+    /// Next delay of the per-enrollment exponential backoff (1 s doubling to 5 min).
+    fn backoff(&self, object: &MfaEnrollment) -> Duration {
+        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let n = failures.entry(ObjectRef::from(object)).or_insert(0);
+        *n = n.saturating_add(1);
+        Duration::from_secs((1u64 << (*n - 1).min(9)).min(300))
+    }
+
+    fn reset_backoff(&self, object: &MfaEnrollment) {
+        self.failures.lock().unwrap_or_else(|p| p.into_inner()).remove(&ObjectRef::from(object));
+    }
+}
+
+/// Runs the controller until SIGTERM/SIGINT.
+pub async fn run(client: Client, config: Config) -> anyhow::Result<()> {
+    let enrollments: Api<MfaEnrollment> = match &config.namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    // Seed Secrets are watched as metadata only: a code submission changes the object,
+    // which is all the trigger needs, and no seed sits in the operator's memory.
+    let secrets: Api<PartialObjectMeta<Secret>> = match &config.namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    let controller = Controller::new(enrollments, watcher::Config::default().any_semantic()).watches(
+        secrets,
+        watcher::Config::default().labels(&seed_secret::managed_selector()),
+        |secret| {
+            let namespace = secret.namespace()?;
+            let enrollment = secret.labels().get(seed_secret::LABEL_ENROLLMENT)?;
+            Some(ObjectRef::new(enrollment).within(&namespace))
+        },
+    );
+    let reporter = Reporter { controller: config.reporter.clone(), instance: std::env::var("POD_NAME").ok() };
+    let context = Arc::new(Context {
+        recorder: Recorder::new(client.clone(), reporter),
+        store: controller.store(),
+        client,
+        config,
+        accounts: Accounts::default(),
+        clock: Timestamp::now,
+        failures: std::sync::Mutex::default(),
+    });
+    tracing::info!(namespace = ?context.config.namespace, "controller starting");
+    controller
+        .shutdown_on_signal()
+        .run(reconcile::reconcile, reconcile::error_policy, context)
+        .for_each(|result| async move {
+            match result {
+                Ok((object, _)) => tracing::debug!(enrollment = %object, "reconciled"),
+                Err(e) => tracing::debug!(error = %e, "reconcile did not finish"),
+            }
+        })
+        .await;
+    tracing::info!("controller stopped");
+    Ok(())
+}

@@ -1,0 +1,402 @@
+//! Pure planning: from an enrollment's spec, the account inventory, its seed Secrets and
+//! who owns which user, decide what to do and what each user's status will be once it
+//! is done. No I/O and no clock: `now` comes in, so every rule is unit-tested exactly.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use jiff::Timestamp;
+
+use super::seed_secret::{SeedSecret, secret_name};
+use super::selection::Selection;
+use super::vocabulary::EventReason;
+use crate::crd::{MfaEnrollmentSpec, Mode, UserState};
+use crate::inventory::{Inventory, MfaState, device_name_in_path, device_serial};
+use crate::totp;
+
+/// Refused submissions after which a device is replaced (new device, new seed).
+pub const MAX_FAILED_ATTEMPTS: u32 = 5;
+
+/// An enrollment's identity: namespace and name.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct EnrollmentId {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl fmt::Display for EnrollmentId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// Which enrollment holds a pending device (from the seed Secrets of every watched
+/// namespace): device serial -> holders.
+pub type Claims = BTreeMap<String, Vec<EnrollmentId>>;
+
+/// Two submitted codes. `Debug` never prints them.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Codes {
+    pub code1: String,
+    pub code2: String,
+}
+
+impl fmt::Debug for Codes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Codes(<redacted>)")
+    }
+}
+
+/// One write the controller performs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Create a virtual device for the user under the enrollment's device path, then at
+    /// once its seed Secret.
+    CreatePending { user: String },
+    /// Delete an unassigned virtual device.
+    DeleteDevice { serial: String },
+    /// Delete a seed Secret of this enrollment.
+    DeleteSecret { name: String },
+    /// Enable the device with the two codes, then delete the seed Secret.
+    Enable { user: String, serial: String, secret: String, codes: Codes },
+    /// Clear the code keys and record the refusal on the Secret.
+    RejectCodes { secret: String, attempts: u32, message: String },
+}
+
+/// An Event to publish once an action (or a user's whole sequence) succeeded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Note {
+    pub reason: EventReason,
+    pub message: String,
+}
+
+/// A user's planned status (the state once the user's actions succeed).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UserPlan {
+    pub name: String,
+    pub state: UserState,
+    pub serial: Option<String>,
+    pub secret: Option<String>,
+    pub pending_since: Option<Timestamp>,
+    pub expires_at: Option<Timestamp>,
+    pub message: Option<String>,
+}
+
+impl UserPlan {
+    fn new(name: &str, state: UserState) -> Self {
+        Self {
+            name: name.to_owned(),
+            state,
+            serial: None,
+            secret: None,
+            pending_since: None,
+            expires_at: None,
+            message: None,
+        }
+    }
+
+    fn message(mut self, message: impl Into<String>) -> Self {
+        self.message = Some(message.into());
+        self
+    }
+}
+
+/// A sequence of actions that belong together (for one user, or one cleanup), run in
+/// order and stopped at the first failure. The note is published when all succeed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Work {
+    /// The user whose status depends on this work, if any.
+    pub user: Option<String>,
+    pub actions: Vec<Action>,
+    pub note: Option<Note>,
+}
+
+/// Everything one reconcile of one enrollment decided.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Plan {
+    pub work: Vec<Work>,
+    /// Every selected user's planned status, plus names that do not exist.
+    pub users: Vec<UserPlan>,
+}
+
+/// The inputs of [`plan`].
+pub struct PlanInput<'a> {
+    pub id: &'a EnrollmentId,
+    pub spec: &'a MfaEnrollmentSpec,
+    pub now: Timestamp,
+    pub inventory: &'a Inventory,
+    pub selection: &'a Selection,
+    /// Owner of each user that some Enroll-mode enrollment of the account selects.
+    pub owners: &'a BTreeMap<String, EnrollmentId>,
+    /// This enrollment's seed Secrets.
+    pub secrets: &'a [SeedSecret],
+    pub claims: &'a Claims,
+}
+
+/// Decides the work and the users' status for one enrollment. Selected users must be
+/// resolved in the inventory first (no [`MfaState::Unknown`]); an unresolved user is
+/// treated as having no device but gets no action.
+pub fn plan(input: &PlanInput<'_>) -> Plan {
+    let mut out = Plan::default();
+    let mut handled_secrets = BTreeSet::new();
+    let mut handled_serials = BTreeSet::new();
+
+    for user in &input.selection.users {
+        let secret = input.secrets.iter().find(|s| &s.user == user);
+        if let Some(secret) = secret {
+            handled_secrets.insert(secret.name.clone());
+            handled_serials.insert(secret.serial.clone());
+        }
+        if let Some(account) = input.inventory.account_id() {
+            handled_serials.insert(device_serial(account, &input.spec.device.path, user));
+        }
+        let (status, work) = plan_user(input, user, secret);
+        out.users.push(status);
+        out.work.extend(work);
+    }
+    for name in &input.selection.not_found {
+        out.users.push(
+            UserPlan::new(name, UserState::NotFound).message("no IAM user with this name exists in the account"),
+        );
+    }
+
+    // Seed Secrets of users this enrollment no longer selects (or no longer owns, or in
+    // Report mode): remove them and their unassigned devices.
+    for secret in input.secrets.iter().filter(|s| !handled_secrets.contains(&s.name)) {
+        handled_serials.insert(secret.serial.clone());
+        out.work.push(Work {
+            user: None,
+            actions: release(input, secret),
+            note: Some(Note {
+                reason: EventReason::PendingDeviceRemoved,
+                message: format!("removed the pending device of {} (no longer selected)", secret.user),
+            }),
+        });
+    }
+
+    // Unassigned devices under our path that no seed Secret anywhere claims and whose
+    // user no enrollment owns: the seed is lost, nobody can enable them.
+    for device in input.inventory.pending_under(&input.spec.device.path) {
+        if handled_serials.contains(&device.serial) || is_claimed(input.claims, &device.serial) {
+            continue;
+        }
+        let owned_elsewhere = device_name_in_path(&device.serial, &input.spec.device.path)
+            .is_some_and(|name| input.owners.contains_key(name));
+        if owned_elsewhere {
+            continue; // its owner replaces it on its own reconcile
+        }
+        out.work.push(Work {
+            user: None,
+            actions: vec![Action::DeleteDevice { serial: device.serial.clone() }],
+            note: Some(Note {
+                reason: EventReason::OrphanDeviceDeleted,
+                message: format!("deleted unassigned device {} that no seed Secret claims", device.serial),
+            }),
+        });
+    }
+    out
+}
+
+fn is_claimed(claims: &Claims, serial: &str) -> bool {
+    claims.get(serial).is_some_and(|holders| !holders.is_empty())
+}
+
+/// Actions that remove one of this enrollment's seed Secrets, and its device when the
+/// device is unassigned and nobody else holds it.
+fn release(input: &PlanInput<'_>, secret: &SeedSecret) -> Vec<Action> {
+    let mut actions = Vec::new();
+    let unassigned = input.inventory.virtual_devices.get(&secret.serial).is_some_and(|d| d.user.is_none());
+    let held_by_others = input
+        .claims
+        .get(&secret.serial)
+        .is_some_and(|holders| holders.iter().any(|h| h != input.id));
+    if unassigned && !held_by_others {
+        actions.push(Action::DeleteDevice { serial: secret.serial.clone() });
+    }
+    actions.push(Action::DeleteSecret { name: secret.name.clone() });
+    actions
+}
+
+fn plan_user(input: &PlanInput<'_>, user: &str, secret: Option<&SeedSecret>) -> (UserPlan, Vec<Work>) {
+    let mfa = input.inventory.mfa_state(user);
+    if let MfaState::Active(_) = mfa {
+        // Compliant. A leftover Secret (crash after enabling, or the person enabled a
+        // device elsewhere) and its unassigned device are no longer needed.
+        let work = secret
+            .map(|s| Work { user: None, actions: release(input, s), note: None })
+            .into_iter()
+            .collect();
+        return (UserPlan::new(user, UserState::Compliant), work);
+    }
+    if input.spec.mode == Mode::Report {
+        return (
+            UserPlan::new(user, UserState::Missing).message("no active MFA device"),
+            secret.map(|s| Work { user: None, actions: release(input, s), note: None }).into_iter().collect(),
+        );
+    }
+    if mfa == MfaState::Unknown {
+        return (UserPlan::new(user, UserState::Missing).message("MFA devices not listed yet"), Vec::new());
+    }
+    if let Some(owner) = input.owners.get(user).filter(|o| *o != input.id) {
+        // Another (older) enrollment owns this user's enrollment: never a second device.
+        let work = secret.map(|s| Work { user: None, actions: release(input, s), note: None }).into_iter().collect();
+        return (
+            UserPlan::new(user, UserState::Pending)
+                .message(format!("enrollment is handled by {owner}, the oldest enrollment selecting this user")),
+            work,
+        );
+    }
+    let Some(account) = input.inventory.account_id() else {
+        return (UserPlan::new(user, UserState::Missing), Vec::new());
+    };
+    let serial = device_serial(account, &input.spec.device.path, user);
+    let device = input.inventory.virtual_devices.get(&serial);
+
+    let Some(secret) = secret else {
+        // No seed Secret. A device of ours without one has lost its seed (crash between
+        // the two writes, or the Secret was deleted): replace it.
+        if device.is_some_and(|d| d.user.is_none()) {
+            if is_claimed(input.claims, &serial) {
+                let holders = &input.claims[&serial];
+                let names: Vec<String> = holders.iter().map(ToString::to_string).collect();
+                return (
+                    UserPlan::new(user, UserState::Pending).message(format!("pending device is held by {}", names.join(", "))),
+                    Vec::new(),
+                );
+            }
+            return create(
+                input,
+                user,
+                &serial,
+                vec![Action::DeleteDevice { serial: serial.clone() }],
+                Some((EventReason::SeedRotated, "its seed Secret was missing")),
+            );
+        }
+        return create(input, user, &serial, Vec::new(), None);
+    };
+
+    let secret_device = input.inventory.virtual_devices.get(&secret.serial);
+    if secret_device.is_none_or(|d| d.user.is_some()) {
+        // The Secret's device is gone (deleted out of band) or assigned elsewhere.
+        let mut actions = Vec::new();
+        actions.push(Action::DeleteSecret { name: secret.name.clone() });
+        if secret.serial != serial && device.is_some_and(|d| d.user.is_none()) {
+            actions.push(Action::DeleteDevice { serial: serial.clone() });
+        }
+        return create(input, user, &serial, actions, Some((EventReason::SeedRotated, "its pending device no longer exists")));
+    }
+
+    let pending_since = secret.created;
+    let expires_at = pending_since.and_then(|t| t.checked_add(ttl(input.spec)).ok());
+    let mut pending = UserPlan {
+        serial: Some(secret.serial.clone()),
+        secret: Some(secret.name.clone()),
+        pending_since,
+        expires_at,
+        ..UserPlan::new(user, UserState::Pending)
+    };
+    let rotate = |why: &str| {
+        create(
+            input,
+            user,
+            &serial,
+            vec![Action::DeleteDevice { serial: secret.serial.clone() }, Action::DeleteSecret { name: secret.name.clone() }],
+            Some((EventReason::SeedRotated, why)),
+        )
+    };
+
+    if let Some((code1, code2)) = &secret.codes {
+        let verdict = totp::decode_seed(secret.seed.expose())
+            .map_err(|_| None)
+            .and_then(|seed| totp::verify_pair(&seed, code1, code2, input.now.as_second()).map_err(Some));
+        return match verdict {
+            Ok(_) => (
+                UserPlan { message: None, ..UserPlan::new(user, UserState::Compliant) },
+                vec![Work {
+                    user: Some(user.to_owned()),
+                    actions: vec![Action::Enable {
+                        user: user.to_owned(),
+                        serial: secret.serial.clone(),
+                        secret: secret.name.clone(),
+                        codes: Codes { code1: code1.clone(), code2: code2.clone() },
+                    }],
+                    note: Some(Note { reason: EventReason::MfaEnabled, message: format!("MFA enabled for {user}") }),
+                }],
+            ),
+            Err(None) => rotate("its seed could not be read"),
+            Err(Some(rejection)) => {
+                let attempts = secret.failed_attempts + 1;
+                if attempts >= MAX_FAILED_ATTEMPTS {
+                    return rotate(&format!("{attempts} code submissions were refused"));
+                }
+                let message = format!("{rejection} (refused submission {attempts} of {MAX_FAILED_ATTEMPTS})");
+                pending.message = Some(format!("codes refused: {message}"));
+                (
+                    pending,
+                    vec![Work {
+                        user: Some(user.to_owned()),
+                        actions: vec![Action::RejectCodes { secret: secret.name.clone(), attempts, message: message.clone() }],
+                        note: Some(Note { reason: EventReason::CodesRejected, message: format!("codes for {user} refused: {message}") }),
+                    }],
+                )
+            }
+        };
+    }
+    if expires_at.is_some_and(|t| t <= input.now) {
+        return rotate("it was not enabled within pendingTTL");
+    }
+    pending.message = Some(if secret.partial_codes {
+        format!("only one code in Secret {}: write both code1 and code2", secret.name)
+    } else if let Some(rejection) = &secret.last_rejection {
+        format!("codes refused: {rejection}")
+    } else {
+        format!("scan the QR code in Secret {} and write two consecutive codes as code1 and code2", secret.name)
+    });
+    (pending, Vec::new())
+}
+
+/// Creates a new pending device (after `before`), planning the user as Pending.
+fn create(
+    input: &PlanInput<'_>,
+    user: &str,
+    serial: &str,
+    mut before: Vec<Action>,
+    rotated: Option<(EventReason, &str)>,
+) -> (UserPlan, Vec<Work>) {
+    before.push(Action::CreatePending { user: user.to_owned() });
+    let note = match rotated {
+        Some((reason, why)) => Note { reason, message: format!("new pending device for {user}: {why}") },
+        None => Note { reason: EventReason::DeviceCreated, message: format!("pending device created for {user}") },
+    };
+    let name = secret_name(user);
+    let status = UserPlan {
+        serial: Some(serial.to_owned()),
+        pending_since: Some(input.now),
+        expires_at: input.now.checked_add(ttl(input.spec)).ok(),
+        message: Some(format!("scan the QR code in Secret {name} and write two consecutive codes as code1 and code2")),
+        secret: Some(name),
+        ..UserPlan::new(user, UserState::Pending)
+    };
+    (status, vec![Work { user: Some(user.to_owned()), actions: before, note: Some(note) }])
+}
+
+fn ttl(spec: &MfaEnrollmentSpec) -> jiff::SignedDuration {
+    jiff::SignedDuration::try_from(std::time::Duration::from(spec.pending_ttl)).unwrap_or(jiff::SignedDuration::MAX)
+}
+
+/// The owner of every user selected by an Enroll-mode enrollment of one account: the
+/// oldest enrollment (creation time, then namespace/name) wins, so the answer never
+/// flaps and no user ever gets two pending devices.
+pub fn owners<'a>(
+    selections: impl IntoIterator<Item = (&'a EnrollmentId, Option<Timestamp>, &'a Selection)>,
+) -> BTreeMap<String, EnrollmentId> {
+    let mut ranked: Vec<_> = selections.into_iter().collect();
+    ranked.sort_by(|a, b| (a.1, a.0).cmp(&(b.1, b.0)));
+    let mut owners = BTreeMap::new();
+    for (id, _, selection) in ranked {
+        for user in &selection.users {
+            owners.entry(user.clone()).or_insert_with(|| id.clone());
+        }
+    }
+    owners
+}

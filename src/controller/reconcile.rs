@@ -1,0 +1,337 @@
+//! One reconcile of one `MfaEnrollment`: gather (inventory, Secrets, peers), plan (pure),
+//! apply, write status. The finalizer is the only top-level action; cleanup removes the
+//! enrollment's pending devices and seed Secrets and nothing else.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::runtime::controller::Action as Requeue;
+use kube::runtime::events::{Event, EventType};
+use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::{Resource, ResourceExt};
+
+use super::accounts::{AccountKey, AccountState};
+use super::apply::{Applied, apply};
+use super::plan::{Claims, EnrollmentId, PlanInput, owners, plan};
+use super::seed_secret::{self, SeedSecret};
+use super::selection::{Selection, select};
+use super::status::{Issue, StatusInput, build, lost_mfa};
+use super::vocabulary::{ConditionReason, EventReason};
+use super::{Context, Error, FIELD_MANAGER, FINALIZER, Result};
+use crate::aws::{IamApi, IamError};
+use crate::crd::{MfaEnrollment, MfaEnrollmentStatus, Mode};
+use crate::inventory::Inventory;
+
+/// Entry point called by the controller runtime.
+pub async fn reconcile(enrollment: Arc<MfaEnrollment>, ctx: Arc<Context>) -> Result<Requeue> {
+    let namespace = enrollment.namespace().ok_or(Error::NoNamespace)?;
+    let api: Api<MfaEnrollment> = ctx.api(&namespace);
+    let result = finalizer(&api, FINALIZER, enrollment.clone(), |event| async {
+        match event {
+            Finalizer::Apply(e) => reconcile_apply(&e, &ctx).await,
+            Finalizer::Cleanup(e) => cleanup(&e, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)));
+    if result.is_ok() {
+        ctx.reset_backoff(&enrollment);
+    }
+    result
+}
+
+/// Per-enrollment exponential backoff; the status already says what went wrong.
+pub fn error_policy(enrollment: Arc<MfaEnrollment>, error: &Error, ctx: Arc<Context>) -> Requeue {
+    let delay = ctx.backoff(&enrollment);
+    tracing::warn!(enrollment = %enrollment.name_any(), category = error.category(), error = %error, retry_in = ?delay, "reconcile failed");
+    Requeue::requeue(delay)
+}
+
+fn id_of(enrollment: &MfaEnrollment) -> EnrollmentId {
+    EnrollmentId { namespace: enrollment.namespace().unwrap_or_default(), name: enrollment.name_any() }
+}
+
+/// How old an inventory may be before this enrollment refreshes it.
+fn max_inventory_age(enrollment: &MfaEnrollment) -> jiff::SignedDuration {
+    let resync: Duration = enrollment.spec.resync_interval.into();
+    jiff::SignedDuration::try_from(resync).unwrap_or(jiff::SignedDuration::from_mins(10))
+}
+
+async fn reconcile_apply(enrollment: &MfaEnrollment, ctx: &Context) -> Result<Requeue> {
+    let id = id_of(enrollment);
+    let key = AccountKey::of(&enrollment.spec);
+    let account = ctx.accounts.get(&key).await;
+    let mut account = account.lock().await;
+    let now = ctx.now();
+
+    let peers: Vec<Arc<MfaEnrollment>> = ctx
+        .store
+        .state()
+        .into_iter()
+        .filter(|p| p.meta().deletion_timestamp.is_none() && AccountKey::of(&p.spec) == key)
+        .collect();
+    let needs_console = enrollment.spec.users.console_access_only || peers.iter().any(|p| p.spec.users.console_access_only);
+
+    // Gather: the shared inventory (refreshed when older than our resync interval).
+    let stale = account.inventory.as_ref().is_none_or(|inv| {
+        now.duration_since(inv.fetched_at) >= max_inventory_age(enrollment)
+            || (needs_console && inv.console_users.is_none())
+    });
+    if stale && let Err(e) = refresh(&mut account, ctx, needs_console).await {
+        return report_iam_failure(enrollment, ctx, e).await;
+    }
+    let Some(inventory) = account.inventory.as_mut() else {
+        return Err(Error::StaleInventory("inventory missing after refresh".into()));
+    };
+
+    // Who owns which user: every Enroll-mode peer's selection, oldest first.
+    let selections: Vec<(EnrollmentId, Option<jiff::Timestamp>, Selection)> = peers
+        .iter()
+        .filter(|p| p.spec.mode == Mode::Enroll)
+        .map(|p| {
+            let created = p.meta().creation_timestamp.as_ref().map(|t| t.0);
+            (id_of(p), created, select(&p.spec.users, &inventory.users, inventory.console_users.as_ref()))
+        })
+        .collect();
+    let owners = owners(selections.iter().map(|(id, created, s)| (id, *created, s)));
+    let selection = select(&enrollment.spec.users, &inventory.users, inventory.console_users.as_ref());
+
+    // Only selected users without an assigned virtual device cost a ListMFADevices call.
+    let unresolved = inventory.unresolved(&selection.users);
+    if !unresolved.is_empty() {
+        let iam = account.iam.clone();
+        let inventory = account.inventory.as_mut().ok_or_else(|| Error::StaleInventory("inventory vanished".into()))?;
+        if let Err(e) = inventory.resolve(&iam, unresolved).await {
+            return report_iam_failure(enrollment, ctx, e).await;
+        }
+    }
+
+    let secrets = list_seed_secrets(ctx, &id).await?;
+    let AccountState { iam, inventory, claims } = &mut *account;
+    let Some(inventory) = inventory.as_mut() else {
+        return Err(Error::StaleInventory("inventory vanished".into()));
+    };
+    let planned = plan(&PlanInput {
+        id: &id,
+        spec: &enrollment.spec,
+        now,
+        inventory,
+        selection: &selection,
+        owners: &owners,
+        secrets: &secrets,
+        claims,
+    });
+    let root_mfa = inventory.root_mfa_enabled;
+
+    let Applied { users, issue, stale_inventory } = apply(enrollment, ctx, iam, inventory, claims, &secrets, planned).await;
+    if stale_inventory {
+        account.inventory = None;
+    }
+
+    let previous = enrollment.status.as_ref();
+    // Only a reconcile that saw the whole picture may say a user lost MFA.
+    let drifted = if issue.is_none() && !stale_inventory { lost_mfa(previous, &users) } else { Vec::new() };
+    for user in drifted {
+        publish(ctx, enrollment, EventReason::MfaDeactivated, format!("{user} no longer has an active MFA device")).await;
+    }
+    let next_expiry = users.iter().filter_map(|u| u.expires_at).min();
+    let status = build(StatusInput {
+        mode: enrollment.spec.mode,
+        generation: enrollment.meta().generation,
+        now,
+        users,
+        issue: issue.clone(),
+        root_mfa_enabled: Some(root_mfa),
+        previous,
+    });
+    write_status(enrollment, ctx, status).await?;
+
+    match issue {
+        Some(issue) if !issue.needs_person() => Err(Error::WorkFailed(issue.message)),
+        _ => {
+            let resync: Duration = enrollment.spec.resync_interval.into();
+            let until_expiry = next_expiry
+                .map(|t| t.duration_since(now))
+                .and_then(|d| Duration::try_from(d).ok())
+                .map(|d| d + Duration::from_secs(1));
+            Ok(Requeue::requeue(until_expiry.map_or(resync, |d| d.min(resync))))
+        }
+    }
+}
+
+/// Sweeps the account and reloads the claims of every seed Secret.
+async fn refresh(account: &mut AccountState, ctx: &Context, with_console: bool) -> Result<(), IamError> {
+    let inventory = Inventory::load(&account.iam, with_console, ctx.now()).await?;
+    tracing::debug!(users = inventory.users.len(), devices = inventory.virtual_devices.len(), "inventory refreshed");
+    account.inventory = Some(inventory);
+    match load_claims(ctx).await {
+        Ok(claims) => account.claims = claims,
+        Err(e) => {
+            account.inventory = None;
+            tracing::warn!(error = %e, "cannot list seed Secrets");
+            return Err(IamError::Transport { operation: "ListSecrets", message: e.to_string() });
+        }
+    }
+    Ok(())
+}
+
+/// Device serial -> enrollments holding a seed Secret for it, across watched namespaces.
+async fn load_claims(ctx: &Context) -> Result<Claims> {
+    let api: Api<Secret> = match &ctx.config.namespace {
+        Some(ns) => ctx.api(ns),
+        None => Api::all(ctx.client.clone()),
+    };
+    let list = api
+        .list_metadata(&ListParams::default().labels(&seed_secret::managed_selector()))
+        .await
+        .map_err(Error::kube("list seed Secrets"))?;
+    let mut claims = Claims::new();
+    for secret in list.items {
+        let serial = secret.annotations().get(seed_secret::ANNOTATION_SERIAL).cloned();
+        let enrollment = secret.labels().get(seed_secret::LABEL_ENROLLMENT).cloned();
+        if let (Some(serial), Some(name), Some(namespace)) = (serial, enrollment, secret.namespace()) {
+            claims.entry(serial).or_default().push(EnrollmentId { namespace, name });
+        }
+    }
+    Ok(claims)
+}
+
+/// This enrollment's seed Secrets, read fresh (never from a cache: a stale view could
+/// make the operator replace a device whose Secret exists).
+async fn list_seed_secrets(ctx: &Context, id: &EnrollmentId) -> Result<Vec<SeedSecret>> {
+    let api: Api<Secret> = ctx.api(&id.namespace);
+    let list = api
+        .list(&ListParams::default().labels(&seed_secret::enrollment_selector(&id.name)))
+        .await
+        .map_err(Error::kube("list seed Secrets"))?;
+    Ok(list
+        .items
+        .iter()
+        .filter_map(|s| match seed_secret::parse(s) {
+            Ok(parsed) => Some(parsed),
+            Err(e) => {
+                tracing::warn!(error = %e, "ignoring unusable seed Secret");
+                None
+            }
+        })
+        .collect())
+}
+
+/// An IAM failure before planning: status says what is wrong (Stalled when a person must
+/// act, Reconciling otherwise), then permanent errors wait for the resync interval and
+/// transient ones back off.
+async fn report_iam_failure(enrollment: &MfaEnrollment, ctx: &Context, error: IamError) -> Result<Requeue> {
+    let reason = match error {
+        IamError::AccessDenied { .. } => ConditionReason::AccessDenied,
+        _ => ConditionReason::TransientError,
+    };
+    let issue = Issue { reason, message: error.to_string() };
+    let previous = enrollment.status.clone().unwrap_or_default();
+    let status = build(StatusInput {
+        mode: enrollment.spec.mode,
+        generation: enrollment.meta().generation,
+        now: ctx.now(),
+        users: previous_users(&previous),
+        issue: Some(issue.clone()),
+        root_mfa_enabled: previous.root_account_mfa_enabled,
+        previous: Some(&previous),
+    });
+    write_status(enrollment, ctx, status).await?;
+    publish(ctx, enrollment, EventReason::ReconcileFailed, issue.message.clone()).await;
+    if issue.needs_person() {
+        Ok(Requeue::requeue(enrollment.spec.resync_interval.into()))
+    } else {
+        Err(Error::Iam(error))
+    }
+}
+
+/// Keeps the last known users when a reconcile could not look at AWS.
+fn previous_users(previous: &MfaEnrollmentStatus) -> Vec<super::plan::UserPlan> {
+    previous
+        .users
+        .iter()
+        .map(|u| super::plan::UserPlan {
+            name: u.name.clone(),
+            state: u.state,
+            serial: u.serial_number.clone(),
+            secret: u.seed_secret.clone(),
+            pending_since: u.pending_since.as_ref().map(|t| t.0),
+            expires_at: u.expires_at.as_ref().map(|t| t.0),
+            message: u.message.clone(),
+        })
+        .collect()
+}
+
+/// Writes the status with server-side apply, only when it changed.
+async fn write_status(enrollment: &MfaEnrollment, ctx: &Context, status: MfaEnrollmentStatus) -> Result<()> {
+    if enrollment.status.as_ref() == Some(&status) {
+        return Ok(());
+    }
+    let namespace = enrollment.namespace().ok_or(Error::NoNamespace)?;
+    let api: Api<MfaEnrollment> = ctx.api(&namespace);
+    let patch = serde_json::json!({
+        "apiVersion": "iam.mfa-operator.dev/v1alpha1",
+        "kind": "MfaEnrollment",
+        "status": status,
+    });
+    api.patch_status(&enrollment.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
+        .await
+        .map_err(Error::kube("patch MfaEnrollment status"))?;
+    Ok(())
+}
+
+/// Publishes an Event on the enrollment; failures are logged, never fatal.
+pub(super) async fn publish(ctx: &Context, enrollment: &MfaEnrollment, reason: EventReason, note: String) {
+    let event = Event {
+        type_: if reason.is_warning() { EventType::Warning } else { EventType::Normal },
+        reason: reason.as_str().to_owned(),
+        note: Some(note),
+        action: "Reconcile".to_owned(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &enrollment.object_ref(&())).await {
+        tracing::warn!(error = %e, reason = reason.as_str(), "cannot publish Event");
+    }
+}
+
+/// Removes this enrollment's pending devices and seed Secrets, and nothing else: enabled
+/// devices stay, devices of other enrollments stay.
+async fn cleanup(enrollment: &MfaEnrollment, ctx: &Context) -> Result<Requeue> {
+    let id = id_of(enrollment);
+    let account = ctx.accounts.get(&AccountKey::of(&enrollment.spec)).await;
+    let mut account = account.lock().await;
+    let secrets = list_seed_secrets(ctx, &id).await?;
+    if secrets.is_empty() {
+        return Ok(Requeue::await_change());
+    }
+    // Decide from a fresh device list: only unassigned devices are ever deleted.
+    let devices = account.iam.list_virtual_mfa_devices().await?;
+    let unassigned: BTreeMap<&str, bool> = devices.iter().map(|d| (d.serial.as_str(), d.user.is_none())).collect();
+    let api: Api<Secret> = ctx.api(&id.namespace);
+    for secret in &secrets {
+        let held_elsewhere =
+            account.claims.get(&secret.serial).is_some_and(|holders| holders.iter().any(|h| *h != id));
+        if unassigned.get(secret.serial.as_str()) == Some(&true) && !held_elsewhere {
+            match account.iam.delete_virtual_mfa_device(&secret.serial).await {
+                Ok(()) | Err(IamError::NoSuchEntity { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+            if let Some(inventory) = account.inventory.as_mut() {
+                inventory.record_deleted(&secret.serial);
+            }
+        }
+        match api.delete(&secret.name, &Default::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(e) => return Err(Error::kube("delete seed Secret")(e)),
+        }
+        if let Some(holders) = account.claims.get_mut(&secret.serial) {
+            holders.retain(|h| *h != id);
+        }
+    }
+    tracing::info!(enrollment = %id, removed = secrets.len(), "removed pending devices and seed Secrets");
+    Ok(Requeue::await_change())
+}

@@ -1,0 +1,203 @@
+//! Builds an enrollment's status from a plan and what happened when it ran. Pure; the
+//! condition helper keeps `lastTransitionTime` unless a condition actually flips, so an
+//! unchanged world produces an identical status and no patch.
+
+use std::collections::BTreeMap;
+
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+use super::plan::UserPlan;
+use super::vocabulary::{ConditionReason, ConditionType};
+use crate::crd::{MfaEnrollmentStatus, Mode, Summary, UserState, UserStatus, status::MAX_STATUS_USERS};
+
+/// Something that kept this reconcile from finishing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Issue {
+    /// `AccessDenied` and `InvalidSpec` need a person (Stalled); anything else is retried.
+    pub reason: ConditionReason,
+    pub message: String,
+}
+
+impl Issue {
+    pub fn needs_person(&self) -> bool {
+        matches!(self.reason, ConditionReason::AccessDenied | ConditionReason::InvalidSpec)
+    }
+}
+
+/// Inputs of [`build`].
+pub struct StatusInput<'a> {
+    pub mode: Mode,
+    pub generation: Option<i64>,
+    pub now: Timestamp,
+    pub users: Vec<UserPlan>,
+    pub issue: Option<Issue>,
+    pub root_mfa_enabled: Option<bool>,
+    pub previous: Option<&'a MfaEnrollmentStatus>,
+}
+
+/// Orders users so the ones needing attention come first in the bounded list.
+fn rank(state: UserState) -> u8 {
+    match state {
+        UserState::Failed => 0,
+        UserState::Missing => 1,
+        UserState::Pending => 2,
+        UserState::NotFound => 3,
+        UserState::Compliant => 4,
+    }
+}
+
+/// Builds the whole status.
+pub fn build(input: StatusInput<'_>) -> MfaEnrollmentStatus {
+    let mut users = input.users;
+    users.sort_by(|a, b| (rank(a.state), &a.name).cmp(&(rank(b.state), &b.name)));
+
+    let mut summary = Summary::default();
+    for user in &users {
+        let counter = match user.state {
+            UserState::Compliant => &mut summary.compliant,
+            UserState::Pending => &mut summary.pending,
+            UserState::Missing => &mut summary.missing,
+            UserState::Failed => &mut summary.failed,
+            UserState::NotFound => &mut summary.not_found,
+        };
+        *counter += 1;
+        if user.state != UserState::NotFound {
+            summary.selected += 1;
+        }
+    }
+
+    let without_mfa = summary.selected - summary.compliant;
+    let unfinished = input.mode == Mode::Enroll && (summary.missing > 0 || summary.failed > 0);
+    let mut conditions = input.previous.map(|p| p.conditions.clone()).unwrap_or_default();
+    let mut set = |kind: ConditionType, status: bool, reason: ConditionReason, message: String| {
+        set_condition(&mut conditions, kind, status, reason, message, input.generation, input.now);
+    };
+
+    match &input.issue {
+        Some(issue) if issue.needs_person() => {
+            set(ConditionType::Ready, false, issue.reason, issue.message.clone());
+            set(ConditionType::Reconciling, false, ConditionReason::AsExpected, String::new());
+            set(ConditionType::Stalled, true, issue.reason, issue.message.clone());
+        }
+        Some(issue) => {
+            set(ConditionType::Ready, false, issue.reason, issue.message.clone());
+            set(ConditionType::Reconciling, true, issue.reason, issue.message.clone());
+            set(ConditionType::Stalled, false, ConditionReason::AsExpected, String::new());
+        }
+        None if unfinished => {
+            let message = format!("{} selected users still need a pending device", summary.missing + summary.failed);
+            set(ConditionType::Ready, false, ConditionReason::Progressing, message.clone());
+            set(ConditionType::Reconciling, true, ConditionReason::Progressing, message);
+            set(ConditionType::Stalled, false, ConditionReason::AsExpected, String::new());
+        }
+        None => {
+            let message = match input.mode {
+                Mode::Report => format!("inventory complete: {} of {} selected users have MFA", summary.compliant, summary.selected),
+                Mode::Enroll => format!(
+                    "every selected user has MFA or a pending device ({} compliant, {} pending)",
+                    summary.compliant, summary.pending
+                ),
+            };
+            set(ConditionType::Ready, true, ConditionReason::Reconciled, message);
+            set(ConditionType::Reconciling, false, ConditionReason::AsExpected, String::new());
+            set(ConditionType::Stalled, false, ConditionReason::AsExpected, String::new());
+        }
+    }
+    if without_mfa == 0 {
+        set(
+            ConditionType::Compliant,
+            true,
+            ConditionReason::AllUsersHaveMfa,
+            format!("all {} selected users have an active MFA device", summary.selected),
+        );
+    } else {
+        let (reason, message) = match input.mode {
+            Mode::Enroll => (
+                ConditionReason::AwaitingCodes,
+                format!(
+                    "{without_mfa} of {} selected users have no active MFA device ({} pending codes, {} missing, {} failed)",
+                    summary.selected, summary.pending, summary.missing, summary.failed
+                ),
+            ),
+            Mode::Report => (
+                ConditionReason::UsersWithoutMfa,
+                format!("{without_mfa} of {} selected users have no active MFA device", summary.selected),
+            ),
+        };
+        set(ConditionType::Compliant, false, reason, message);
+    }
+
+    let total = users.len();
+    let listed: Vec<UserStatus> = users.into_iter().take(MAX_STATUS_USERS).map(user_status).collect();
+    MfaEnrollmentStatus {
+        observed_generation: input.generation,
+        conditions,
+        summary: Some(summary),
+        root_account_mfa_enabled: input.root_mfa_enabled.or_else(|| input.previous.and_then(|p| p.root_account_mfa_enabled)),
+        users_omitted: u32::try_from(total - listed.len()).unwrap_or(u32::MAX),
+        users: listed,
+    }
+}
+
+fn user_status(user: UserPlan) -> UserStatus {
+    UserStatus {
+        name: user.name,
+        state: user.state,
+        serial_number: user.serial,
+        seed_secret: user.secret,
+        pending_since: user.pending_since.map(Time),
+        expires_at: user.expires_at.map(Time),
+        message: user.message,
+    }
+}
+
+/// Sets one condition, keeping its `lastTransitionTime` unless its status flips.
+pub fn set_condition(
+    conditions: &mut Vec<Condition>,
+    kind: ConditionType,
+    status: bool,
+    reason: ConditionReason,
+    message: String,
+    generation: Option<i64>,
+    now: Timestamp,
+) {
+    let status = if status { "True" } else { "False" }.to_owned();
+    let existing = conditions.iter_mut().find(|c| c.type_ == kind.as_str());
+    let last_transition_time = match &existing {
+        Some(c) if c.status == status => c.last_transition_time.clone(),
+        _ => Time(now),
+    };
+    let condition = Condition {
+        type_: kind.as_str().to_owned(),
+        status,
+        reason: reason.as_str().to_owned(),
+        message,
+        observed_generation: generation,
+        last_transition_time,
+    };
+    match existing {
+        Some(c) => *c = condition,
+        None => conditions.push(condition),
+    }
+    conditions.sort_by_key(|c| order(&c.type_));
+}
+
+fn order(kind: &str) -> u8 {
+    [ConditionType::Ready, ConditionType::Reconciling, ConditionType::Stalled, ConditionType::Compliant]
+        .iter()
+        .position(|k| k.as_str() == kind)
+        .map_or(u8::MAX, |p| p as u8)
+}
+
+/// Users whose state moved from Compliant to anything else: they lost their MFA.
+pub fn lost_mfa(previous: Option<&MfaEnrollmentStatus>, users: &[UserPlan]) -> Vec<String> {
+    let before: BTreeMap<&str, UserState> = previous
+        .map(|p| p.users.iter().map(|u| (u.name.as_str(), u.state)).collect())
+        .unwrap_or_default();
+    users
+        .iter()
+        .filter(|u| u.state != UserState::Compliant && before.get(u.name.as_str()) == Some(&UserState::Compliant))
+        .map(|u| u.name.clone())
+        .collect()
+}

@@ -1,0 +1,212 @@
+//! Per-account inventory of IAM users and MFA devices, shared by every `MfaEnrollment`
+//! that targets the account.
+//!
+//! Cost of a refresh is O(pages): one `GetAccountAuthorizationDetails` sweep (users,
+//! groups, tags), one `ListVirtualMFADevices` sweep, `GetAccountSummary`, and the
+//! credential report only when some enrollment needs console access. `ListMFADevices`
+//! is called only for selected users that no assigned virtual device covers (hardware
+//! and FIDO devices), once per refresh. Between refreshes the controller updates the
+//! inventory in place after its own writes, so reconciles triggered by a code
+//! submission make no listing call at all.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use jiff::Timestamp;
+
+use crate::aws::{IamApi, IamError, IamUser, VirtualDevice};
+
+/// What the inventory knows about one user's MFA.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MfaState {
+    /// At least one active device (any kind); the serials.
+    Active(Vec<String>),
+    /// No active device.
+    None,
+    /// Not known yet: the user has no assigned virtual device and `ListMFADevices` has
+    /// not been asked (see [`Inventory::resolve`]).
+    Unknown,
+}
+
+/// One account's users and devices at a point in time.
+#[derive(Clone, Debug)]
+pub struct Inventory {
+    pub fetched_at: Timestamp,
+    /// Users by exact name.
+    pub users: BTreeMap<String, IamUser>,
+    /// Every virtual device by serial.
+    pub virtual_devices: BTreeMap<String, VirtualDevice>,
+    /// `ListMFADevices` answers for users no assigned virtual device covers.
+    other_devices: BTreeMap<String, Vec<String>>,
+    /// Users with a console password; `None` when not fetched.
+    pub console_users: Option<BTreeSet<String>>,
+    pub root_mfa_enabled: bool,
+}
+
+impl Inventory {
+    /// Sweeps the account. `with_console` fetches the credential report too.
+    pub async fn load(iam: &impl IamApi, with_console: bool, now: Timestamp) -> Result<Self, IamError> {
+        let users = iam.list_users().await?;
+        let devices = iam.list_virtual_mfa_devices().await?;
+        let root_mfa_enabled = iam.root_account_mfa_enabled().await?;
+        let console_users = if with_console { Some(iam.console_users().await?) } else { None };
+        Ok(Self {
+            fetched_at: now,
+            users: users.into_iter().map(|u| (u.name.clone(), u)).collect(),
+            virtual_devices: devices.into_iter().map(|d| (d.serial.clone(), d)).collect(),
+            other_devices: BTreeMap::new(),
+            console_users,
+            root_mfa_enabled,
+        })
+    }
+
+    /// An inventory built from known parts (tests and the audit command's fixtures).
+    pub fn from_parts(
+        now: Timestamp,
+        users: Vec<IamUser>,
+        virtual_devices: Vec<VirtualDevice>,
+        console_users: Option<BTreeSet<String>>,
+    ) -> Self {
+        Self {
+            fetched_at: now,
+            users: users.into_iter().map(|u| (u.name.clone(), u)).collect(),
+            virtual_devices: virtual_devices.into_iter().map(|d| (d.serial.clone(), d)).collect(),
+            other_devices: BTreeMap::new(),
+            console_users,
+            root_mfa_enabled: false,
+        }
+    }
+
+    /// Serials of the virtual devices assigned to `user`.
+    fn assigned_virtual(&self, user: &str) -> Vec<String> {
+        self.virtual_devices
+            .values()
+            .filter(|d| d.user.as_deref() == Some(user))
+            .map(|d| d.serial.clone())
+            .collect()
+    }
+
+    /// Where `user` stands.
+    pub fn mfa_state(&self, user: &str) -> MfaState {
+        let assigned = self.assigned_virtual(user);
+        if !assigned.is_empty() {
+            return MfaState::Active(assigned);
+        }
+        match self.other_devices.get(user) {
+            Some(serials) if !serials.is_empty() => MfaState::Active(serials.clone()),
+            Some(_) => MfaState::None,
+            None => MfaState::Unknown,
+        }
+    }
+
+    /// Users among `users` whose state is still [`MfaState::Unknown`].
+    pub fn unresolved<'a>(&self, users: impl IntoIterator<Item = &'a String>) -> Vec<String> {
+        users.into_iter().filter(|u| self.mfa_state(u) == MfaState::Unknown).cloned().collect()
+    }
+
+    /// Asks `ListMFADevices` for each of `users` (callers pass [`Self::unresolved`]).
+    pub async fn resolve(&mut self, iam: &impl IamApi, users: Vec<String>) -> Result<(), IamError> {
+        for user in users {
+            let devices = match iam.list_mfa_devices(&user).await {
+                Ok(devices) => devices,
+                // Deleted since the sweep: it has no device, and selection drops it next refresh.
+                Err(IamError::NoSuchEntity { .. }) => Vec::new(),
+                Err(e) => return Err(e),
+            };
+            let active = devices.into_iter().filter(|d| d.enabled_at.is_some()).map(|d| d.serial).collect();
+            self.other_devices.insert(user, active);
+        }
+        Ok(())
+    }
+
+    /// Records a device the operator just created (unassigned).
+    pub fn record_created(&mut self, serial: &str) {
+        self.virtual_devices
+            .insert(serial.to_owned(), VirtualDevice { serial: serial.to_owned(), user: None, enabled_at: None });
+    }
+
+    /// Records a device the operator just enabled for `user`.
+    pub fn record_enabled(&mut self, user: &str, serial: &str, now: Timestamp) {
+        self.virtual_devices.insert(
+            serial.to_owned(),
+            VirtualDevice { serial: serial.to_owned(), user: Some(user.to_owned()), enabled_at: Some(now) },
+        );
+    }
+
+    /// Records a device the operator just deleted.
+    pub fn record_deleted(&mut self, serial: &str) {
+        self.virtual_devices.remove(serial);
+    }
+
+    /// The unassigned virtual devices whose serial lies directly under `device_path`.
+    pub fn pending_under<'a>(&'a self, device_path: &'a str) -> impl Iterator<Item = &'a VirtualDevice> + 'a {
+        self.virtual_devices
+            .values()
+            .filter(move |d| d.user.is_none() && device_name_in_path(&d.serial, device_path).is_some())
+    }
+
+    /// The account id, read from any user ARN or device serial.
+    pub fn account_id(&self) -> Option<&str> {
+        let arn = self.users.values().map(|u| u.arn.as_str()).chain(self.virtual_devices.keys().map(String::as_str));
+        arn.filter_map(|a| a.split(':').nth(4)).find(|id| !id.is_empty())
+    }
+}
+
+/// The device name when `serial` (`arn:aws:iam::<account>:mfa<path><name>`) lies directly
+/// under `device_path`; `None` for any other serial (other paths, hardware serials, FIDO).
+pub fn device_name_in_path<'a>(serial: &'a str, device_path: &str) -> Option<&'a str> {
+    let (_, path_and_name) = serial.split_once(":mfa/")?;
+    let rest = format!("/{path_and_name}");
+    let name = rest.strip_prefix(device_path)?;
+    (!name.is_empty() && !name.contains('/')).then(|| &path_and_name[path_and_name.len() - name.len()..])
+}
+
+/// Serial of the device `name` under `device_path` in `account`.
+pub fn device_serial(account: &str, device_path: &str, name: &str) -> String {
+    format!("arn:aws:iam::{account}:mfa{device_path}{name}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_names_only_directly_under_the_path() {
+        let path = "/mfa-operator/";
+        assert_eq!(device_name_in_path("arn:aws:iam::123456789012:mfa/mfa-operator/alice", path), Some("alice"));
+        assert_eq!(device_name_in_path("arn:aws:iam::123456789012:mfa/mfa-operator/sub/alice", path), None);
+        assert_eq!(device_name_in_path("arn:aws:iam::123456789012:mfa/alice", path), None);
+        assert_eq!(device_name_in_path("arn:aws:iam::123456789012:mfa/mfa-operator-x/alice", path), None);
+        assert_eq!(device_name_in_path("arn:aws:iam::123456789012:u2f/user/alice/key", path), None);
+        assert_eq!(device_name_in_path("GAHT12345678", path), None);
+        assert_eq!(
+            device_serial("123456789012", path, "a+b"),
+            "arn:aws:iam::123456789012:mfa/mfa-operator/a+b"
+        );
+    }
+
+    #[test]
+    fn state_comes_from_assigned_virtual_devices_then_list_mfa_devices() {
+        let now = Timestamp::UNIX_EPOCH;
+        let users = ["alice", "bob", "carol"]
+            .map(|n| IamUser { name: n.into(), arn: format!("arn:aws:iam::123456789012:user/{n}"), ..Default::default() });
+        let mut inv = Inventory::from_parts(
+            now,
+            users.to_vec(),
+            vec![
+                VirtualDevice { serial: "arn:aws:iam::123456789012:mfa/alice".into(), user: Some("alice".into()), enabled_at: Some(now) },
+                VirtualDevice { serial: "arn:aws:iam::123456789012:mfa/mfa-operator/bob".into(), user: None, enabled_at: None },
+            ],
+            None,
+        );
+        assert!(matches!(inv.mfa_state("alice"), MfaState::Active(_)));
+        assert_eq!(inv.mfa_state("bob"), MfaState::Unknown);
+        let names: Vec<String> = users.iter().map(|u| u.name.clone()).collect();
+        assert_eq!(inv.unresolved(&names), ["bob", "carol"]);
+        assert_eq!(inv.pending_under("/mfa-operator/").count(), 1);
+        assert_eq!(inv.account_id(), Some("123456789012"));
+
+        inv.record_enabled("bob", "arn:aws:iam::123456789012:mfa/mfa-operator/bob", now);
+        assert!(matches!(inv.mfa_state("bob"), MfaState::Active(_)));
+        assert_eq!(inv.pending_under("/mfa-operator/").count(), 0);
+    }
+}

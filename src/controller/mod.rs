@@ -27,9 +27,9 @@ use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
+use kube::core::PartialObjectMeta;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::core::PartialObjectMeta;
 use kube::runtime::{Controller, watcher};
 use kube::{Client, ResourceExt};
 
@@ -127,7 +127,10 @@ impl Context {
     }
 
     fn reset_backoff(&self, object: &MfaEnrollment) {
-        self.failures.lock().unwrap_or_else(|p| p.into_inner()).remove(&ObjectRef::from(object));
+        self.failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&ObjectRef::from(object));
     }
 }
 
@@ -143,16 +146,20 @@ pub async fn run(client: Client, config: Config) -> anyhow::Result<()> {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     };
-    let controller = Controller::new(enrollments, watcher::Config::default().any_semantic()).watches(
-        secrets,
-        watcher::Config::default().labels(&seed_secret::managed_selector()),
-        |secret| {
-            let namespace = secret.namespace()?;
-            let enrollment = secret.labels().get(seed_secret::LABEL_ENROLLMENT)?;
-            Some(ObjectRef::new(enrollment).within(&namespace))
-        },
-    );
-    let reporter = Reporter { controller: config.reporter.clone(), instance: std::env::var("POD_NAME").ok() };
+    let controller = Controller::new(enrollments, watcher::Config::default().any_semantic())
+        .watches(
+            secrets,
+            watcher::Config::default().labels(&seed_secret::managed_selector()),
+            |secret| {
+                let namespace = secret.namespace()?;
+                let enrollment = secret.labels().get(seed_secret::LABEL_ENROLLMENT)?;
+                Some(ObjectRef::new(enrollment).within(&namespace))
+            },
+        );
+    let reporter = Reporter {
+        controller: config.reporter.clone(),
+        instance: std::env::var("POD_NAME").ok(),
+    };
     let context = Arc::new(Context {
         recorder: Recorder::new(client.clone(), reporter),
         store: controller.store(),

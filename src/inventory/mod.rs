@@ -44,11 +44,19 @@ pub struct Inventory {
 
 impl Inventory {
     /// Sweeps the account. `with_console` fetches the credential report too.
-    pub async fn load(iam: &impl IamApi, with_console: bool, now: Timestamp) -> Result<Self, IamError> {
+    pub async fn load(
+        iam: &impl IamApi,
+        with_console: bool,
+        now: Timestamp,
+    ) -> Result<Self, IamError> {
         let users = iam.list_users().await?;
         let devices = iam.list_virtual_mfa_devices().await?;
         let root_mfa_enabled = iam.root_account_mfa_enabled().await?;
-        let console_users = if with_console { Some(iam.console_users().await?) } else { None };
+        let console_users = if with_console {
+            Some(iam.console_users().await?)
+        } else {
+            None
+        };
         Ok(Self {
             fetched_at: now,
             users: users.into_iter().map(|u| (u.name.clone(), u)).collect(),
@@ -69,7 +77,10 @@ impl Inventory {
         Self {
             fetched_at: now,
             users: users.into_iter().map(|u| (u.name.clone(), u)).collect(),
-            virtual_devices: virtual_devices.into_iter().map(|d| (d.serial.clone(), d)).collect(),
+            virtual_devices: virtual_devices
+                .into_iter()
+                .map(|d| (d.serial.clone(), d))
+                .collect(),
             other_devices: BTreeMap::new(),
             console_users,
             root_mfa_enabled: false,
@@ -100,7 +111,11 @@ impl Inventory {
 
     /// Users among `users` whose state is still [`MfaState::Unknown`].
     pub fn unresolved<'a>(&self, users: impl IntoIterator<Item = &'a String>) -> Vec<String> {
-        users.into_iter().filter(|u| self.mfa_state(u) == MfaState::Unknown).cloned().collect()
+        users
+            .into_iter()
+            .filter(|u| self.mfa_state(u) == MfaState::Unknown)
+            .cloned()
+            .collect()
     }
 
     /// Asks `ListMFADevices` for each of `users` (callers pass [`Self::unresolved`]).
@@ -112,7 +127,11 @@ impl Inventory {
                 Err(IamError::NoSuchEntity { .. }) => Vec::new(),
                 Err(e) => return Err(e),
             };
-            let active = devices.into_iter().filter(|d| d.enabled_at.is_some()).map(|d| d.serial).collect();
+            let active = devices
+                .into_iter()
+                .filter(|d| d.enabled_at.is_some())
+                .map(|d| d.serial)
+                .collect();
             self.other_devices.insert(user, active);
         }
         Ok(())
@@ -120,15 +139,25 @@ impl Inventory {
 
     /// Records a device the operator just created (unassigned).
     pub fn record_created(&mut self, serial: &str) {
-        self.virtual_devices
-            .insert(serial.to_owned(), VirtualDevice { serial: serial.to_owned(), user: None, enabled_at: None });
+        self.virtual_devices.insert(
+            serial.to_owned(),
+            VirtualDevice {
+                serial: serial.to_owned(),
+                user: None,
+                enabled_at: None,
+            },
+        );
     }
 
     /// Records a device the operator just enabled for `user`.
     pub fn record_enabled(&mut self, user: &str, serial: &str, now: Timestamp) {
         self.virtual_devices.insert(
             serial.to_owned(),
-            VirtualDevice { serial: serial.to_owned(), user: Some(user.to_owned()), enabled_at: Some(now) },
+            VirtualDevice {
+                serial: serial.to_owned(),
+                user: Some(user.to_owned()),
+                enabled_at: Some(now),
+            },
         );
     }
 
@@ -138,16 +167,24 @@ impl Inventory {
     }
 
     /// The unassigned virtual devices whose serial lies directly under `device_path`.
-    pub fn pending_under<'a>(&'a self, device_path: &'a str) -> impl Iterator<Item = &'a VirtualDevice> + 'a {
-        self.virtual_devices
-            .values()
-            .filter(move |d| d.user.is_none() && device_name_in_path(&d.serial, device_path).is_some())
+    pub fn pending_under<'a>(
+        &'a self,
+        device_path: &'a str,
+    ) -> impl Iterator<Item = &'a VirtualDevice> + 'a {
+        self.virtual_devices.values().filter(move |d| {
+            d.user.is_none() && device_name_in_path(&d.serial, device_path).is_some()
+        })
     }
 
     /// The account id, read from any user ARN or device serial.
     pub fn account_id(&self) -> Option<&str> {
-        let arn = self.users.values().map(|u| u.arn.as_str()).chain(self.virtual_devices.keys().map(String::as_str));
-        arn.filter_map(|a| a.split(':').nth(4)).find(|id| !id.is_empty())
+        let arn = self
+            .users
+            .values()
+            .map(|u| u.arn.as_str())
+            .chain(self.virtual_devices.keys().map(String::as_str));
+        arn.filter_map(|a| a.split(':').nth(4))
+            .find(|id| !id.is_empty())
     }
 }
 
@@ -157,7 +194,8 @@ pub fn device_name_in_path<'a>(serial: &'a str, device_path: &str) -> Option<&'a
     let (_, path_and_name) = serial.split_once(":mfa/")?;
     let rest = format!("/{path_and_name}");
     let name = rest.strip_prefix(device_path)?;
-    (!name.is_empty() && !name.contains('/')).then(|| &path_and_name[path_and_name.len() - name.len()..])
+    (!name.is_empty() && !name.contains('/'))
+        .then(|| &path_and_name[path_and_name.len() - name.len()..])
 }
 
 /// Serial of the device `name` under `device_path` in `account`.
@@ -172,11 +210,26 @@ mod tests {
     #[test]
     fn device_names_only_directly_under_the_path() {
         let path = "/mfa-operator/";
-        assert_eq!(device_name_in_path("arn:aws:iam::123456789012:mfa/mfa-operator/alice", path), Some("alice"));
-        assert_eq!(device_name_in_path("arn:aws:iam::123456789012:mfa/mfa-operator/sub/alice", path), None);
-        assert_eq!(device_name_in_path("arn:aws:iam::123456789012:mfa/alice", path), None);
-        assert_eq!(device_name_in_path("arn:aws:iam::123456789012:mfa/mfa-operator-x/alice", path), None);
-        assert_eq!(device_name_in_path("arn:aws:iam::123456789012:u2f/user/alice/key", path), None);
+        assert_eq!(
+            device_name_in_path("arn:aws:iam::123456789012:mfa/mfa-operator/alice", path),
+            Some("alice")
+        );
+        assert_eq!(
+            device_name_in_path("arn:aws:iam::123456789012:mfa/mfa-operator/sub/alice", path),
+            None
+        );
+        assert_eq!(
+            device_name_in_path("arn:aws:iam::123456789012:mfa/alice", path),
+            None
+        );
+        assert_eq!(
+            device_name_in_path("arn:aws:iam::123456789012:mfa/mfa-operator-x/alice", path),
+            None
+        );
+        assert_eq!(
+            device_name_in_path("arn:aws:iam::123456789012:u2f/user/alice/key", path),
+            None
+        );
         assert_eq!(device_name_in_path("GAHT12345678", path), None);
         assert_eq!(
             device_serial("123456789012", path, "a+b"),
@@ -187,14 +240,25 @@ mod tests {
     #[test]
     fn state_comes_from_assigned_virtual_devices_then_list_mfa_devices() {
         let now = Timestamp::UNIX_EPOCH;
-        let users = ["alice", "bob", "carol"]
-            .map(|n| IamUser { name: n.into(), arn: format!("arn:aws:iam::123456789012:user/{n}"), ..Default::default() });
+        let users = ["alice", "bob", "carol"].map(|n| IamUser {
+            name: n.into(),
+            arn: format!("arn:aws:iam::123456789012:user/{n}"),
+            ..Default::default()
+        });
         let mut inv = Inventory::from_parts(
             now,
             users.to_vec(),
             vec![
-                VirtualDevice { serial: "arn:aws:iam::123456789012:mfa/alice".into(), user: Some("alice".into()), enabled_at: Some(now) },
-                VirtualDevice { serial: "arn:aws:iam::123456789012:mfa/mfa-operator/bob".into(), user: None, enabled_at: None },
+                VirtualDevice {
+                    serial: "arn:aws:iam::123456789012:mfa/alice".into(),
+                    user: Some("alice".into()),
+                    enabled_at: Some(now),
+                },
+                VirtualDevice {
+                    serial: "arn:aws:iam::123456789012:mfa/mfa-operator/bob".into(),
+                    user: None,
+                    enabled_at: None,
+                },
             ],
             None,
         );

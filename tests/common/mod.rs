@@ -101,3 +101,71 @@ pub fn unique(prefix: &str) -> String {
         .as_nanos();
     format!("{prefix}-{:x}", nanos % 0xffff_ffff_ffff)
 }
+
+pub mod iam;
+pub mod operator;
+
+use kube::runtime::wait::Condition;
+
+/// Waits until `condition` holds for the object `name`, or panics after `timeout` with
+/// what the object looked like last. Returns `None` when the condition accepted the
+/// object's absence.
+pub async fn wait_for<K>(
+    api: &Api<K>,
+    name: &str,
+    timeout: Duration,
+    what: &str,
+    condition: impl Condition<K>,
+) -> Option<K>
+where
+    K: kube::Resource
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + serde::Serialize
+        + Send
+        + 'static,
+{
+    match tokio::time::timeout(timeout, await_condition(api.clone(), name, condition)).await {
+        Ok(Ok(object)) => object,
+        Ok(Err(e)) => panic!("watching {name} for {what}: {e}"),
+        Err(_) => {
+            let last = api.get_opt(name).await.ok().flatten().map(|o| {
+                let mut value = serde_json::to_value(&o).unwrap_or_default();
+                if let Some(meta) = value.get_mut("metadata").and_then(|m| m.as_object_mut()) {
+                    meta.remove("managedFields");
+                }
+                if let Some(data) = value.get_mut("data").and_then(|d| d.as_object_mut()) {
+                    data.clear(); // never print seeds
+                }
+                serde_json::to_string_pretty(&value).unwrap_or_default()
+            });
+            panic!(
+                "timed out after {timeout:?} waiting for {what}; last seen: {}",
+                last.unwrap_or_else(|| "absent".into())
+            )
+        }
+    }
+}
+
+/// Like [`wait_for`], for a condition that only an existing object can meet.
+pub async fn wait_until<K>(
+    api: &Api<K>,
+    name: &str,
+    timeout: Duration,
+    what: &str,
+    condition: impl Condition<K>,
+) -> K
+where
+    K: kube::Resource
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + serde::Serialize
+        + Send
+        + 'static,
+{
+    wait_for(api, name, timeout, what, condition)
+        .await
+        .unwrap_or_else(|| panic!("{name} is absent after waiting for {what}"))
+}

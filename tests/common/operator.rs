@@ -1,0 +1,54 @@
+//! Runs the real `mfa-operator` binary against the test bed, one process per test,
+//! watching only the test's namespace, with its debug logs captured to a file.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+/// A running operator; killed when dropped.
+pub struct Operator {
+    child: Child,
+    pub log: PathBuf,
+}
+
+impl Operator {
+    /// Starts `mfa-operator run -n <namespace>` with the test bed's environment.
+    pub fn start(namespace: &str) -> Self {
+        Self::start_with(namespace, &[])
+    }
+
+    pub fn start_with(namespace: &str, env: &[(&str, &str)]) -> Self {
+        super::require_testbed();
+        let dir = std::env::temp_dir().join("mfa-operator-test-logs");
+        std::fs::create_dir_all(&dir).expect("create log dir");
+        let log = dir.join(format!("{namespace}.log"));
+        let file = std::fs::File::create(&log).expect("create operator log");
+        let child = Command::new(env!("CARGO_BIN_EXE_mfa-operator"))
+            .args(["run", "--namespace", namespace, "--log", "debug"])
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().expect("clone log handle"))
+            .stderr(file)
+            .spawn()
+            .expect("start mfa-operator");
+        Self { child, log }
+    }
+
+    /// Everything the operator logged so far.
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Stops the operator with SIGKILL (no graceful shutdown), as a crash would.
+    pub fn kill(mut self) -> String {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.logs()
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -62,7 +62,7 @@ async fn unreachable_endpoint_is_a_transport_error_not_a_panic() {
         matches!(
             err,
             IamError::Transport {
-                operation: "ListUsers",
+                operation: "GetAccountAuthorizationDetails",
                 ..
             }
         ),

@@ -289,12 +289,12 @@ mod tests {
         assert_eq!(parsed.codes, None);
 
         let data = secret.data.get_or_insert_default();
-        data.insert(KEY_CODE1.into(), ByteString(b"123456".to_vec()));
-        data.insert(KEY_CODE2.into(), ByteString(b"654321".to_vec()));
+        data.insert(KEY_CODE1.into(), ByteString(b"271828".to_vec()));
+        data.insert(KEY_CODE2.into(), ByteString(b"314159".to_vec()));
         let parsed = parse(&secret).expect("parses");
-        assert_eq!(parsed.codes, Some(("123456".into(), "654321".into())));
+        assert_eq!(parsed.codes, Some(("271828".into(), "314159".into())));
         let debug = format!("{parsed:?}");
-        for secret_text in ["JBSWY3DPEHPK3PXP", "123456", "654321"] {
+        for secret_text in ["JBSWY3DPEHPK3PXP", "271828", "314159"] {
             assert!(!debug.contains(secret_text), "{debug}");
         }
     }

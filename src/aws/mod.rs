@@ -4,6 +4,7 @@
 //! MFA devices, and every SDK error is mapped to an [`IamError`] whose text has been
 //! sanitised (no request ids, no credentials) before it can reach status, Events or logs.
 
+mod calls;
 mod error;
 mod sdk;
 
@@ -13,6 +14,7 @@ use std::future::Future;
 
 use jiff::Timestamp;
 
+pub use calls::CallCounter;
 pub use error::{IamError, sanitize};
 pub use sdk::{SdkIam, load_sdk_config};
 

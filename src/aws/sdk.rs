@@ -19,6 +19,7 @@ use aws_smithy_types::DateTime;
 use jiff::Timestamp;
 use tracing::debug;
 
+use super::calls::CallCounter;
 use super::{
     DeviceTags, IamApi, IamError, IamUser, MfaDevice, NewDevice, Seed, VirtualDevice, sanitize,
 };
@@ -70,6 +71,7 @@ impl Default for ReportPoll {
 pub struct SdkIam {
     client: aws_sdk_iam::Client,
     report_poll: ReportPoll,
+    calls: CallCounter,
 }
 
 impl SdkIam {
@@ -77,12 +79,25 @@ impl SdkIam {
         Self::from_client(aws_sdk_iam::Client::new(config))
     }
 
-    /// Wraps an existing client (tests build one over mocked responses).
+    /// Wraps an existing client (tests build one over mocked responses), adding the
+    /// request counter.
     pub fn from_client(client: aws_sdk_iam::Client) -> Self {
+        let calls = CallCounter::default();
+        let config = client
+            .config()
+            .to_builder()
+            .interceptor(calls.clone())
+            .build();
         Self {
-            client,
+            client: aws_sdk_iam::Client::from_conf(config),
             report_poll: ReportPoll::default(),
+            calls,
         }
+    }
+
+    /// Requests this client has sent, by operation (retries included).
+    pub fn calls(&self) -> &CallCounter {
+        &self.calls
     }
 
     /// Calls `GenerateCredentialReport` until the report is complete, then fetches it.

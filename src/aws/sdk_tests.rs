@@ -54,12 +54,12 @@ fn mocked(mode: RuleMode, rules: &[&Rule]) -> SdkIam {
         )
         .build();
     SdkIam {
-        client: Client::from_conf(config),
         report_poll: ReportPoll {
             attempts: 4,
             first_delay: Duration::from_millis(1),
             max_delay: Duration::from_millis(2),
         },
+        ..SdkIam::from_client(Client::from_conf(config))
     }
 }
 
@@ -170,6 +170,11 @@ async fn list_users_follows_markers_over_three_pages_with_groups_and_tags() {
     assert_eq!(
         [page1.num_calls(), page2.num_calls(), page3.num_calls()],
         [1, 1, 1]
+    );
+    // The client's own request counter sees the same three requests.
+    assert_eq!(
+        iam.calls().snapshot(),
+        [("GetAccountAuthorizationDetails".to_owned(), 3)].into()
     );
 }
 
@@ -322,6 +327,11 @@ async fn throttling_is_retried_by_the_sdk_then_reported_as_throttled() {
     );
     assert!(err.is_transient());
     assert_eq!(rule.num_calls(), MAX_ATTEMPTS as usize, "the SDK retried");
+    assert_eq!(
+        iam.calls().total(),
+        u64::from(MAX_ATTEMPTS),
+        "every retry is a request IAM counts against its throttle"
+    );
 }
 
 #[tokio::test]

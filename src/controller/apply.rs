@@ -30,6 +30,9 @@ pub struct Applied {
     pub issue: Option<Issue>,
     /// The inventory no longer matches AWS (a create met an existing device).
     pub stale_inventory: bool,
+    /// Some write changed the account (devices created, enabled or deleted), so other
+    /// enrollments of the account may need a new status.
+    pub changed_account: bool,
 }
 
 /// Issuer shown by authenticator apps, as AWS's own QR codes name it.
@@ -128,18 +131,15 @@ pub async fn apply(
     let Plan { work, mut users } = plan;
     let mut issue: Option<Issue> = None;
     let mut stale_inventory = false;
-    for Work {
-        user,
-        actions,
-        note,
-    } in work
-    {
+    let mut changed_account = false;
+    for Work { user, actions, note } in work {
         let mut failed = None;
         for action in &actions {
             if let Err(e) = runner.run(action).await {
                 failed = Some((action, e));
                 break;
             }
+            changed_account |= !matches!(action, Action::DeleteSecret { .. } | Action::RejectCodes { .. });
         }
         let Some((action, error)) = failed else {
             if let Some(note) = note {
@@ -196,11 +196,7 @@ pub async fn apply(
             break;
         }
     }
-    Applied {
-        users,
-        issue,
-        stale_inventory,
-    }
+    Applied { users, issue, stale_inventory, changed_account }
 }
 
 /// What people read when AWS refuses codes the local check accepted.

@@ -103,6 +103,9 @@ pub struct Context {
     pub recorder: Recorder,
     pub store: Store<MfaEnrollment>,
     pub clock: fn() -> Timestamp,
+    /// Asks the controller to reconcile every enrollment (after a write that other
+    /// enrollments of the same account should see).
+    reconcile_all: futures::channel::mpsc::UnboundedSender<()>,
     failures: std::sync::Mutex<HashMap<ObjectRef<MfaEnrollment>, u32>>,
 }
 
@@ -124,6 +127,11 @@ impl Context {
         let n = failures.entry(ObjectRef::from(object)).or_insert(0);
         *n = n.saturating_add(1);
         Duration::from_secs((1u64 << (*n - 1).min(9)).min(300))
+    }
+
+    fn reconcile_all(&self) {
+        // Only fails when the controller is shutting down.
+        let _ = self.reconcile_all.unbounded_send(());
     }
 
     fn reset_backoff(&self, object: &MfaEnrollment) {
@@ -156,6 +164,8 @@ pub async fn run(client: Client, config: Config) -> anyhow::Result<()> {
                 Some(ObjectRef::new(enrollment).within(&namespace))
             },
         );
+    let (reconcile_all, reconcile_all_requests) = futures::channel::mpsc::unbounded();
+    let controller = controller.reconcile_all_on(reconcile_all_requests);
     let reporter = Reporter {
         controller: config.reporter.clone(),
         instance: std::env::var("POD_NAME").ok(),
@@ -167,6 +177,7 @@ pub async fn run(client: Client, config: Config) -> anyhow::Result<()> {
         config,
         accounts: Accounts::default(),
         clock: Timestamp::now,
+        reconcile_all,
         failures: std::sync::Mutex::default(),
     });
     tracing::info!(namespace = ?context.config.namespace, "controller starting");

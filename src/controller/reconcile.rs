@@ -151,13 +151,15 @@ async fn reconcile_apply(enrollment: &MfaEnrollment, ctx: &Context) -> Result<Re
     });
     let root_mfa = inventory.root_mfa_enabled;
 
-    let Applied {
-        users,
-        issue,
-        stale_inventory,
-    } = apply(enrollment, ctx, iam, inventory, claims, &secrets, planned).await;
+    let Applied { users, issue, stale_inventory, changed_account } =
+        apply(enrollment, ctx, iam, inventory, claims, &secrets, planned).await;
     if stale_inventory {
         account.inventory = None;
+    }
+    if changed_account && peers.len() > 1 {
+        // Other enrollments of this account count the same users: refresh their status
+        // from the (already updated) shared inventory.
+        ctx.reconcile_all();
     }
 
     let previous = enrollment.status.as_ref();

@@ -46,9 +46,7 @@ enum Command {
 
 fn init_logging(format: LogFormat, filter: &str) -> anyhow::Result<()> {
     let filter = EnvFilter::try_new(filter)?;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
@@ -64,14 +62,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Run { namespace } => {
             init_logging(cli.log_format, &cli.log)?;
             let client = kube::Client::try_default().await?;
-            controller::run(
-                client,
-                controller::Config {
-                    namespace,
-                    reporter: "mfa-operator".into(),
-                },
-            )
-            .await?;
+            controller::run(client, controller::Config { namespace, reporter: "mfa-operator".into() }).await?;
         }
     }
     Ok(())

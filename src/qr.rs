@@ -45,11 +45,8 @@ pub enum QrError {
 /// cannot contain one, and one in the issuer is encoded as `%3A`, which some apps would split
 /// on: keep colons out of the issuer.
 pub fn otpauth_uri(issuer: &str, account_label: &str, seed_base32: &str) -> String {
-    let secret: String = seed_base32
-        .chars()
-        .filter(|c| !c.is_whitespace() && *c != '=')
-        .map(|c| c.to_ascii_uppercase())
-        .collect();
+    let secret: String =
+        seed_base32.chars().filter(|c| !c.is_whitespace() && *c != '=').map(|c| c.to_ascii_uppercase()).collect();
     let secret = percent_encode(&secret);
     let label = percent_encode(account_label);
     let parameters = format!("algorithm=SHA1&digits={DIGITS}&period={STEP_SECS}");
@@ -82,13 +79,10 @@ fn percent_encode(text: &str) -> String {
 /// a [`QUIET_ZONE_MODULES`]-module quiet zone, [`PIXELS_PER_MODULE`] pixels per module, 1-bit
 /// grayscale. The image is `(modules + 2 * 4) * 8` pixels square; the output is deterministic.
 pub fn qr_png(text: &str) -> Result<Vec<u8>, QrError> {
-    let code =
-        QrCode::with_error_correction_level(text.as_bytes(), EcLevel::M).map_err(|error| {
-            match error {
-                EncodeError::DataTooLong => QrError::TooLong { len: text.len() },
-                other => QrError::Encode(other),
-            }
-        })?;
+    let code = QrCode::with_error_correction_level(text.as_bytes(), EcLevel::M).map_err(|error| match error {
+        EncodeError::DataTooLong => QrError::TooLong { len: text.len() },
+        other => QrError::Encode(other),
+    })?;
     let modules = code.width();
     let colors = code.to_colors();
     let side_modules = modules + 2 * QUIET_ZONE_MODULES;
@@ -128,11 +122,7 @@ pub fn qr_png(text: &str) -> Result<Vec<u8>, QrError> {
 
 /// Whether the module at (`x`, `y`), counted in the image including the quiet zone, is dark.
 fn is_dark(colors: &[Color], modules: usize, x: usize, y: usize) -> bool {
-    let inside = |coordinate: usize| {
-        coordinate
-            .checked_sub(QUIET_ZONE_MODULES)
-            .filter(|&c| c < modules)
-    };
+    let inside = |coordinate: usize| coordinate.checked_sub(QUIET_ZONE_MODULES).filter(|&c| c < modules);
     match (inside(x), inside(y)) {
         (Some(x), Some(y)) => colors.get(y * modules + x) == Some(&Color::Dark),
         _ => false,
@@ -171,18 +161,13 @@ mod tests {
         let mut reader = decoder.read_info().unwrap();
         let mut buffer = vec![0; reader.output_buffer_size().unwrap()];
         let frame = reader.next_frame(&mut buffer).unwrap();
-        assert_eq!(
-            (frame.color_type, frame.bit_depth),
-            (png::ColorType::Grayscale, png::BitDepth::Eight)
-        );
+        assert_eq!((frame.color_type, frame.bit_depth), (png::ColorType::Grayscale, png::BitDepth::Eight));
         buffer.truncate(frame.buffer_size());
         (frame.width, frame.height, buffer)
     }
 
     fn modules_of(text: &str) -> usize {
-        QrCode::with_error_correction_level(text.as_bytes(), EcLevel::M)
-            .unwrap()
-            .width()
+        QrCode::with_error_correction_level(text.as_bytes(), EcLevel::M).unwrap().width()
     }
 
     #[test]
@@ -190,10 +175,7 @@ mod tests {
         assert_eq!(percent_encode("AZaz09-._~"), "AZaz09-._~");
         assert_eq!(percent_encode("a+b=c,d.e@f_g-h"), "a%2Bb%3Dc%2Cd.e%40f_g-h");
         assert_eq!(percent_encode("ACME Co"), "ACME%20Co");
-        assert_eq!(
-            percent_encode(":/?#[]!$&'()*;%"),
-            "%3A%2F%3F%23%5B%5D%21%24%26%27%28%29%2A%3B%25"
-        );
+        assert_eq!(percent_encode(":/?#[]!$&'()*;%"), "%3A%2F%3F%23%5B%5D%21%24%26%27%28%29%2A%3B%25");
         assert_eq!(percent_encode("é"), "%C3%A9");
         assert_eq!(percent_encode(""), "");
     }
@@ -240,11 +222,9 @@ mod tests {
 
     #[test]
     fn otpauth_uri_round_trips_through_percent_decoding() {
-        for (issuer, label) in [
-            ("mfa-operator", "a+b=c,d.e@f_g-h"),
-            ("Example Corp", "CI_Bot-1@111122223333"),
-            ("Zürich & Co", "x=y,z"),
-        ] {
+        for (issuer, label) in
+            [("mfa-operator", "a+b=c,d.e@f_g-h"), ("Example Corp", "CI_Bot-1@111122223333"), ("Zürich & Co", "x=y,z")]
+        {
             let uri = otpauth_uri(issuer, label, SEED);
             let rest = uri.strip_prefix("otpauth://totp/").unwrap();
             let (path, query) = rest.split_once('?').unwrap();
@@ -337,23 +317,14 @@ mod tests {
         let far = modules - 1;
         // The outer corner of each finder pattern is black, its light ring white, its 3x3
         // centre black.
-        for (corner_x, corner_y, step_x, step_y) in [(0, 0, 1, 1), (far, 0, -1, 1), (0, far, 1, -1)]
-        {
+        for (corner_x, corner_y, step_x, step_y) in [(0, 0, 1, 1), (far, 0, -1, 1), (0, far, 1, -1)] {
             let at = |offset: isize| {
                 let x = corner_x as isize + step_x * offset;
                 let y = corner_y as isize + step_y * offset;
                 module(x as usize, y as usize)
             };
-            assert_eq!(
-                at(0),
-                0,
-                "outer corner of finder at ({corner_x}, {corner_y})"
-            );
-            assert_eq!(
-                at(1),
-                255,
-                "light ring of finder at ({corner_x}, {corner_y})"
-            );
+            assert_eq!(at(0), 0, "outer corner of finder at ({corner_x}, {corner_y})");
+            assert_eq!(at(1), 255, "light ring of finder at ({corner_x}, {corner_y})");
             assert_eq!(at(3), 0, "centre of finder at ({corner_x}, {corner_y})");
         }
         // The quiet zone: the whole first and last 32 pixel rows and columns are white.
@@ -373,20 +344,14 @@ mod tests {
         let text = otpauth_uri("mfa-operator", "alice@123456789012", SEED);
         let first = qr_png(&text).unwrap();
         assert_eq!(first, qr_png(&text).unwrap());
-        assert_ne!(
-            first,
-            qr_png(&otpauth_uri("mfa-operator", "bob@123456789012", SEED)).unwrap()
-        );
+        assert_ne!(first, qr_png(&otpauth_uri("mfa-operator", "bob@123456789012", SEED)).unwrap());
     }
 
     #[test]
     fn qr_png_of_a_seed_uri_is_small() {
         // It lives in a Secret next to the seed and the URI (Secrets are limited to 1 MiB).
-        let text = otpauth_uri(
-            "mfa-operator",
-            "a-very-long.iam_user+name=with,every@allowed-character@123456789012",
-            SEED,
-        );
+        let text =
+            otpauth_uri("mfa-operator", "a-very-long.iam_user+name=with,every@allowed-character@123456789012", SEED);
         let png = qr_png(&text).unwrap();
         assert!(png.len() < 16 * 1024, "{} bytes", png.len());
     }

@@ -58,31 +58,21 @@ pub enum TotpError {
 /// accepted. Non-zero trailing bits in the last character are refused: they cannot come from
 /// an encoder, only from a typo.
 pub fn decode_seed(base32: &str) -> Result<Vec<u8>, TotpError> {
-    let mut normalised: String = base32
-        .chars()
-        .filter(|c| !c.is_whitespace())
-        .map(|c| c.to_ascii_uppercase())
-        .collect();
+    let mut normalised: String =
+        base32.chars().filter(|c| !c.is_whitespace()).map(|c| c.to_ascii_uppercase()).collect();
     let unpadded_len = normalised.trim_end_matches('=').len();
     normalised.truncate(unpadded_len);
     if normalised.is_empty() {
         return Err(TotpError::Empty);
     }
     // A stray character is the likelier typo to report, whatever the length.
-    if !normalised
-        .bytes()
-        .all(|b| b.is_ascii_uppercase() || (b'2'..=b'7').contains(&b))
-    {
+    if !normalised.bytes().all(|b| b.is_ascii_uppercase() || (b'2'..=b'7').contains(&b)) {
         return Err(TotpError::InvalidCharacter);
     }
-    BASE32_NOPAD
-        .decode(normalised.as_bytes())
-        .map_err(|error| match error.kind {
-            DecodeKind::Length => TotpError::InvalidLength,
-            DecodeKind::Symbol | DecodeKind::Trailing | DecodeKind::Padding => {
-                TotpError::InvalidCharacter
-            }
-        })
+    BASE32_NOPAD.decode(normalised.as_bytes()).map_err(|error| match error.kind {
+        DecodeKind::Length => TotpError::InvalidLength,
+        DecodeKind::Symbol | DecodeKind::Trailing | DecodeKind::Padding => TotpError::InvalidCharacter,
+    })
 }
 
 /// The time step that contains `unix_secs` (times before the epoch count as step 0).
@@ -102,12 +92,8 @@ fn hotp(secret: &[u8], counter: u64) -> u32 {
     mac.update(&counter.to_be_bytes());
     let digest = mac.finalize().into_bytes();
     let offset = usize::from(digest[digest.len() - 1] & 0x0f);
-    let binary = u32::from_be_bytes([
-        digest[offset],
-        digest[offset + 1],
-        digest[offset + 2],
-        digest[offset + 3],
-    ]) & 0x7fff_ffff;
+    let binary =
+        u32::from_be_bytes([digest[offset], digest[offset + 1], digest[offset + 2], digest[offset + 3]]) & 0x7fff_ffff;
     binary % MODULUS
 }
 
@@ -279,27 +265,16 @@ impl fmt::Display for HumanDuration {
 ///
 /// The codes are public to whoever submits them (they hold the seed), so plain comparisons
 /// are fine here: there is nothing for a timing side channel to reveal.
-pub fn verify_pair(
-    secret: &[u8],
-    code1: &str,
-    code2: &str,
-    now_unix_secs: i64,
-) -> Result<Verified, CodeRejection> {
-    let first = parse_code(code1).ok_or(CodeRejection::Malformed {
-        which: WhichCode::First,
-    })?;
-    let second = parse_code(code2).ok_or(CodeRejection::Malformed {
-        which: WhichCode::Second,
-    })?;
+pub fn verify_pair(secret: &[u8], code1: &str, code2: &str, now_unix_secs: i64) -> Result<Verified, CodeRejection> {
+    let first = parse_code(code1).ok_or(CodeRejection::Malformed { which: WhichCode::First })?;
+    let second = parse_code(code2).ok_or(CodeRejection::Malformed { which: WhichCode::Second })?;
 
     let now_step = step_of(now_unix_secs);
     // Steps that may hold the first code: from the step before the oldest second code
     // recognised, to the step before the furthest second code recognised.
     let lowest = now_step.saturating_sub(MAX_AGE_STEPS + 1);
     let highest = now_step.saturating_add(MAX_AHEAD_STEPS);
-    let window: Vec<(u64, u32)> = (lowest..=highest)
-        .map(|step| (step, hotp(secret, step)))
-        .collect();
+    let window: Vec<(u64, u32)> = (lowest..=highest).map(|step| (step, hotp(secret, step))).collect();
 
     // Steps of the second code of every consecutive pair in the window, oldest first.
     let pair_ends: Vec<u64> = window
@@ -310,23 +285,17 @@ pub fn verify_pair(
 
     let fresh = now_step.saturating_sub(1)..=now_step.saturating_add(1);
     if let Some(&end) = pair_ends.iter().find(|end| fresh.contains(end)) {
-        return Ok(Verified {
-            first_step: end - 1,
-        });
+        return Ok(Verified { first_step: end - 1 });
     }
     // The youngest old pair: the most generous age to report.
     if let Some(&end) = pair_ends.iter().rev().find(|&&end| end < *fresh.start()) {
         let now = u64::try_from(now_unix_secs).unwrap_or(0);
-        return Err(CodeRejection::Stale {
-            age_secs: now.saturating_sub(end.saturating_mul(STEP_SECS)),
-        });
+        return Err(CodeRejection::Stale { age_secs: now.saturating_sub(end.saturating_mul(STEP_SECS)) });
     }
     if let Some(&end) = pair_ends.iter().find(|&&end| end > *fresh.end()) {
         // Before the epoch every step is 0, so no pair can be ahead: `now` is not negative.
         let now = u64::try_from(now_unix_secs).unwrap_or(0);
-        return Err(CodeRejection::ClockAhead {
-            ahead_secs: end.saturating_mul(STEP_SECS).saturating_sub(now),
-        });
+        return Err(CodeRejection::ClockAhead { ahead_secs: end.saturating_mul(STEP_SECS).saturating_sub(now) });
     }
 
     if first == second {
@@ -336,12 +305,8 @@ pub fn verify_pair(
     let second_known = window.iter().any(|&(_, code)| code == second);
     Err(match (first_known, second_known) {
         (true, true) => CodeRejection::NotConsecutive,
-        (true, false) => CodeRejection::WrongCode {
-            which: WhichCode::Second,
-        },
-        (false, true) => CodeRejection::WrongCode {
-            which: WhichCode::First,
-        },
+        (true, false) => CodeRejection::WrongCode { which: WhichCode::Second },
+        (false, true) => CodeRejection::WrongCode { which: WhichCode::First },
         (false, false) => CodeRejection::Mismatch,
     })
 }
@@ -382,13 +347,8 @@ mod tests {
 
     /// Some code that no step in the search window around `NOW` produces.
     fn code_not_in_window() -> String {
-        let window: Vec<String> = (n() - MAX_AGE_STEPS - 1..=n() + MAX_AHEAD_STEPS)
-            .map(code)
-            .collect();
-        (0..MODULUS)
-            .map(|value| format!("{value:06}"))
-            .find(|candidate| !window.contains(candidate))
-            .unwrap()
+        let window: Vec<String> = (n() - MAX_AGE_STEPS - 1..=n() + MAX_AHEAD_STEPS).map(code).collect();
+        (0..MODULUS).map(|value| format!("{value:06}")).find(|candidate| !window.contains(candidate)).unwrap()
     }
 
     #[test]
@@ -403,11 +363,7 @@ mod tests {
             (20_000_000_000, "65353130"),
         ];
         for (time, eight_digits) in vectors {
-            assert_eq!(
-                code_at(RFC_SECRET, step_of(time)),
-                eight_digits[2..],
-                "time {time}"
-            );
+            assert_eq!(code_at(RFC_SECRET, step_of(time)), eight_digits[2..], "time {time}");
         }
     }
 
@@ -423,16 +379,10 @@ mod tests {
 
     #[test]
     fn rfc4226_appendix_d_hotp_values() {
-        let expected = [
-            "755224", "287082", "359152", "969429", "338314", "254676", "287922", "162583",
-            "399871", "520489",
-        ];
+        let expected =
+            ["755224", "287082", "359152", "969429", "338314", "254676", "287922", "162583", "399871", "520489"];
         for (counter, value) in expected.iter().enumerate() {
-            assert_eq!(
-                code_at(RFC_SECRET, counter as u64),
-                *value,
-                "counter {counter}"
-            );
+            assert_eq!(code_at(RFC_SECRET, counter as u64), *value, "counter {counter}");
         }
     }
 
@@ -512,14 +462,8 @@ mod tests {
         for bad in ["GEZDGNBV0Y3TQOJQ", "GEZDGNBV1Y3TQOJQ", "GEZDGNBV8Y3TQOJQ"] {
             assert_eq!(decode_seed(bad), Err(TotpError::InvalidCharacter), "{bad}");
         }
-        assert_eq!(
-            decode_seed("GEZD-GNBV-GY3T-QOJQ"),
-            Err(TotpError::InvalidCharacter)
-        );
-        assert_eq!(
-            decode_seed("GEZDGNBVÉY3TQOJQ"),
-            Err(TotpError::InvalidCharacter)
-        );
+        assert_eq!(decode_seed("GEZD-GNBV-GY3T-QOJQ"), Err(TotpError::InvalidCharacter));
+        assert_eq!(decode_seed("GEZDGNBVÉY3TQOJQ"), Err(TotpError::InvalidCharacter));
         // Padding in the middle.
         assert_eq!(decode_seed("MZ=XW6"), Err(TotpError::InvalidCharacter));
         // Non-zero trailing bits: "MZXW7" cannot come from an encoder.
@@ -567,18 +511,10 @@ mod tests {
         let (c1, c2) = pair_ending_at(n());
         let step_start = (n() * STEP_SECS) as i64;
         // Valid from the first second of step n - 1 to the last second of step n + 1.
-        for now in [
-            step_start - 30,
-            step_start,
-            step_start + 29,
-            step_start + 59,
-        ] {
+        for now in [step_start - 30, step_start, step_start + 29, step_start + 59] {
             assert!(verify_pair(RFC_SECRET, &c1, &c2, now).is_ok(), "now {now}");
         }
-        assert_eq!(
-            verify_pair(RFC_SECRET, &c1, &c2, step_start + 60),
-            Err(CodeRejection::Stale { age_secs: 60 })
-        );
+        assert_eq!(verify_pair(RFC_SECRET, &c1, &c2, step_start + 60), Err(CodeRejection::Stale { age_secs: 60 }));
         assert_eq!(
             verify_pair(RFC_SECRET, &c1, &c2, step_start - 31),
             Err(CodeRejection::ClockAhead { ahead_secs: 31 })
@@ -596,10 +532,7 @@ mod tests {
     fn verify_pair_reports_a_pair_two_steps_old_as_stale() {
         let (c1, c2) = pair_ending_at(n() - 2);
         // NOW is 15 s into step n: the second code appeared 2 steps + 15 s ago.
-        assert_eq!(
-            verify_pair(RFC_SECRET, &c1, &c2, NOW),
-            Err(CodeRejection::Stale { age_secs: 75 })
-        );
+        assert_eq!(verify_pair(RFC_SECRET, &c1, &c2, NOW), Err(CodeRejection::Stale { age_secs: 75 }));
     }
 
     #[test]
@@ -607,32 +540,22 @@ mod tests {
         let (c1, c2) = pair_ending_at(n() - MAX_AGE_STEPS);
         assert_eq!(
             verify_pair(RFC_SECRET, &c1, &c2, NOW),
-            Err(CodeRejection::Stale {
-                age_secs: MAX_AGE_STEPS * STEP_SECS + 15
-            })
+            Err(CodeRejection::Stale { age_secs: MAX_AGE_STEPS * STEP_SECS + 15 })
         );
         // Older than that, the codes are no longer recognised at all.
         let (c1, c2) = pair_ending_at(n() - MAX_AGE_STEPS - 2);
-        assert_eq!(
-            verify_pair(RFC_SECRET, &c1, &c2, NOW),
-            Err(CodeRejection::Mismatch)
-        );
+        assert_eq!(verify_pair(RFC_SECRET, &c1, &c2, NOW), Err(CodeRejection::Mismatch));
     }
 
     #[test]
     fn verify_pair_reports_a_pair_from_the_future_as_clock_ahead() {
         let (c1, c2) = pair_ending_at(n() + 2);
         // The second code's step starts 2 steps - 15 s after NOW.
-        assert_eq!(
-            verify_pair(RFC_SECRET, &c1, &c2, NOW),
-            Err(CodeRejection::ClockAhead { ahead_secs: 45 })
-        );
+        assert_eq!(verify_pair(RFC_SECRET, &c1, &c2, NOW), Err(CodeRejection::ClockAhead { ahead_secs: 45 }));
         let (c1, c2) = pair_ending_at(n() + MAX_AHEAD_STEPS);
         assert_eq!(
             verify_pair(RFC_SECRET, &c1, &c2, NOW),
-            Err(CodeRejection::ClockAhead {
-                ahead_secs: MAX_AHEAD_STEPS * STEP_SECS - 15
-            })
+            Err(CodeRejection::ClockAhead { ahead_secs: MAX_AHEAD_STEPS * STEP_SECS - 15 })
         );
     }
 
@@ -641,10 +564,7 @@ mod tests {
         let other_seed = b"another seed, another device";
         let c1 = code_at(other_seed, n() - 1);
         let c2 = code_at(other_seed, n());
-        assert_eq!(
-            verify_pair(RFC_SECRET, &c1, &c2, NOW),
-            Err(CodeRejection::Mismatch)
-        );
+        assert_eq!(verify_pair(RFC_SECRET, &c1, &c2, NOW), Err(CodeRejection::Mismatch));
     }
 
     #[test]
@@ -653,15 +573,11 @@ mod tests {
         let (c1, c2) = pair_ending_at(n());
         assert_eq!(
             verify_pair(RFC_SECRET, &c1, &wrong, NOW),
-            Err(CodeRejection::WrongCode {
-                which: WhichCode::Second
-            })
+            Err(CodeRejection::WrongCode { which: WhichCode::Second })
         );
         assert_eq!(
             verify_pair(RFC_SECRET, &wrong, &c2, NOW),
-            Err(CodeRejection::WrongCode {
-                which: WhichCode::First
-            })
+            Err(CodeRejection::WrongCode { which: WhichCode::First })
         );
     }
 
@@ -681,15 +597,9 @@ mod tests {
     #[test]
     fn verify_pair_reports_the_same_code_twice() {
         let current = code(n());
-        assert_eq!(
-            verify_pair(RFC_SECRET, &current, &current, NOW),
-            Err(CodeRejection::SameCodeTwice)
-        );
+        assert_eq!(verify_pair(RFC_SECRET, &current, &current, NOW), Err(CodeRejection::SameCodeTwice));
         let unknown = code_not_in_window();
-        assert_eq!(
-            verify_pair(RFC_SECRET, &unknown, &unknown, NOW),
-            Err(CodeRejection::SameCodeTwice)
-        );
+        assert_eq!(verify_pair(RFC_SECRET, &unknown, &unknown, NOW), Err(CodeRejection::SameCodeTwice));
     }
 
     #[test]
@@ -706,12 +616,8 @@ mod tests {
     #[test]
     fn verify_pair_refuses_malformed_codes() {
         let (c1, c2) = pair_ending_at(n());
-        let first = Err(CodeRejection::Malformed {
-            which: WhichCode::First,
-        });
-        let second = Err(CodeRejection::Malformed {
-            which: WhichCode::Second,
-        });
+        let first = Err(CodeRejection::Malformed { which: WhichCode::First });
+        let second = Err(CodeRejection::Malformed { which: WhichCode::Second });
         for bad in [
             "12345",        // 5 digits
             "1234567",      // 7 digits
@@ -736,19 +642,10 @@ mod tests {
     #[test]
     fn verify_pair_near_the_epoch_does_not_underflow() {
         let (c1, c2) = (code(0), code(1));
-        assert_eq!(
-            verify_pair(RFC_SECRET, &c1, &c2, 0).unwrap().second_step(),
-            1
-        );
-        assert_eq!(
-            verify_pair(RFC_SECRET, &c1, &c2, -5).unwrap().second_step(),
-            1
-        );
+        assert_eq!(verify_pair(RFC_SECRET, &c1, &c2, 0).unwrap().second_step(), 1);
+        assert_eq!(verify_pair(RFC_SECRET, &c1, &c2, -5).unwrap().second_step(), 1);
         assert!(verify_pair(RFC_SECRET, &c1, &c2, 15).is_ok());
-        assert_eq!(
-            verify_pair(RFC_SECRET, &c1, &c2, 90),
-            Err(CodeRejection::Stale { age_secs: 60 })
-        );
+        assert_eq!(verify_pair(RFC_SECRET, &c1, &c2, 90), Err(CodeRejection::Stale { age_secs: 60 }));
     }
 
     #[test]
@@ -794,22 +691,12 @@ mod tests {
              appear, enter it"
         );
         assert!(
-            CodeRejection::Malformed {
-                which: WhichCode::Second
-            }
-            .to_string()
-            .starts_with("the second code must be exactly 6 digits")
-        );
-        assert!(
-            CodeRejection::Stale { age_secs: 75 }
+            CodeRejection::Malformed { which: WhichCode::Second }
                 .to_string()
-                .starts_with("the codes are 75 seconds old")
+                .starts_with("the second code must be exactly 6 digits")
         );
-        assert!(
-            CodeRejection::Stale { age_secs: 615 }
-                .to_string()
-                .starts_with("the codes are about 10 minutes old")
-        );
+        assert!(CodeRejection::Stale { age_secs: 75 }.to_string().starts_with("the codes are 75 seconds old"));
+        assert!(CodeRejection::Stale { age_secs: 615 }.to_string().starts_with("the codes are about 10 minutes old"));
         assert!(
             CodeRejection::ClockAhead { ahead_secs: 1 }
                 .to_string()
@@ -826,9 +713,7 @@ mod tests {
     }
 
     fn totp_rs_for(secret: &[u8]) -> totp_rs::Totp {
-        totp_rs::Builder::new()
-            .with_secret(secret.to_vec())
-            .build_noncompliant()
+        totp_rs::Builder::new().with_secret(secret.to_vec()).build_noncompliant()
     }
 
     #[test]
@@ -855,10 +740,7 @@ mod tests {
         let theirs = totp_rs::Secret::try_from_base32(base32).unwrap();
         let reference = totp_rs::Builder::new().with_secret(theirs).build().unwrap();
         for time in [0u64, 59, 1_111_111_109, 1_700_000_000, 2_000_000_000] {
-            assert_eq!(
-                code_at(&ours, step_of(time as i64)),
-                reference.generate(time).to_string()
-            );
+            assert_eq!(code_at(&ours, step_of(time as i64)), reference.generate(time).to_string());
         }
     }
 

@@ -10,22 +10,16 @@ use kube::core::{ApiResource, GroupVersionKind};
 use mfa_operator::crd::{MfaEnrollment, Mode};
 
 fn enrollment_resource() -> ApiResource {
-    ApiResource::from_gvk(&GroupVersionKind::gvk(
-        "iam.mfa-operator.dev",
-        "v1alpha1",
-        "MfaEnrollment",
-    ))
+    ApiResource::from_gvk(&GroupVersionKind::gvk("iam.mfa-operator.dev", "v1alpha1", "MfaEnrollment"))
 }
 
 #[tokio::test]
 async fn committed_crd_matches_generator_and_is_established() {
     // The drift check also runs in CI; here it guards the test's own input.
     let generated = serde_yaml::to_string(&MfaEnrollment::crd()).expect("serialize CRD");
-    let committed = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/crds/mfaenrollments.iam.mfa-operator.dev.yaml"
-    ))
-    .expect("read committed CRD");
+    let committed =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/crds/mfaenrollments.iam.mfa-operator.dev.yaml"))
+            .expect("read committed CRD");
     assert_eq!(
         generated, committed,
         "crds/ is stale: run `cargo run --bin crdgen > crds/mfaenrollments.iam.mfa-operator.dev.yaml`"
@@ -33,10 +27,7 @@ async fn committed_crd_matches_generator_and_is_established() {
 
     let client = common::client().await;
     let crd = common::install_crd(&client).await;
-    let names = crd
-        .status
-        .and_then(|s| s.accepted_names)
-        .expect("accepted names");
+    let names = crd.status.and_then(|s| s.accepted_names).expect("accepted names");
     assert_eq!(names.kind, "MfaEnrollment");
     assert_eq!(names.short_names.as_deref(), Some(&["mfae".to_owned()][..]));
 }
@@ -56,16 +47,13 @@ async fn every_example_is_accepted_and_defaults_are_filled_in() {
             continue;
         }
         let text = std::fs::read_to_string(&path).expect("read example");
-        let example: MfaEnrollment = serde_yaml::from_str(&text)
-            .unwrap_or_else(|e| panic!("{} does not parse: {e}", path.display()));
+        let example: MfaEnrollment =
+            serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{} does not parse: {e}", path.display()));
         let created = api
             .create(&PostParams::default(), &example)
             .await
             .unwrap_or_else(|e| panic!("{} rejected by the apiserver: {e}", path.display()));
-        assert!(
-            created.spec.device.path.starts_with('/'),
-            "defaulted device path"
-        );
+        assert!(created.spec.device.path.starts_with('/'), "defaulted device path");
         count += 1;
     }
     assert!(count >= 4, "expected at least 4 examples, found {count}");
@@ -76,14 +64,9 @@ async fn every_example_is_accepted_and_defaults_are_filled_in() {
         "metadata": { "name": "minimal" },
         "spec": { "mode": "Report", "users": { "names": ["alice"] } }
     });
-    let dynamic: Api<DynamicObject> =
-        Api::namespaced_with(client.clone(), &ns, &enrollment_resource());
+    let dynamic: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &enrollment_resource());
     let created = dynamic
-        .patch(
-            "minimal",
-            &PatchParams::apply(common::TEST_MANAGER),
-            &Patch::Apply(&minimal),
-        )
+        .patch("minimal", &PatchParams::apply(common::TEST_MANAGER), &Patch::Apply(&minimal))
         .await
         .expect("minimal enrollment accepted");
     let spec = &created.data["spec"];
@@ -97,61 +80,25 @@ async fn every_example_is_accepted_and_defaults_are_filled_in() {
 
 /// (description, spec, text the apiserver's refusal must contain)
 const INVALID_SPECS: &[(&str, &str, &str)] = &[
-    (
-        "user name with a space",
-        r#"{"mode":"Enroll","users":{"names":["bad name"]}}"#,
-        "spec.users.names[0]",
-    ),
+    ("user name with a space", r#"{"mode":"Enroll","users":{"names":["bad name"]}}"#, "spec.users.names[0]"),
     (
         "user name of 65 characters",
         r#"{"mode":"Enroll","users":{"names":["aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"]}}"#,
         "may not be more than 64",
     ),
-    (
-        "user name with a slash",
-        r#"{"mode":"Enroll","users":{"names":["a/b"]}}"#,
-        "should match",
-    ),
-    (
-        "empty selector",
-        r#"{"mode":"Enroll","users":{}}"#,
-        "at least one selector",
-    ),
-    (
-        "exclude without a selector",
-        r#"{"mode":"Enroll","users":{"exclude":["bob"]}}"#,
-        "at least one selector",
-    ),
+    ("user name with a slash", r#"{"mode":"Enroll","users":{"names":["a/b"]}}"#, "should match"),
+    ("empty selector", r#"{"mode":"Enroll","users":{}}"#, "at least one selector"),
+    ("exclude without a selector", r#"{"mode":"Enroll","users":{"exclude":["bob"]}}"#, "at least one selector"),
     (
         "name both selected and excluded",
         r#"{"mode":"Enroll","users":{"names":["a"],"exclude":["a"]}}"#,
         "cannot be in both names and exclude",
     ),
-    (
-        "duplicate names",
-        r#"{"mode":"Enroll","users":{"names":["a","a"]}}"#,
-        "Duplicate value",
-    ),
-    (
-        "empty names list",
-        r#"{"mode":"Enroll","users":{"names":[]}}"#,
-        "at least 1 items",
-    ),
-    (
-        "unknown mode",
-        r#"{"mode":"Sometimes","users":{"names":["a"]}}"#,
-        "supported values: \"Enroll\", \"Report\"",
-    ),
-    (
-        "missing mode",
-        r#"{"users":{"names":["a"]}}"#,
-        "spec.mode: Required value",
-    ),
-    (
-        "negative pendingTTL",
-        r#"{"mode":"Enroll","users":{"names":["a"]},"pendingTTL":"-5m"}"#,
-        "spec.pendingTTL",
-    ),
+    ("duplicate names", r#"{"mode":"Enroll","users":{"names":["a","a"]}}"#, "Duplicate value"),
+    ("empty names list", r#"{"mode":"Enroll","users":{"names":[]}}"#, "at least 1 items"),
+    ("unknown mode", r#"{"mode":"Sometimes","users":{"names":["a"]}}"#, "supported values: \"Enroll\", \"Report\""),
+    ("missing mode", r#"{"users":{"names":["a"]}}"#, "spec.mode: Required value"),
+    ("negative pendingTTL", r#"{"mode":"Enroll","users":{"names":["a"]},"pendingTTL":"-5m"}"#, "spec.pendingTTL"),
     (
         "garbage pendingTTL",
         r#"{"mode":"Enroll","users":{"names":["a"]},"pendingTTL":"soon"}"#,
@@ -192,21 +139,9 @@ const INVALID_SPECS: &[(&str, &str, &str)] = &[
         r#"{"mode":"Enroll","users":{"pathPrefix":"eng/"}}"#,
         "spec.users.pathPrefix in body should match",
     ),
-    (
-        "group name with a space",
-        r#"{"mode":"Enroll","users":{"groups":["dev ops"]}}"#,
-        "spec.users.groups[0]",
-    ),
-    (
-        "reserved tag key",
-        r#"{"mode":"Enroll","users":{"tags":{"aws:team":"x"}}}"#,
-        "not starting with aws:",
-    ),
-    (
-        "empty tag map",
-        r#"{"mode":"Enroll","users":{"tags":{}}}"#,
-        "at least 1 properties",
-    ),
+    ("group name with a space", r#"{"mode":"Enroll","users":{"groups":["dev ops"]}}"#, "spec.users.groups[0]"),
+    ("reserved tag key", r#"{"mode":"Enroll","users":{"tags":{"aws:team":"x"}}}"#, "not starting with aws:"),
+    ("empty tag map", r#"{"mode":"Enroll","users":{"tags":{}}}"#, "at least 1 properties"),
     (
         "externalId without roleArn",
         r#"{"mode":"Enroll","users":{"names":["a"]},"aws":{"externalId":"abc"}}"#,
@@ -240,14 +175,9 @@ async fn invalid_specs_are_refused_with_a_clear_message() {
         }))
         .expect("object literal");
         match api.create(&PostParams::default(), &object).await {
-            Ok(_) => failures.push(format!(
-                "{what}: accepted, expected a refusal containing {expected:?}"
-            )),
-            Err(kube::Error::Api(status))
-                if status.code == 422 && status.message.contains(expected) => {}
-            Err(other) => failures.push(format!(
-                "{what}: expected 422 containing {expected:?}, got {other}"
-            )),
+            Ok(_) => failures.push(format!("{what}: accepted, expected a refusal containing {expected:?}")),
+            Err(kube::Error::Api(status)) if status.code == 422 && status.message.contains(expected) => {}
+            Err(other) => failures.push(format!("{what}: expected 422 containing {expected:?}, got {other}")),
         }
     }
     assert!(

@@ -70,21 +70,12 @@ impl Bed {
             "metadata": { "name": name }, "spec": full,
         });
         self.enrollments
-            .patch(
-                name,
-                &PatchParams::apply(common::TEST_MANAGER).force(),
-                &Patch::Apply(&object),
-            )
+            .patch(name, &PatchParams::apply(common::TEST_MANAGER).force(), &Patch::Apply(&object))
             .await
             .unwrap_or_else(|e| panic!("apply enrollment {name}: {e}"))
     }
 
-    async fn wait(
-        &self,
-        name: &str,
-        what: &str,
-        check: impl Fn(&MfaEnrollment) -> bool,
-    ) -> MfaEnrollment {
+    async fn wait(&self, name: &str, what: &str, check: impl Fn(&MfaEnrollment) -> bool) -> MfaEnrollment {
         self.wait_long(name, what, common::WAIT * 2, check).await
     }
 
@@ -95,29 +86,17 @@ impl Bed {
         timeout: Duration,
         check: impl Fn(&MfaEnrollment) -> bool,
     ) -> MfaEnrollment {
-        common::wait_until(
-            &self.enrollments,
-            name,
-            timeout,
-            what,
-            move |o: Option<&MfaEnrollment>| o.is_some_and(&check),
-        )
+        common::wait_until(&self.enrollments, name, timeout, what, move |o: Option<&MfaEnrollment>| {
+            o.is_some_and(&check)
+        })
         .await
     }
 
     async fn seed_secret(&self, enrollment: &MfaEnrollment, user: &str) -> Secret {
         let name = user_status(enrollment, user)
             .and_then(|u| u.seed_secret.clone())
-            .unwrap_or_else(|| {
-                panic!(
-                    "{user} has no seed Secret in status: {:#?}",
-                    enrollment.status
-                )
-            });
-        self.secrets
-            .get(&name)
-            .await
-            .unwrap_or_else(|e| panic!("get Secret {name}: {e}"))
+            .unwrap_or_else(|| panic!("{user} has no seed Secret in status: {:#?}", enrollment.status));
+        self.secrets.get(&name).await.unwrap_or_else(|e| panic!("get Secret {name}: {e}"))
     }
 
     async fn submit(&self, secret: &str, code1: &str, code2: &str) {
@@ -130,10 +109,7 @@ impl Bed {
 
     async fn event_reasons(&self, enrollment: &str) -> Vec<String> {
         let events: Api<Event> = Api::namespaced(self.client.clone(), &self.ns);
-        let list = events
-            .list(&ListParams::default())
-            .await
-            .expect("list events");
+        let list = events.list(&ListParams::default()).await.expect("list events");
         list.items
             .into_iter()
             .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(enrollment))
@@ -143,14 +119,7 @@ impl Bed {
 
     async fn events_text(&self) -> String {
         let events: Api<Event> = Api::namespaced(self.client.clone(), &self.ns);
-        serde_json::to_string(
-            &events
-                .list(&ListParams::default())
-                .await
-                .expect("list events")
-                .items,
-        )
-        .expect("json")
+        serde_json::to_string(&events.list(&ListParams::default()).await.expect("list events").items).expect("json")
     }
 }
 
@@ -174,12 +143,7 @@ fn state(e: &MfaEnrollment, user: &str) -> Option<UserState> {
 }
 
 fn condition(e: &MfaEnrollment, kind: &str) -> Option<(String, String, String)> {
-    let c = e
-        .status
-        .as_ref()?
-        .conditions
-        .iter()
-        .find(|c| c.type_ == kind)?;
+    let c = e.status.as_ref()?.conditions.iter().find(|c| c.type_ == kind)?;
     Some((c.status.clone(), c.reason.clone(), c.message.clone()))
 }
 
@@ -192,11 +156,7 @@ fn current(e: &MfaEnrollment) -> bool {
 }
 
 fn data(secret: &Secret, key: &str) -> Option<String> {
-    secret
-        .data
-        .as_ref()?
-        .get(key)
-        .map(|v| String::from_utf8_lossy(&v.0).into_owned())
+    secret.data.as_ref()?.get(key).map(|v| String::from_utf8_lossy(&v.0).into_owned())
 }
 
 #[tokio::test]
@@ -210,50 +170,20 @@ async fn report_mode_lists_users_without_mfa_and_writes_nothing() {
         .await;
     let done = bed.wait("audit", "Ready", |e| is_true(e, "Ready")).await;
 
-    let summary = done
-        .status
-        .as_ref()
-        .and_then(|s| s.summary.clone())
-        .expect("summary");
-    assert_eq!(
-        (
-            summary.selected,
-            summary.compliant,
-            summary.missing,
-            summary.pending
-        ),
-        (3, 1, 2, 0)
-    );
+    let summary = done.status.as_ref().and_then(|s| s.summary.clone()).expect("summary");
+    assert_eq!((summary.selected, summary.compliant, summary.missing, summary.pending), (3, 1, 2, 0));
     assert_eq!(summary.not_found, 1);
     assert_eq!(state(&done, &users[0]), Some(UserState::Compliant));
     assert_eq!(state(&done, &users[1]), Some(UserState::Missing));
     assert_eq!(state(&done, "nobody-here"), Some(UserState::NotFound));
     let (status, reason, message) = condition(&done, "Compliant").expect("Compliant condition");
-    assert_eq!(
-        (status.as_str(), reason.as_str()),
-        ("False", "UsersWithoutMfa")
-    );
+    assert_eq!((status.as_str(), reason.as_str()), ("False", "UsersWithoutMfa"));
     assert!(message.contains("2 of 3"), "{message}");
-    assert_eq!(
-        done.status
-            .as_ref()
-            .and_then(|s| s.root_account_mfa_enabled),
-        Some(false)
-    );
+    assert_eq!(done.status.as_ref().and_then(|s| s.root_account_mfa_enabled), Some(false));
 
+    assert!(iam::devices_under(&bed.iam, &bed.device_path).await.is_empty(), "Report mode created devices");
     assert!(
-        iam::devices_under(&bed.iam, &bed.device_path)
-            .await
-            .is_empty(),
-        "Report mode created devices"
-    );
-    assert!(
-        bed.secrets
-            .list(&ListParams::default())
-            .await
-            .expect("list")
-            .items
-            .is_empty(),
+        bed.secrets.list(&ListParams::default()).await.expect("list").items.is_empty(),
         "Report mode wrote Secrets"
     );
 }
@@ -265,117 +195,52 @@ async fn enroll_delivers_the_seed_and_two_codes_make_the_user_compliant() {
     let user = &users[0];
     let operator = Operator::start(&bed.ns);
 
-    bed.apply(
-        "one",
-        serde_json::json!({ "mode": "Enroll", "users": { "names": [user] } }),
-    )
-    .await;
+    bed.apply("one", serde_json::json!({ "mode": "Enroll", "users": { "names": [user] } })).await;
     let pending = bed
-        .wait("one", "user Pending and Ready", |e| {
-            state(e, user) == Some(UserState::Pending) && is_true(e, "Ready")
-        })
+        .wait("one", "user Pending and Ready", |e| state(e, user) == Some(UserState::Pending) && is_true(e, "Ready"))
         .await;
     let status = user_status(&pending, user).expect("user status").clone();
     let serial = status.serial_number.clone().expect("serial in status");
-    assert!(
-        serial.ends_with(&format!(":mfa{}{user}", bed.device_path)),
-        "{serial}"
-    );
+    assert!(serial.ends_with(&format!(":mfa{}{user}", bed.device_path)), "{serial}");
     assert!(status.pending_since.is_some() && status.expires_at.is_some());
     let (compliant, reason, _) = condition(&pending, "Compliant").expect("Compliant");
-    assert_eq!(
-        (compliant.as_str(), reason.as_str()),
-        ("False", "AwaitingCodes")
-    );
+    assert_eq!((compliant.as_str(), reason.as_str()), ("False", "AwaitingCodes"));
 
     let secret = bed.seed_secret(&pending, user).await;
-    assert_eq!(
-        secret.type_.as_deref(),
-        Some("iam.mfa-operator.dev/mfa-seed")
-    );
-    assert_eq!(
-        secret
-            .labels()
-            .get("iam.mfa-operator.dev/enrollment")
-            .map(String::as_str),
-        Some("one")
-    );
-    assert_eq!(
-        secret.annotations().get("iam.mfa-operator.dev/user-name"),
-        Some(user)
-    );
+    assert_eq!(secret.type_.as_deref(), Some("iam.mfa-operator.dev/mfa-seed"));
+    assert_eq!(secret.labels().get("iam.mfa-operator.dev/enrollment").map(String::as_str), Some("one"));
+    assert_eq!(secret.annotations().get("iam.mfa-operator.dev/user-name"), Some(user));
     let seed = data(&secret, "seed").expect("seed");
     let uri = data(&secret, "otpauth-uri").expect("otpauth URI");
-    assert!(
-        uri.starts_with("otpauth://totp/") && uri.contains(&format!("secret={seed}")),
-        "{uri}"
-    );
-    let png = &secret
-        .data
-        .as_ref()
-        .and_then(|d| d.get("qr.png"))
-        .expect("qr.png")
-        .0;
-    assert!(
-        png.starts_with(b"\x89PNG\r\n\x1a\n"),
-        "the operator renders a real PNG"
-    );
-    assert_eq!(
-        iam::devices_under(&bed.iam, &bed.device_path).await,
-        [(serial.clone(), None)]
-    );
+    assert!(uri.starts_with("otpauth://totp/") && uri.contains(&format!("secret={seed}")), "{uri}");
+    let png = &secret.data.as_ref().and_then(|d| d.get("qr.png")).expect("qr.png").0;
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "the operator renders a real PNG");
+    assert_eq!(iam::devices_under(&bed.iam, &bed.device_path).await, [(serial.clone(), None)]);
 
     let (code1, code2) = iam::codes_now(&seed);
     bed.submit(&secret.name_any(), &code1, &code2).await;
-    let done = bed
-        .wait("one", "user Compliant", |e| {
-            state(e, user) == Some(UserState::Compliant)
-        })
-        .await;
+    let done = bed.wait("one", "user Compliant", |e| state(e, user) == Some(UserState::Compliant)).await;
 
-    assert_eq!(
-        iam::devices_under(&bed.iam, &bed.device_path).await,
-        [(serial, Some(user.clone()))]
-    );
+    assert_eq!(iam::devices_under(&bed.iam, &bed.device_path).await, [(serial, Some(user.clone()))]);
     assert!(
-        bed.secrets
-            .get_opt(&secret.name_any())
-            .await
-            .expect("get")
-            .is_none(),
+        bed.secrets.get_opt(&secret.name_any()).await.expect("get").is_none(),
         "seed Secret deleted after enabling"
     );
     let (compliant, reason, _) = condition(&done, "Compliant").expect("Compliant");
-    assert_eq!(
-        (compliant.as_str(), reason.as_str()),
-        ("True", "AllUsersHaveMfa")
-    );
+    assert_eq!((compliant.as_str(), reason.as_str()), ("True", "AllUsersHaveMfa"));
     let reasons = bed.event_reasons("one").await;
-    assert!(
-        reasons.contains(&"DeviceCreated".to_owned()) && reasons.contains(&"MfaEnabled".to_owned()),
-        "{reasons:?}"
-    );
+    assert!(reasons.contains(&"DeviceCreated".to_owned()) && reasons.contains(&"MfaEnabled".to_owned()), "{reasons:?}");
 
     // Secrets stay secret: neither the seed nor the codes reach status, Events or logs.
     let status_text = serde_json::to_string(&done.status).expect("json");
     let events = bed.events_text().await;
     let logs = operator.kill();
-    for (what, text) in [
-        ("status", &status_text),
-        ("events", &events),
-        ("operator logs", &logs),
-    ] {
+    for (what, text) in [("status", &status_text), ("events", &events), ("operator logs", &logs)] {
         for secret_text in [&seed, &code1, &code2] {
-            assert!(
-                !text.contains(secret_text.as_str()),
-                "a seed or code appeared in {what}"
-            );
+            assert!(!text.contains(secret_text.as_str()), "a seed or code appeared in {what}");
         }
     }
-    assert!(
-        logs.contains("DEBUG"),
-        "the logs were captured at debug level"
-    );
+    assert!(logs.contains("DEBUG"), "the logs were captured at debug level");
 }
 
 #[tokio::test]
@@ -384,16 +249,8 @@ async fn refused_codes_are_explained_cleared_and_rotate_the_device_after_five() 
     let users = bed.users(&["erin"]).await;
     let user = &users[0];
     let _operator = Operator::start(&bed.ns);
-    bed.apply(
-        "refuse",
-        serde_json::json!({ "mode": "Enroll", "users": { "names": [user] } }),
-    )
-    .await;
-    let pending = bed
-        .wait("refuse", "Pending", |e| {
-            state(e, user) == Some(UserState::Pending)
-        })
-        .await;
+    bed.apply("refuse", serde_json::json!({ "mode": "Enroll", "users": { "names": [user] } })).await;
+    let pending = bed.wait("refuse", "Pending", |e| state(e, user) == Some(UserState::Pending)).await;
     let secret = bed.seed_secret(&pending, user).await;
     let name = secret.name_any();
     let seed = data(&secret, "seed").expect("seed");
@@ -410,56 +267,30 @@ async fn refused_codes_are_explained_cleared_and_rotate_the_device_after_five() 
         let marker = format!("refused submission {} of 5", attempt + 1);
         let refused = bed
             .wait("refuse", what, |e| {
-                user_status(e, user)
-                    .and_then(|u| u.message.as_deref())
-                    .is_some_and(|m| m.contains(&marker))
+                user_status(e, user).and_then(|u| u.message.as_deref()).is_some_and(|m| m.contains(&marker))
             })
             .await;
-        println!(
-            "{what}: {}",
-            user_status(&refused, user)
-                .and_then(|u| u.message.clone())
-                .unwrap_or_default()
-        );
+        println!("{what}: {}", user_status(&refused, user).and_then(|u| u.message.clone()).unwrap_or_default());
         let after = bed.secrets.get(&name).await.expect("Secret still there");
-        assert!(
-            data(&after, "code1").is_none() && data(&after, "code2").is_none(),
-            "{what}: code keys cleared"
-        );
+        assert!(data(&after, "code1").is_none() && data(&after, "code2").is_none(), "{what}: code keys cleared");
         assert_eq!(state(&refused, user), Some(UserState::Pending), "{what}");
     }
     let devices = iam::devices_under(&bed.iam, &bed.device_path).await;
-    assert!(
-        devices.iter().all(|(_, u)| u.is_none()),
-        "nothing was enabled: {devices:?}"
-    );
+    assert!(devices.iter().all(|(_, u)| u.is_none()), "nothing was enabled: {devices:?}");
 
     // The fifth refusal replaces the device: new device, new seed.
     bed.submit(&name, "000000", "111111").await;
     let rotated = bed
         .wait("refuse", "a new seed", |e| {
             user_status(e, user).is_some_and(|u| {
-                u.state == UserState::Pending
-                    && u.message.as_deref().is_some_and(|m| !m.contains("refused"))
+                u.state == UserState::Pending && u.message.as_deref().is_some_and(|m| !m.contains("refused"))
             })
         })
         .await;
     let new_secret = bed.seed_secret(&rotated, user).await;
-    assert_ne!(
-        data(&new_secret, "seed").expect("seed"),
-        seed,
-        "the seed was rotated"
-    );
-    assert_eq!(
-        iam::devices_under(&bed.iam, &bed.device_path).await.len(),
-        1,
-        "exactly one device after rotation"
-    );
-    assert!(
-        bed.event_reasons("refuse")
-            .await
-            .contains(&"SeedRotated".to_owned())
-    );
+    assert_ne!(data(&new_secret, "seed").expect("seed"), seed, "the seed was rotated");
+    assert_eq!(iam::devices_under(&bed.iam, &bed.device_path).await.len(), 1, "exactly one device after rotation");
+    assert!(bed.event_reasons("refuse").await.contains(&"SeedRotated".to_owned()));
 }
 
 #[tokio::test]
@@ -468,39 +299,20 @@ async fn pending_ttl_rotates_an_unused_seed() {
     let users = bed.users(&["frank"]).await;
     let user = &users[0];
     let _operator = Operator::start(&bed.ns);
-    bed.apply(
-        "ttl",
-        serde_json::json!({ "mode": "Enroll", "users": { "names": [user] }, "pendingTTL": "30s" }),
-    )
-    .await;
-    let first = bed
-        .wait("ttl", "Pending", |e| {
-            state(e, user) == Some(UserState::Pending)
-        })
-        .await;
+    bed.apply("ttl", serde_json::json!({ "mode": "Enroll", "users": { "names": [user] }, "pendingTTL": "30s" })).await;
+    let first = bed.wait("ttl", "Pending", |e| state(e, user) == Some(UserState::Pending)).await;
     let first_seed = data(&bed.seed_secret(&first, user).await, "seed").expect("seed");
-    let first_since = user_status(&first, user)
-        .and_then(|u| u.pending_since.clone())
-        .expect("pendingSince");
+    let first_since = user_status(&first, user).and_then(|u| u.pending_since.clone()).expect("pendingSince");
 
     let rotated = bed
         .wait_long("ttl", "rotation after pendingTTL", LONG, |e| {
-            user_status(e, user)
-                .and_then(|u| u.pending_since.as_ref())
-                .is_some_and(|t| *t != first_since)
+            user_status(e, user).and_then(|u| u.pending_since.as_ref()).is_some_and(|t| *t != first_since)
         })
         .await;
     let second_seed = data(&bed.seed_secret(&rotated, user).await, "seed").expect("seed");
     assert_ne!(first_seed, second_seed);
-    assert_eq!(
-        iam::devices_under(&bed.iam, &bed.device_path).await.len(),
-        1
-    );
-    assert!(
-        bed.event_reasons("ttl")
-            .await
-            .contains(&"SeedRotated".to_owned())
-    );
+    assert_eq!(iam::devices_under(&bed.iam, &bed.device_path).await.len(), 1);
+    assert!(bed.event_reasons("ttl").await.contains(&"SeedRotated".to_owned()));
 }
 
 #[tokio::test]
@@ -509,59 +321,35 @@ async fn lost_seeds_and_orphans_are_repaired_and_nothing_else_is_touched() {
     let users = bed.users(&["gina", "hal"]).await;
     let own = iam::enable_own_device(&bed.iam, &users[1]).await;
     // An unassigned device outside the operator's path: never ours to delete.
-    let foreign =
-        iam::create_orphan_device(&bed.iam, &format!("/{}-other/", bed.tag), "keep-me").await;
+    let foreign = iam::create_orphan_device(&bed.iam, &format!("/{}-other/", bed.tag), "keep-me").await;
     // An unassigned device under the operator's path that no Secret claims.
     let orphan = iam::create_orphan_device(&bed.iam, &bed.device_path, "lost-seed").await;
     let _operator = Operator::start(&bed.ns);
 
-    bed.apply("repair", serde_json::json!({ "mode": "Enroll", "users": { "pathPrefix": format!("/{}/", bed.tag) } })).await;
-    let pending = bed
-        .wait("repair", "Ready", |e| {
-            is_true(e, "Ready") && state(e, &users[0]) == Some(UserState::Pending)
-        })
+    bed.apply("repair", serde_json::json!({ "mode": "Enroll", "users": { "pathPrefix": format!("/{}/", bed.tag) } }))
         .await;
+    let pending =
+        bed.wait("repair", "Ready", |e| is_true(e, "Ready") && state(e, &users[0]) == Some(UserState::Pending)).await;
     let secret = bed.seed_secret(&pending, &users[0]).await;
     let seed = data(&secret, "seed").expect("seed");
 
     // The Secret disappears (as after a crash between the two writes): the device whose
     // seed is lost is replaced.
-    bed.secrets
-        .delete(&secret.name_any(), &DeleteParams::default())
-        .await
-        .expect("delete Secret");
-    common::wait_until(
-        &bed.secrets,
-        &secret.name_any(),
-        LONG,
-        "a new seed Secret",
-        |s: Option<&Secret>| {
-            s.and_then(|s| data(s, "seed"))
-                .is_some_and(|new| new != seed)
-        },
-    )
+    bed.secrets.delete(&secret.name_any(), &DeleteParams::default()).await.expect("delete Secret");
+    common::wait_until(&bed.secrets, &secret.name_any(), LONG, "a new seed Secret", |s: Option<&Secret>| {
+        s.and_then(|s| data(s, "seed")).is_some_and(|new| new != seed)
+    })
     .await;
 
     let under = iam::devices_under(&bed.iam, &bed.device_path).await;
-    assert_eq!(
-        under.len(),
-        1,
-        "one device for gina, the orphan gone: {under:?}"
-    );
+    assert_eq!(under.len(), 1, "one device for gina, the orphan gone: {under:?}");
     assert!(under.iter().all(|(serial, _)| serial != &orphan));
     let all = iam::virtual_devices(&bed.iam).await;
-    assert!(
-        all.contains(&(own, Some(users[1].clone()))),
-        "hal's own enabled device untouched"
-    );
-    assert!(
-        all.contains(&(foreign, None)),
-        "devices outside the operator's path untouched"
-    );
+    assert!(all.contains(&(own, Some(users[1].clone()))), "hal's own enabled device untouched");
+    assert!(all.contains(&(foreign, None)), "devices outside the operator's path untouched");
     let reasons = bed.event_reasons("repair").await;
     assert!(
-        reasons.contains(&"OrphanDeviceDeleted".to_owned())
-            && reasons.contains(&"SeedRotated".to_owned()),
+        reasons.contains(&"OrphanDeviceDeleted".to_owned()) && reasons.contains(&"SeedRotated".to_owned()),
         "{reasons:?}"
     );
 }
@@ -572,48 +360,23 @@ async fn a_device_deactivated_out_of_band_sends_the_user_back_to_pending() {
     let users = bed.users(&["ivan"]).await;
     let user = &users[0];
     let _operator = Operator::start(&bed.ns);
-    bed.apply("drift", serde_json::json!({ "mode": "Enroll", "users": { "names": [user] }, "resyncInterval": "10s" })).await;
-    let pending = bed
-        .wait("drift", "Pending", |e| {
-            state(e, user) == Some(UserState::Pending)
-        })
+    bed.apply("drift", serde_json::json!({ "mode": "Enroll", "users": { "names": [user] }, "resyncInterval": "10s" }))
         .await;
+    let pending = bed.wait("drift", "Pending", |e| state(e, user) == Some(UserState::Pending)).await;
     let secret = bed.seed_secret(&pending, user).await;
     let (code1, code2) = iam::codes_now(&data(&secret, "seed").expect("seed"));
     bed.submit(&secret.name_any(), &code1, &code2).await;
-    let compliant = bed
-        .wait("drift", "Compliant", |e| {
-            state(e, user) == Some(UserState::Compliant)
-        })
-        .await;
-    let serial = user_status(&pending, user)
-        .and_then(|u| u.serial_number.clone())
-        .expect("serial");
+    let compliant = bed.wait("drift", "Compliant", |e| state(e, user) == Some(UserState::Compliant)).await;
+    let serial = user_status(&pending, user).and_then(|u| u.serial_number.clone()).expect("serial");
     assert!(is_true(&compliant, "Compliant"));
 
-    bed.iam
-        .deactivate_mfa_device()
-        .user_name(user)
-        .serial_number(&serial)
-        .send()
-        .await
-        .expect("deactivate");
+    bed.iam.deactivate_mfa_device().user_name(user).serial_number(&serial).send().await.expect("deactivate");
     let back = bed
-        .wait_long("drift", "Pending again after resync", LONG, |e| {
-            state(e, user) == Some(UserState::Pending)
-        })
+        .wait_long("drift", "Pending again after resync", LONG, |e| state(e, user) == Some(UserState::Pending))
         .await;
     assert!(!is_true(&back, "Compliant"));
-    assert!(
-        bed.event_reasons("drift")
-            .await
-            .contains(&"MfaDeactivated".to_owned())
-    );
-    assert_eq!(
-        iam::devices_under(&bed.iam, &bed.device_path).await.len(),
-        1,
-        "one pending device, no leftovers"
-    );
+    assert!(bed.event_reasons("drift").await.contains(&"MfaDeactivated".to_owned()));
+    assert_eq!(iam::devices_under(&bed.iam, &bed.device_path).await.len(), 1, "one pending device, no leftovers");
 }
 
 #[tokio::test]
@@ -622,55 +385,20 @@ async fn deleting_an_enrollment_removes_its_pending_devices_and_secrets_only() {
     let users = bed.users(&["judy", "kim"]).await;
     let own = iam::enable_own_device(&bed.iam, &users[1]).await;
     let _operator = Operator::start(&bed.ns);
-    bed.apply(
-        "gone",
-        serde_json::json!({ "mode": "Enroll", "users": { "names": [&users[0], &users[1]] } }),
-    )
-    .await;
-    bed.wait("gone", "Ready", |e| {
-        is_true(e, "Ready") && state(e, &users[0]) == Some(UserState::Pending)
-    })
-    .await;
-    assert_eq!(
-        iam::devices_under(&bed.iam, &bed.device_path).await.len(),
-        1
-    );
+    bed.apply("gone", serde_json::json!({ "mode": "Enroll", "users": { "names": [&users[0], &users[1]] } })).await;
+    bed.wait("gone", "Ready", |e| is_true(e, "Ready") && state(e, &users[0]) == Some(UserState::Pending)).await;
+    assert_eq!(iam::devices_under(&bed.iam, &bed.device_path).await.len(), 1);
 
-    bed.enrollments
-        .delete("gone", &DeleteParams::default())
-        .await
-        .expect("delete enrollment");
-    let left = common::wait_for(
-        &bed.enrollments,
-        "gone",
-        LONG,
-        "the enrollment to go",
-        |e: Option<&MfaEnrollment>| e.is_none(),
-    )
+    bed.enrollments.delete("gone", &DeleteParams::default()).await.expect("delete enrollment");
+    let left = common::wait_for(&bed.enrollments, "gone", LONG, "the enrollment to go", |e: Option<&MfaEnrollment>| {
+        e.is_none()
+    })
     .await;
     assert!(left.is_none());
 
-    assert!(
-        iam::devices_under(&bed.iam, &bed.device_path)
-            .await
-            .is_empty(),
-        "pending device removed"
-    );
-    assert!(
-        bed.secrets
-            .list(&ListParams::default())
-            .await
-            .expect("list")
-            .items
-            .is_empty(),
-        "seed Secret removed"
-    );
-    assert!(
-        iam::virtual_devices(&bed.iam)
-            .await
-            .contains(&(own, Some(users[1].clone()))),
-        "enabled device untouched"
-    );
+    assert!(iam::devices_under(&bed.iam, &bed.device_path).await.is_empty(), "pending device removed");
+    assert!(bed.secrets.list(&ListParams::default()).await.expect("list").items.is_empty(), "seed Secret removed");
+    assert!(iam::virtual_devices(&bed.iam).await.contains(&(own, Some(users[1].clone()))), "enabled device untouched");
 }
 
 #[tokio::test]
@@ -690,33 +418,17 @@ async fn two_enrollments_selecting_the_same_users_make_one_device_per_user() {
         assert_eq!(state(&older, user), Some(UserState::Pending));
         let theirs = user_status(&younger, user).expect("listed");
         assert_eq!(theirs.state, UserState::Pending);
-        assert!(
-            theirs
-                .message
-                .as_deref()
-                .is_some_and(|m| m.contains("older")),
-            "{theirs:?}"
-        );
+        assert!(theirs.message.as_deref().is_some_and(|m| m.contains("older")), "{theirs:?}");
         assert!(theirs.seed_secret.is_none());
     }
-    assert_eq!(
-        iam::devices_under(&bed.iam, &bed.device_path).await.len(),
-        3,
-        "exactly one device per user"
-    );
-    let secrets = bed
-        .secrets
-        .list(&ListParams::default())
-        .await
-        .expect("list")
-        .items;
+    assert_eq!(iam::devices_under(&bed.iam, &bed.device_path).await.len(), 3, "exactly one device per user");
+    let secrets = bed.secrets.list(&ListParams::default()).await.expect("list").items;
     assert_eq!(secrets.len(), 3);
-    assert!(secrets.iter().all(|s| {
-        s.labels()
-            .get("iam.mfa-operator.dev/enrollment")
-            .map(String::as_str)
-            == Some("older")
-    }));
+    assert!(
+        secrets
+            .iter()
+            .all(|s| { s.labels().get("iam.mfa-operator.dev/enrollment").map(String::as_str) == Some("older") })
+    );
 }
 
 #[tokio::test]
@@ -730,25 +442,29 @@ async fn selection_by_group_tags_and_console_access() {
     iam::tag_user(&bed.iam, &users[2], "team", &bed.tag).await;
     let _operator = Operator::start(&bed.ns);
 
+    bed.apply("by-group", serde_json::json!({ "mode": "Report", "users": { "groups": [&group] } })).await;
+    bed.apply("by-tag", serde_json::json!({ "mode": "Report", "users": { "tags": { "team": &bed.tag } } })).await;
     bed.apply(
-        "by-group",
-        serde_json::json!({ "mode": "Report", "users": { "groups": [&group] } }),
+        "console",
+        serde_json::json!({ "mode": "Report", "users": { "groups": [&group], "consoleAccessOnly": true } }),
     )
     .await;
-    bed.apply(
-        "by-tag",
-        serde_json::json!({ "mode": "Report", "users": { "tags": { "team": &bed.tag } } }),
-    )
-    .await;
-    bed.apply("console", serde_json::json!({ "mode": "Report", "users": { "groups": [&group], "consoleAccessOnly": true } })).await;
     bed.apply("excluded", serde_json::json!({ "mode": "Report", "users": { "pathPrefix": format!("/{}/", bed.tag), "exclude": [&users[3]] } })).await;
 
+    bed.apply(
+        "typo",
+        serde_json::json!({ "mode": "Report", "users": { "groups": [format!("{}-nope", bed.tag)], "names": [&users[3]] } }),
+    )
+    .await;
+    let typo = bed.wait("typo", "Stalled", |e| is_true(e, "Stalled")).await;
+    let (_, reason, message) = condition(&typo, "Stalled").expect("Stalled");
+    assert_eq!(reason, "InvalidSpec");
+    assert!(message.contains(&format!("{}-nope", bed.tag)), "the bad value is named: {message}");
+    assert!(!is_true(&typo, "Ready"));
+    assert_eq!(state(&typo, &users[3]), Some(UserState::Missing), "the valid part is still reported");
+
     let listed = |e: &MfaEnrollment| -> Vec<String> {
-        let mut names: Vec<String> = e
-            .status
-            .iter()
-            .flat_map(|s| s.users.iter().map(|u| u.name.clone()))
-            .collect();
+        let mut names: Vec<String> = e.status.iter().flat_map(|s| s.users.iter().map(|u| u.name.clone())).collect();
         names.sort();
         names
     };
@@ -756,10 +472,7 @@ async fn selection_by_group_tags_and_console_access() {
         ("by-group", vec![users[0].clone(), users[1].clone()]),
         ("by-tag", vec![users[2].clone()]),
         ("console", vec![users[1].clone()]),
-        (
-            "excluded",
-            vec![users[0].clone(), users[1].clone(), users[2].clone()],
-        ),
+        ("excluded", vec![users[0].clone(), users[1].clone(), users[2].clone()]),
     ] {
         let done = bed.wait(name, "Ready", |e| is_true(e, "Ready")).await;
         assert_eq!(listed(&done), expected, "{name}");
@@ -774,14 +487,11 @@ async fn five_hundred_users_all_get_a_pending_device() {
     bed.users(&refs).await;
     let _operator = Operator::start(&bed.ns);
     let started = Instant::now();
-    bed.apply("bulk", serde_json::json!({ "mode": "Enroll", "users": { "pathPrefix": format!("/{}/", bed.tag) } })).await;
+    bed.apply("bulk", serde_json::json!({ "mode": "Enroll", "users": { "pathPrefix": format!("/{}/", bed.tag) } }))
+        .await;
     let done = bed
         .wait_long("bulk", "500 pending users", Duration::from_secs(240), |e| {
-            is_true(e, "Ready")
-                && e.status
-                    .as_ref()
-                    .and_then(|s| s.summary.as_ref())
-                    .is_some_and(|s| s.pending == 500)
+            is_true(e, "Ready") && e.status.as_ref().and_then(|s| s.summary.as_ref()).is_some_and(|s| s.pending == 500)
         })
         .await;
     println!("500 users pending after {:?}", started.elapsed());
@@ -789,16 +499,8 @@ async fn five_hundred_users_all_get_a_pending_device() {
     assert_eq!(status.summary.expect("summary").selected, 500);
     assert_eq!(status.users.len() + status.users_omitted as usize, 500);
     assert!(status.users.len() <= 200, "the users list is bounded");
-    assert_eq!(
-        iam::devices_under(&bed.iam, &bed.device_path).await.len(),
-        500
-    );
-    let secrets = bed
-        .secrets
-        .list(&ListParams::default())
-        .await
-        .expect("list")
-        .items;
+    assert_eq!(iam::devices_under(&bed.iam, &bed.device_path).await.len(), 500);
+    let secrets = bed.secrets.list(&ListParams::default()).await.expect("list").items;
     assert_eq!(secrets.len(), 500);
 }
 
@@ -806,32 +508,15 @@ async fn five_hundred_users_all_get_a_pending_device() {
 async fn an_enrollment_created_before_the_operator_and_one_after_share_the_account() {
     let bed = Bed::new("shared").await;
     let users = bed.users(&["ola", "pat"]).await;
-    bed.apply(
-        "first",
-        serde_json::json!({ "mode": "Enroll", "users": { "names": [&users[0]] } }),
-    )
-    .await;
+    bed.apply("first", serde_json::json!({ "mode": "Enroll", "users": { "names": [&users[0]] } })).await;
     let operator = Operator::start(&bed.ns);
-    bed.wait("first", "Ready", |e| {
-        is_true(e, "Ready") && state(e, &users[0]) == Some(UserState::Pending)
-    })
-    .await;
-    bed.apply(
-        "second",
-        serde_json::json!({ "mode": "Enroll", "users": { "names": [&users[1]] } }),
-    )
-    .await;
+    bed.wait("first", "Ready", |e| is_true(e, "Ready") && state(e, &users[0]) == Some(UserState::Pending)).await;
+    bed.apply("second", serde_json::json!({ "mode": "Enroll", "users": { "names": [&users[1]] } })).await;
     let second = bed.wait("second", "Ready", |e| is_true(e, "Ready")).await;
     assert_eq!(state(&second, &users[1]), Some(UserState::Pending));
-    assert_eq!(
-        iam::devices_under(&bed.iam, &bed.device_path).await.len(),
-        2
-    );
+    assert_eq!(iam::devices_under(&bed.iam, &bed.device_path).await.len(), 2);
     // One inventory serves both enrollments (default resync 10m): one sweep, not two.
     let sweeps = operator.logs().matches("inventory refreshed").count();
-    assert_eq!(
-        sweeps, 1,
-        "the account inventory is shared between enrollments"
-    );
+    assert_eq!(sweeps, 1, "the account inventory is shared between enrollments");
     let _ = PostParams::default();
 }

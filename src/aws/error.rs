@@ -13,51 +13,29 @@ pub enum IamError {
     Throttled { operation: &'static str },
     /// The operator's credentials lack a permission: a person must fix the IAM policy.
     #[error("{operation}: access denied: {message}")]
-    AccessDenied {
-        operation: &'static str,
-        message: String,
-    },
+    AccessDenied { operation: &'static str, message: String },
     /// The user, device or group does not exist (or is not visible yet: IAM is eventually
     /// consistent).
     #[error("{operation}: no such entity: {message}")]
-    NoSuchEntity {
-        operation: &'static str,
-        message: String,
-    },
+    NoSuchEntity { operation: &'static str, message: String },
     /// The entity exists already (for example a device name under our path).
     #[error("{operation}: already exists: {message}")]
-    EntityAlreadyExists {
-        operation: &'static str,
-        message: String,
-    },
+    EntityAlreadyExists { operation: &'static str, message: String },
     /// The entity is in use (for example a device still assigned to a user).
     #[error("{operation}: conflict: {message}")]
-    DeleteConflict {
-        operation: &'static str,
-        message: String,
-    },
+    DeleteConflict { operation: &'static str, message: String },
     /// AWS refused the two codes.
     #[error("{operation}: AWS refused the authentication codes")]
     InvalidAuthenticationCode { operation: &'static str },
     /// An account limit was reached (for example 8 MFA devices per user).
     #[error("{operation}: limit exceeded: {message}")]
-    LimitExceeded {
-        operation: &'static str,
-        message: String,
-    },
+    LimitExceeded { operation: &'static str, message: String },
     /// Any other error answered by IAM.
     #[error("{operation}: {code}: {message}")]
-    Service {
-        operation: &'static str,
-        code: String,
-        message: String,
-    },
+    Service { operation: &'static str, code: String, message: String },
     /// The call never got an answer from IAM (connection, timeout, credentials chain).
     #[error("{operation}: {message}")]
-    Transport {
-        operation: &'static str,
-        message: String,
-    },
+    Transport { operation: &'static str, message: String },
 }
 
 impl IamError {
@@ -65,10 +43,9 @@ impl IamError {
     pub fn from_code(operation: &'static str, code: Option<&str>, message: Option<&str>) -> Self {
         let message = sanitize(message.unwrap_or_default());
         match code.unwrap_or_default() {
-            "Throttling"
-            | "ThrottlingException"
-            | "RequestLimitExceeded"
-            | "TooManyRequestsException" => Self::Throttled { operation },
+            "Throttling" | "ThrottlingException" | "RequestLimitExceeded" | "TooManyRequestsException" => {
+                Self::Throttled { operation }
+            }
             "AccessDenied" | "AccessDeniedException" | "UnauthorizedOperation" => {
                 Self::AccessDenied { operation, message }
             }
@@ -78,11 +55,7 @@ impl IamError {
             "InvalidAuthenticationCode" => Self::InvalidAuthenticationCode { operation },
             "LimitExceeded" => Self::LimitExceeded { operation, message },
             "" => Self::Transport { operation, message },
-            other => Self::Service {
-                operation,
-                code: sanitize(other),
-                message,
-            },
+            other => Self::Service { operation, code: sanitize(other), message },
         }
     }
 
@@ -103,18 +76,16 @@ impl IamError {
 
     /// Whether retrying later can succeed without a person changing anything.
     pub fn is_transient(&self) -> bool {
-        matches!(
-            self,
-            Self::Throttled { .. } | Self::Transport { .. } | Self::NoSuchEntity { .. }
-        ) || matches!(
-            self,
-            Self::Service { code, .. }
-                if code.starts_with("ServiceFailure")
-                    || code == "ServiceUnavailable"
-                    || code == "InternalFailure"
-                    // The credential report is still being generated.
-                    || code == "ReportInProgress"
-        )
+        matches!(self, Self::Throttled { .. } | Self::Transport { .. } | Self::NoSuchEntity { .. })
+            || matches!(
+                self,
+                Self::Service { code, .. }
+                    if code.starts_with("ServiceFailure")
+                        || code == "ServiceUnavailable"
+                        || code == "InternalFailure"
+                        // The credential report is still being generated.
+                        || code == "ReportInProgress"
+            )
     }
 }
 
@@ -169,12 +140,7 @@ mod tests {
                    X-Amz-Security-Token=FQoGZXIvYXdzEJr//////////wEaDM Signature=abcdef0123";
         let clean = sanitize(raw);
         assert!(clean.contains("iam:CreateVirtualMFADevice"), "{clean}");
-        for secret in [
-            "3f2a9c1e",
-            "AKIAIOSFODNN7EXAMPLE",
-            "FQoGZXIvYXdz",
-            "abcdef0123",
-        ] {
+        for secret in ["3f2a9c1e", "AKIAIOSFODNN7EXAMPLE", "FQoGZXIvYXdz", "abcdef0123"] {
             assert!(!clean.contains(secret), "{secret} survived: {clean}");
         }
     }
@@ -194,20 +160,10 @@ mod tests {
             IamError::from_code(op, Some("Throttling"), Some("Rate exceeded")),
             IamError::Throttled { operation: op }
         );
-        assert!(matches!(
-            IamError::from_code(op, Some("AccessDenied"), Some("no")),
-            IamError::AccessDenied { .. }
-        ));
-        assert!(matches!(
-            IamError::from_code(op, Some("DeleteConflict"), None),
-            IamError::DeleteConflict { .. }
-        ));
+        assert!(matches!(IamError::from_code(op, Some("AccessDenied"), Some("no")), IamError::AccessDenied { .. }));
+        assert!(matches!(IamError::from_code(op, Some("DeleteConflict"), None), IamError::DeleteConflict { .. }));
         assert_eq!(
-            IamError::from_code(
-                op,
-                Some("InvalidAuthenticationCode"),
-                Some("codes 123456 654321")
-            ),
+            IamError::from_code(op, Some("InvalidAuthenticationCode"), Some("codes 123456 654321")),
             IamError::InvalidAuthenticationCode { operation: op },
             "the codes in AWS's message must not be kept"
         );

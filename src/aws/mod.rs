@@ -94,15 +94,14 @@ pub trait IamApi: Send + Sync {
 
     /// Every virtual MFA device of the account, assigned or not
     /// (`ListVirtualMFADevices` with `AssignmentStatus=Any`, all pages).
-    fn list_virtual_mfa_devices(
-        &self,
-    ) -> impl Future<Output = Result<Vec<VirtualDevice>, IamError>> + Send;
+    fn list_virtual_mfa_devices(&self) -> impl Future<Output = Result<Vec<VirtualDevice>, IamError>> + Send;
+
+    /// Names of every IAM group of the account (`ListGroups`, all pages), so that a group
+    /// named in a selector that does not exist can be told from an empty one.
+    fn list_groups(&self) -> impl Future<Output = Result<BTreeSet<String>, IamError>> + Send;
 
     /// Every MFA device of one user (`ListMFADevices`, all pages).
-    fn list_mfa_devices(
-        &self,
-        user: &str,
-    ) -> impl Future<Output = Result<Vec<MfaDevice>, IamError>> + Send;
+    fn list_mfa_devices(&self, user: &str) -> impl Future<Output = Result<Vec<MfaDevice>, IamError>> + Send;
 
     /// Names of the users with a console password, from the credential report
     /// (`GenerateCredentialReport` until complete, then `GetCredentialReport`): two or
@@ -124,10 +123,7 @@ pub trait IamApi: Send + Sync {
     /// Deletes an (unassigned) virtual MFA device (`DeleteVirtualMFADevice`). The operator
     /// never deactivates a device: on real AWS deleting an assigned device fails with
     /// `DeleteConflict`.
-    fn delete_virtual_mfa_device(
-        &self,
-        serial: &str,
-    ) -> impl Future<Output = Result<(), IamError>> + Send;
+    fn delete_virtual_mfa_device(&self, serial: &str) -> impl Future<Output = Result<(), IamError>> + Send;
 
     /// Assigns and enables a device for a user with two consecutive codes
     /// (`EnableMFADevice`).

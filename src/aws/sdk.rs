@@ -12,17 +12,14 @@ use std::time::Duration;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_iam::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_iam::types::{
-    AssignmentStatusType, EntityType, ReportFormatType, ReportStateType, SummaryKeyType, Tag,
-    UserDetail,
+    AssignmentStatusType, EntityType, ReportFormatType, ReportStateType, SummaryKeyType, Tag, UserDetail,
 };
 use aws_smithy_types::DateTime;
 use jiff::Timestamp;
 use tracing::debug;
 
 use super::calls::CallCounter;
-use super::{
-    DeviceTags, IamApi, IamError, IamUser, MfaDevice, NewDevice, Seed, VirtualDevice, sanitize,
-};
+use super::{DeviceTags, IamApi, IamError, IamUser, MfaDevice, NewDevice, Seed, VirtualDevice, sanitize};
 
 /// Largest page IAM serves for the listing calls used here (fewer calls per sweep).
 const MAX_ITEMS: i32 = 1000;
@@ -58,11 +55,7 @@ impl Default for ReportPoll {
     /// Ten tries over about 14 s (0.25 + 0.5 + 1 + 2 × 6 s of sleep). IAM usually
     /// finishes within seconds; a report generated in the last four hours is reused.
     fn default() -> Self {
-        Self {
-            attempts: 10,
-            first_delay: Duration::from_millis(250),
-            max_delay: Duration::from_secs(2),
-        }
+        Self { attempts: 10, first_delay: Duration::from_millis(250), max_delay: Duration::from_secs(2) }
     }
 }
 
@@ -83,16 +76,8 @@ impl SdkIam {
     /// request counter.
     pub fn from_client(client: aws_sdk_iam::Client) -> Self {
         let calls = CallCounter::default();
-        let config = client
-            .config()
-            .to_builder()
-            .interceptor(calls.clone())
-            .build();
-        Self {
-            client: aws_sdk_iam::Client::from_conf(config),
-            report_poll: ReportPoll::default(),
-            calls,
-        }
+        let config = client.config().to_builder().interceptor(calls.clone()).build();
+        Self { client: aws_sdk_iam::Client::from_conf(config), report_poll: ReportPoll::default(), calls }
     }
 
     /// Requests this client has sent, by operation (retries included).
@@ -110,13 +95,7 @@ impl SdkIam {
         let poll = self.report_poll;
         let mut delay = poll.first_delay;
         for attempt in 1..=poll.attempts {
-            let state = self
-                .client
-                .generate_credential_report()
-                .send()
-                .await
-                .map_err(|e| map_err(GENERATE, e))?
-                .state;
+            let state = self.client.generate_credential_report().send().await.map_err(|e| map_err(GENERATE, e))?.state;
             debug!(operation = GENERATE, attempt, state = ?state, "credential report state");
             if state == Some(ReportStateType::Complete) {
                 match self.client.get_credential_report().send().await {
@@ -135,19 +114,13 @@ impl SdkIam {
         Err(IamError::Service {
             operation: GENERATE,
             code: REPORT_IN_PROGRESS.to_owned(),
-            message: format!(
-                "the credential report was not ready after {} tries; try again later",
-                poll.attempts
-            ),
+            message: format!("the credential report was not ready after {} tries; try again later", poll.attempts),
         })
     }
 }
 
 fn is_report_not_ready(code: Option<&str>) -> bool {
-    matches!(
-        code,
-        Some("ReportInProgress" | "ReportNotPresent" | "ReportExpired")
-    )
+    matches!(code, Some("ReportInProgress" | "ReportNotPresent" | "ReportExpired"))
 }
 
 /// Maps any SDK error to an [`IamError`] with a sanitised message.
@@ -168,9 +141,7 @@ where
         secrets
             .iter()
             .filter(|secret| !secret.is_empty())
-            .fold(text.to_owned(), |text, secret| {
-                text.replace(secret, "<redacted>")
-            })
+            .fold(text.to_owned(), |text, secret| text.replace(secret, "<redacted>"))
     };
     match err.code() {
         Some(code) => {
@@ -178,21 +149,13 @@ where
             IamError::from_code(operation, Some(code), message.as_deref())
         }
         // No answer from IAM: keep the whole chain of causes, sanitised.
-        None => IamError::from_code(
-            operation,
-            None,
-            Some(&redact(&DisplayErrorContext(&err).to_string())),
-        ),
+        None => IamError::from_code(operation, None, Some(&redact(&DisplayErrorContext(&err).to_string()))),
     }
 }
 
 /// An answer IAM should never give (a required member missing or malformed).
 fn invalid_response(operation: &'static str, message: impl Into<String>) -> IamError {
-    IamError::Service {
-        operation,
-        code: INVALID_RESPONSE.to_owned(),
-        message: message.into(),
-    }
+    IamError::Service { operation, code: INVALID_RESPONSE.to_owned(), message: message.into() }
 }
 
 /// The SDK's date-time as a [`Timestamp`]; `None` only outside jiff's range (years
@@ -202,14 +165,7 @@ fn timestamp(date: &DateTime) -> Option<Timestamp> {
 }
 
 fn iam_user(operation: &'static str, detail: UserDetail) -> Result<IamUser, IamError> {
-    let UserDetail {
-        user_name,
-        path,
-        arn,
-        group_list,
-        tags,
-        ..
-    } = detail;
+    let UserDetail { user_name, path, arn, group_list, tags, .. } = detail;
     let name = user_name
         .filter(|name| !name.is_empty())
         .ok_or_else(|| invalid_response(operation, "a user without UserName"))?;
@@ -218,11 +174,7 @@ fn iam_user(operation: &'static str, detail: UserDetail) -> Result<IamUser, IamE
         path: path.unwrap_or_default(),
         arn: arn.unwrap_or_default(),
         groups: group_list.unwrap_or_default(),
-        tags: tags
-            .unwrap_or_default()
-            .into_iter()
-            .map(|tag| (tag.key, tag.value))
-            .collect(),
+        tags: tags.unwrap_or_default().into_iter().map(|tag| (tag.key, tag.value)).collect(),
     })
 }
 
@@ -234,15 +186,9 @@ fn report_csv(
     if let Some(format) = &report.report_format
         && *format != ReportFormatType::TextCsv
     {
-        return Err(invalid_response(
-            OP,
-            format!("unexpected report format {}", sanitize(format.as_str())),
-        ));
+        return Err(invalid_response(OP, format!("unexpected report format {}", sanitize(format.as_str()))));
     }
-    report
-        .content
-        .map(|content| content.into_inner())
-        .ok_or_else(|| invalid_response(OP, "the report has no Content"))
+    report.content.map(|content| content.into_inner()).ok_or_else(|| invalid_response(OP, "the report has no Content"))
 }
 
 /// Users with a console password in a credential report: the rows whose
@@ -250,21 +196,15 @@ fn report_csv(
 /// found by name in the header row.
 fn console_users_in_report(csv: &[u8]) -> Result<BTreeSet<String>, IamError> {
     const OP: &str = "GetCredentialReport";
-    let malformed = |e: csv::Error| {
-        invalid_response(
-            OP,
-            format!("malformed credential report: {}", sanitize(&e.to_string())),
-        )
-    };
+    let malformed =
+        |e: csv::Error| invalid_response(OP, format!("malformed credential report: {}", sanitize(&e.to_string())));
     let mut reader = csv::ReaderBuilder::new().has_headers(true).from_reader(csv);
     let headers = reader.headers().map_err(malformed)?;
     let column = |name: &str| {
         headers
             .iter()
             .position(|header| header.trim() == name)
-            .ok_or_else(|| {
-                invalid_response(OP, format!("the credential report has no {name} column"))
-            })
+            .ok_or_else(|| invalid_response(OP, format!("the credential report has no {name} column")))
     };
     let (user_col, password_col) = (column("user")?, column("password_enabled")?);
     let mut users = BTreeSet::new();
@@ -281,27 +221,17 @@ fn console_users_in_report(csv: &[u8]) -> Result<BTreeSet<String>, IamError> {
 }
 
 /// The base32 seed of a just-created device. Never echoes the bytes in an error.
-fn seed_from_blob(
-    operation: &'static str,
-    blob: Option<aws_smithy_types::Blob>,
-) -> Result<Seed, IamError> {
+fn seed_from_blob(operation: &'static str, blob: Option<aws_smithy_types::Blob>) -> Result<Seed, IamError> {
     let bytes = blob
         .map(|blob| blob.into_inner())
         .ok_or_else(|| invalid_response(operation, "the device has no Base32StringSeed"))?;
-    let text = String::from_utf8(bytes)
-        .map_err(|_| invalid_response(operation, "Base32StringSeed is not text"))?;
+    let text = String::from_utf8(bytes).map_err(|_| invalid_response(operation, "Base32StringSeed is not text"))?;
     let text = text.trim_end_matches(['\r', '\n']);
     if text.is_empty() {
         return Err(invalid_response(operation, "Base32StringSeed is empty"));
     }
-    if !text
-        .bytes()
-        .all(|b| matches!(b, b'A'..=b'Z' | b'a'..=b'z' | b'2'..=b'7' | b'='))
-    {
-        return Err(invalid_response(
-            operation,
-            "Base32StringSeed is not base32",
-        ));
+    if !text.bytes().all(|b| matches!(b, b'A'..=b'Z' | b'a'..=b'z' | b'2'..=b'7' | b'=')) {
+        return Err(invalid_response(operation, "Base32StringSeed is not base32"));
     }
     Ok(Seed::new(text))
 }
@@ -325,12 +255,7 @@ impl IamApi for SdkIam {
                 users.push(iam_user(OP, detail)?);
             }
         }
-        debug!(
-            operation = OP,
-            pages = page_count,
-            users = users.len(),
-            "listed users"
-        );
+        debug!(operation = OP, pages = page_count, users = users.len(), "listed users");
         Ok(users)
     }
 
@@ -347,11 +272,7 @@ impl IamApi for SdkIam {
             .collect::<Result<Vec<_>, _>>()
             .await
             .map_err(|e| map_err(OP, e))?;
-        debug!(
-            operation = OP,
-            devices = devices.len(),
-            "listed virtual MFA devices"
-        );
+        debug!(operation = OP, devices = devices.len(), "listed virtual MFA devices");
         Ok(devices
             .into_iter()
             .map(|device| VirtualDevice {
@@ -360,6 +281,22 @@ impl IamApi for SdkIam {
                 enabled_at: device.enable_date.as_ref().and_then(timestamp),
             })
             .collect())
+    }
+
+    async fn list_groups(&self) -> Result<BTreeSet<String>, IamError> {
+        const OP: &str = "ListGroups";
+        let groups = self
+            .client
+            .list_groups()
+            .into_paginator()
+            .page_size(MAX_ITEMS)
+            .items()
+            .send()
+            .collect::<Result<Vec<_>, _>>()
+            .await
+            .map_err(|e| map_err(OP, e))?;
+        debug!(operation = OP, groups = groups.len(), "listed groups");
+        Ok(groups.into_iter().map(|g| g.group_name).collect())
     }
 
     async fn list_mfa_devices(&self, user: &str) -> Result<Vec<MfaDevice>, IamError> {
@@ -375,44 +312,24 @@ impl IamApi for SdkIam {
             .collect::<Result<Vec<_>, _>>()
             .await
             .map_err(|e| map_err(OP, e))?;
-        debug!(
-            operation = OP,
-            devices = devices.len(),
-            "listed MFA devices of a user"
-        );
+        debug!(operation = OP, devices = devices.len(), "listed MFA devices of a user");
         Ok(devices
             .into_iter()
-            .map(|device| MfaDevice {
-                enabled_at: timestamp(&device.enable_date),
-                serial: device.serial_number,
-            })
+            .map(|device| MfaDevice { enabled_at: timestamp(&device.enable_date), serial: device.serial_number })
             .collect())
     }
 
     async fn console_users(&self) -> Result<BTreeSet<String>, IamError> {
         let csv = self.complete_credential_report().await?;
         let users = console_users_in_report(&csv)?;
-        debug!(
-            operation = "GetCredentialReport",
-            console_users = users.len(),
-            "read credential report"
-        );
+        debug!(operation = "GetCredentialReport", console_users = users.len(), "read credential report");
         Ok(users)
     }
 
     async fn root_account_mfa_enabled(&self) -> Result<bool, IamError> {
         const OP: &str = "GetAccountSummary";
-        let summary = self
-            .client
-            .get_account_summary()
-            .send()
-            .await
-            .map_err(|e| map_err(OP, e))?;
-        Ok(summary
-            .summary_map
-            .as_ref()
-            .and_then(|map| map.get(&SummaryKeyType::AccountMfaEnabled))
-            == Some(&1))
+        let summary = self.client.get_account_summary().send().await.map_err(|e| map_err(OP, e))?;
+        Ok(summary.summary_map.as_ref().and_then(|map| map.get(&SummaryKeyType::AccountMfaEnabled)) == Some(&1))
     }
 
     async fn create_virtual_mfa_device(
@@ -425,15 +342,11 @@ impl IamApi for SdkIam {
         let tags = tags
             .iter()
             .map(|(key, value)| {
-                Tag::builder()
-                    .key(key)
-                    .value(value)
-                    .build()
-                    .map_err(|e| IamError::Service {
-                        operation: OP,
-                        code: "InvalidInput".to_owned(),
-                        message: sanitize(&e.to_string()),
-                    })
+                Tag::builder().key(key).value(value).build().map_err(|e| IamError::Service {
+                    operation: OP,
+                    code: "InvalidInput".to_owned(),
+                    message: sanitize(&e.to_string()),
+                })
             })
             .collect::<Result<Vec<_>, _>>()?;
         let output = self
@@ -445,36 +358,21 @@ impl IamApi for SdkIam {
             .send()
             .await
             .map_err(|e| map_err(OP, e))?;
-        let device = output
-            .virtual_mfa_device
-            .ok_or_else(|| invalid_response(OP, "no VirtualMFADevice in the answer"))?;
+        let device =
+            output.virtual_mfa_device.ok_or_else(|| invalid_response(OP, "no VirtualMFADevice in the answer"))?;
         let seed = seed_from_blob(OP, device.base32_string_seed)?;
         debug!(operation = OP, serial = %device.serial_number, "created virtual MFA device");
-        Ok(NewDevice {
-            serial: device.serial_number,
-            seed,
-        })
+        Ok(NewDevice { serial: device.serial_number, seed })
     }
 
     async fn delete_virtual_mfa_device(&self, serial: &str) -> Result<(), IamError> {
         const OP: &str = "DeleteVirtualMFADevice";
-        self.client
-            .delete_virtual_mfa_device()
-            .serial_number(serial)
-            .send()
-            .await
-            .map_err(|e| map_err(OP, e))?;
+        self.client.delete_virtual_mfa_device().serial_number(serial).send().await.map_err(|e| map_err(OP, e))?;
         debug!(operation = OP, serial, "deleted virtual MFA device");
         Ok(())
     }
 
-    async fn enable_mfa_device(
-        &self,
-        user: &str,
-        serial: &str,
-        code1: &str,
-        code2: &str,
-    ) -> Result<(), IamError> {
+    async fn enable_mfa_device(&self, user: &str, serial: &str, code1: &str, code2: &str) -> Result<(), IamError> {
         const OP: &str = "EnableMFADevice";
         self.client
             .enable_mfa_device()

@@ -18,8 +18,8 @@ use aws_sdk_iam::operation::get_credential_report::GetCredentialReportOutput;
 use aws_sdk_iam::operation::list_mfa_devices::ListMfaDevicesOutput;
 use aws_sdk_iam::operation::list_virtual_mfa_devices::ListVirtualMfaDevicesOutput;
 use aws_sdk_iam::types::{
-    AssignmentStatusType, EntityType, ReportFormatType, ReportStateType, SummaryKeyType, Tag, User,
-    UserDetail, VirtualMfaDevice,
+    AssignmentStatusType, EntityType, ReportFormatType, ReportStateType, SummaryKeyType, Tag, User, UserDetail,
+    VirtualMfaDevice,
 };
 use aws_smithy_mocks::{MockResponseInterceptor, Rule, RuleMode, create_mock_http_client, mock};
 use aws_smithy_types::{Blob, DateTime};
@@ -35,11 +35,7 @@ const ACCOUNT: &str = "123456789012";
 const SEED: &str = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP";
 
 fn mocked(mode: RuleMode, rules: &[&Rule]) -> SdkIam {
-    let interceptor = rules
-        .iter()
-        .fold(MockResponseInterceptor::new().rule_mode(mode), |i, rule| {
-            i.with_rule(rule)
-        });
+    let interceptor = rules.iter().fold(MockResponseInterceptor::new().rule_mode(mode), |i, rule| i.with_rule(rule));
     let config = aws_sdk_iam::Config::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new("us-east-1"))
@@ -116,9 +112,10 @@ fn iam_user_entity(name: &str) -> User {
 
 #[tokio::test]
 async fn list_users_follows_markers_over_three_pages_with_groups_and_tags() {
-    let wants_users = |req: &aws_sdk_iam::operation::get_account_authorization_details::GetAccountAuthorizationDetailsInput| {
-        req.filter() == [EntityType::User] && req.max_items() == Some(MAX_ITEMS)
-    };
+    let wants_users =
+        |req: &aws_sdk_iam::operation::get_account_authorization_details::GetAccountAuthorizationDetailsInput| {
+            req.filter() == [EntityType::User] && req.max_items() == Some(MAX_ITEMS)
+        };
     let page1 = mock!(Client::get_account_authorization_details)
         .match_requests(move |req| wants_users(req) && req.marker().is_none())
         .then_output(|| {
@@ -135,16 +132,7 @@ async fn list_users_follows_markers_over_three_pages_with_groups_and_tags() {
         .then_output(|| gaad_page(vec![user_detail("carol", &["developers"], &[])], Some("m2")));
     let page3 = mock!(Client::get_account_authorization_details)
         .match_requests(move |req| wants_users(req) && req.marker() == Some("m2"))
-        .then_output(|| {
-            gaad_page(
-                vec![user_detail(
-                    "dave",
-                    &[],
-                    &[("mfa-exempt", "true"), ("team", "data")],
-                )],
-                None,
-            )
-        });
+        .then_output(|| gaad_page(vec![user_detail("dave", &[], &[("mfa-exempt", "true"), ("team", "data")])], None));
     let iam = mocked(RuleMode::MatchAny, &[&page1, &page2, &page3]);
 
     let users = iam.list_users().await.unwrap();
@@ -162,30 +150,18 @@ async fn list_users_follows_markers_over_three_pages_with_groups_and_tags() {
         }
     );
     assert!(users[1].groups.is_empty() && users[1].tags.is_empty());
-    assert_eq!(
-        users[3].tags.get("mfa-exempt").map(String::as_str),
-        Some("true")
-    );
+    assert_eq!(users[3].tags.get("mfa-exempt").map(String::as_str), Some("true"));
     // One call per page, no more.
-    assert_eq!(
-        [page1.num_calls(), page2.num_calls(), page3.num_calls()],
-        [1, 1, 1]
-    );
+    assert_eq!([page1.num_calls(), page2.num_calls(), page3.num_calls()], [1, 1, 1]);
     // The client's own request counter sees the same three requests.
-    assert_eq!(
-        iam.calls().snapshot(),
-        [("GetAccountAuthorizationDetails".to_owned(), 3)].into()
-    );
+    assert_eq!(iam.calls().snapshot(), [("GetAccountAuthorizationDetails".to_owned(), 3)].into());
 }
 
 #[tokio::test]
 async fn list_users_rejects_a_user_without_a_name() {
     let page = mock!(Client::get_account_authorization_details)
         .then_output(|| gaad_page(vec![UserDetail::builder().path("/").build()], None));
-    let err = mocked(RuleMode::Sequential, &[&page])
-        .list_users()
-        .await
-        .unwrap_err();
+    let err = mocked(RuleMode::Sequential, &[&page]).list_users().await.unwrap_err();
     assert!(
         matches!(&err, IamError::Service { operation: "GetAccountAuthorizationDetails", code, .. } if code == "InvalidResponse"),
         "{err:?}"
@@ -195,9 +171,7 @@ async fn list_users_rejects_a_user_without_a_name() {
 #[tokio::test]
 async fn list_virtual_mfa_devices_reads_both_pages_with_assignment_any() {
     let page1 = mock!(Client::list_virtual_mfa_devices)
-        .match_requests(|req| {
-            req.assignment_status() == Some(&AssignmentStatusType::Any) && req.marker().is_none()
-        })
+        .match_requests(|req| req.assignment_status() == Some(&AssignmentStatusType::Any) && req.marker().is_none())
         .then_output(|| {
             ListVirtualMfaDevicesOutput::builder()
                 .virtual_mfa_devices(
@@ -214,17 +188,10 @@ async fn list_virtual_mfa_devices_reads_both_pages_with_assignment_any() {
                 .unwrap()
         });
     let page2 = mock!(Client::list_virtual_mfa_devices)
-        .match_requests(|req| {
-            req.assignment_status() == Some(&AssignmentStatusType::Any) && req.marker() == Some("1")
-        })
+        .match_requests(|req| req.assignment_status() == Some(&AssignmentStatusType::Any) && req.marker() == Some("1"))
         .then_output(|| {
             ListVirtualMfaDevicesOutput::builder()
-                .virtual_mfa_devices(
-                    VirtualMfaDevice::builder()
-                        .serial_number(serial("bob"))
-                        .build()
-                        .unwrap(),
-                )
+                .virtual_mfa_devices(VirtualMfaDevice::builder().serial_number(serial("bob")).build().unwrap())
                 .is_truncated(false)
                 .build()
                 .unwrap()
@@ -241,11 +208,7 @@ async fn list_virtual_mfa_devices_reads_both_pages_with_assignment_any() {
                 user: Some("alice".into()),
                 enabled_at: Some(Timestamp::new(1_700_000_000, 250_000_000).unwrap()),
             },
-            VirtualDevice {
-                serial: serial("bob"),
-                user: None,
-                enabled_at: None,
-            },
+            VirtualDevice { serial: serial("bob"), user: None, enabled_at: None },
         ]
     );
     assert_eq!([page1.num_calls(), page2.num_calls()], [1, 1]);
@@ -265,10 +228,7 @@ async fn list_mfa_devices_reads_both_pages_of_one_user() {
         .match_requests(|req| req.user_name() == Some("alice") && req.marker().is_none())
         .then_output(move || {
             ListMfaDevicesOutput::builder()
-                .mfa_devices(device(
-                    "arn:aws:iam::123456789012:mfa/alice-phone",
-                    1_700_000_000,
-                ))
+                .mfa_devices(device("arn:aws:iam::123456789012:mfa/alice-phone", 1_700_000_000))
                 .is_truncated(true)
                 .marker("next")
                 .build()
@@ -278,10 +238,7 @@ async fn list_mfa_devices_reads_both_pages_of_one_user() {
         .match_requests(|req| req.user_name() == Some("alice") && req.marker() == Some("next"))
         .then_output(move || {
             ListMfaDevicesOutput::builder()
-                .mfa_devices(device(
-                    "arn:aws:iam::123456789012:u2f/user/alice/key",
-                    1_700_000_100,
-                ))
+                .mfa_devices(device("arn:aws:iam::123456789012:u2f/user/alice/key", 1_700_000_100))
                 .is_truncated(false)
                 .build()
                 .unwrap()
@@ -319,12 +276,7 @@ async fn throttling_is_retried_by_the_sdk_then_reported_as_throttled() {
 
     let err = iam.list_mfa_devices("alice").await.unwrap_err();
 
-    assert_eq!(
-        err,
-        IamError::Throttled {
-            operation: "ListMFADevices"
-        }
-    );
+    assert_eq!(err, IamError::Throttled { operation: "ListMFADevices" });
     assert!(err.is_transient());
     assert_eq!(rule.num_calls(), MAX_ATTEMPTS as usize, "the SDK retried");
     assert_eq!(
@@ -340,11 +292,7 @@ async fn throttling_then_success_is_invisible_to_the_caller() {
         .sequence()
         .http_status(400, Some(iam_error("Throttling", "Rate exceeded")))
         .http_status(503, Some(iam_error("ServiceUnavailable", "try again")))
-        .output(|| {
-            GetAccountSummaryOutput::builder()
-                .summary_map(SummaryKeyType::AccountMfaEnabled, 1)
-                .build()
-        })
+        .output(|| GetAccountSummaryOutput::builder().summary_map(SummaryKeyType::AccountMfaEnabled, 1).build())
         .build();
     let iam = mocked(RuleMode::Sequential, &[&rule]);
 
@@ -361,10 +309,7 @@ async fn server_failure_after_retries_is_a_transient_service_error() {
         .build();
     let iam = mocked(RuleMode::Sequential, &[&rule]);
 
-    let err = iam
-        .delete_virtual_mfa_device(&serial("alice"))
-        .await
-        .unwrap_err();
+    let err = iam.delete_virtual_mfa_device(&serial("alice")).await.unwrap_err();
 
     assert!(
         matches!(&err, IamError::Service { operation: "DeleteVirtualMFADevice", code, .. } if code == "ServiceFailure"),
@@ -387,10 +332,7 @@ async fn access_denied_keeps_the_action_and_drops_the_request_id() {
         .build();
     let iam = mocked(RuleMode::Sequential, &[&rule]);
 
-    let err = iam
-        .create_virtual_mfa_device("/mfa-operator/", "alice", &DeviceTags::new())
-        .await
-        .unwrap_err();
+    let err = iam.create_virtual_mfa_device("/mfa-operator/", "alice", &DeviceTags::new()).await.unwrap_err();
 
     let IamError::AccessDenied { operation, message } = &err else {
         panic!("{err:?}");
@@ -412,18 +354,12 @@ async fn delete_of_an_assigned_device_is_a_delete_conflict() {
         .sequence()
         .http_status(
             409,
-            Some(iam_error(
-                "DeleteConflict",
-                "MFA Device is still in use by arn:aws:iam::123456789012:user/alice",
-            )),
+            Some(iam_error("DeleteConflict", "MFA Device is still in use by arn:aws:iam::123456789012:user/alice")),
         )
         .build();
     let iam = mocked(RuleMode::Sequential, &[&rule]);
 
-    let err = iam
-        .delete_virtual_mfa_device(&serial("alice"))
-        .await
-        .unwrap_err();
+    let err = iam.delete_virtual_mfa_device(&serial("alice")).await.unwrap_err();
 
     assert!(
         matches!(&err, IamError::DeleteConflict { operation: "DeleteVirtualMFADevice", message } if message.contains("still in use")),
@@ -449,17 +385,9 @@ async fn wrong_codes_are_invalid_authentication_code_without_the_codes() {
         .build();
     let iam = mocked(RuleMode::Sequential, &[&rule]);
 
-    let err = iam
-        .enable_mfa_device("alice", &serial("alice"), code1, code2)
-        .await
-        .unwrap_err();
+    let err = iam.enable_mfa_device("alice", &serial("alice"), code1, code2).await.unwrap_err();
 
-    assert_eq!(
-        err,
-        IamError::InvalidAuthenticationCode {
-            operation: "EnableMFADevice"
-        }
-    );
+    assert_eq!(err, IamError::InvalidAuthenticationCode { operation: "EnableMFADevice" });
     for text in [err.to_string(), format!("{err:?}")] {
         assert!(!text.contains(code1) && !text.contains(code2), "{text}");
     }
@@ -485,10 +413,7 @@ async fn codes_echoed_by_other_errors_are_redacted() {
         .build();
     let iam = mocked(RuleMode::Sequential, &[&rule]);
 
-    let err = iam
-        .enable_mfa_device("alice", &serial("alice"), code1, code2)
-        .await
-        .unwrap_err();
+    let err = iam.enable_mfa_device("alice", &serial("alice"), code1, code2).await.unwrap_err();
 
     assert!(
         matches!(&err, IamError::Service { code, message, .. } if code == "ValidationError" && message.contains("authenticationCode1")),
@@ -505,44 +430,23 @@ async fn create_of_an_existing_name_is_entity_already_exists() {
         .sequence()
         .http_status(
             409,
-            Some(iam_error(
-                "EntityAlreadyExists",
-                "MFADevice entity at the same path and name already exists.",
-            )),
+            Some(iam_error("EntityAlreadyExists", "MFADevice entity at the same path and name already exists.")),
         )
         .build();
     let err = mocked(RuleMode::Sequential, &[&rule])
         .create_virtual_mfa_device("/mfa-operator/", "alice", &DeviceTags::new())
         .await
         .unwrap_err();
-    assert!(
-        matches!(
-            &err,
-            IamError::EntityAlreadyExists {
-                operation: "CreateVirtualMFADevice",
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    assert!(matches!(&err, IamError::EntityAlreadyExists { operation: "CreateVirtualMFADevice", .. }), "{err:?}");
 }
 
 #[tokio::test]
 async fn unknown_user_is_no_such_entity() {
     let rule = mock!(Client::list_mfa_devices)
         .sequence()
-        .http_status(
-            404,
-            Some(iam_error(
-                "NoSuchEntity",
-                "The user with name ghost cannot be found.",
-            )),
-        )
+        .http_status(404, Some(iam_error("NoSuchEntity", "The user with name ghost cannot be found.")))
         .build();
-    let err = mocked(RuleMode::Sequential, &[&rule])
-        .list_mfa_devices("ghost")
-        .await
-        .unwrap_err();
+    let err = mocked(RuleMode::Sequential, &[&rule]).list_mfa_devices("ghost").await.unwrap_err();
     assert_eq!(
         err,
         IamError::NoSuchEntity {
@@ -556,13 +460,7 @@ async fn unknown_user_is_no_such_entity() {
 async fn too_many_devices_is_limit_exceeded() {
     let rule = mock!(Client::enable_mfa_device)
         .sequence()
-        .http_status(
-            409,
-            Some(iam_error(
-                "LimitExceeded",
-                "Cannot exceed quota for MfaDevicesPerUser: 8",
-            )),
-        )
+        .http_status(409, Some(iam_error("LimitExceeded", "Cannot exceed quota for MfaDevicesPerUser: 8")))
         .build();
     let err = mocked(RuleMode::Sequential, &[&rule])
         .enable_mfa_device("alice", &serial("alice"), "123456", "654321")
@@ -585,11 +483,7 @@ access_key_2_last_used_date,access_key_2_last_used_region,access_key_2_last_used
 cert_1_active,cert_1_last_rotated,cert_2_active,cert_2_last_rotated";
 
 fn report_row(user: &str, password_enabled: &str) -> String {
-    let quoted = if user.contains(',') {
-        format!("\"{user}\"")
-    } else {
-        user.to_owned()
-    };
+    let quoted = if user.contains(',') { format!("\"{user}\"") } else { user.to_owned() };
     let arn = if user == "<root_account>" {
         format!("arn:aws:iam::{ACCOUNT}:root")
     } else {
@@ -622,9 +516,7 @@ fn report_output() -> GetCredentialReportOutput {
 }
 
 fn generated(state: ReportStateType) -> GenerateCredentialReportOutput {
-    GenerateCredentialReportOutput::builder()
-        .state(state)
-        .build()
+    GenerateCredentialReportOutput::builder().state(state).build()
 }
 
 fn expected_console_users() -> BTreeSet<String> {
@@ -633,19 +525,13 @@ fn expected_console_users() -> BTreeSet<String> {
 
 #[test]
 fn report_parsing_keeps_password_users_only() {
-    assert_eq!(
-        console_users_in_report(report().as_bytes()).unwrap(),
-        expected_console_users()
-    );
+    assert_eq!(console_users_in_report(report().as_bytes()).unwrap(), expected_console_users());
 }
 
 #[test]
 fn report_parsing_finds_columns_by_name_and_accepts_crlf() {
     let csv = "arn,password_enabled,user\r\narn:x,true,\"a,b\"\r\narn:y,false,c\r\n";
-    assert_eq!(
-        console_users_in_report(csv.as_bytes()).unwrap(),
-        ["a,b".to_owned()].into()
-    );
+    assert_eq!(console_users_in_report(csv.as_bytes()).unwrap(), ["a,b".to_owned()].into());
 }
 
 #[test]
@@ -680,8 +566,7 @@ async fn console_users_waits_for_the_report_to_complete() {
 
 #[tokio::test]
 async fn console_users_takes_two_calls_when_the_report_is_fresh() {
-    let generate = mock!(Client::generate_credential_report)
-        .then_output(|| generated(ReportStateType::Complete));
+    let generate = mock!(Client::generate_credential_report).then_output(|| generated(ReportStateType::Complete));
     let get = mock!(Client::get_credential_report).then_output(report_output);
     let iam = mocked(RuleMode::MatchAny, &[&generate, &get]);
 
@@ -698,17 +583,8 @@ async fn report_in_progress_or_not_present_on_get_polls_again() {
         .build();
     let get = mock!(Client::get_credential_report)
         .sequence()
-        .http_status(
-            404,
-            Some(iam_error("ReportInProgress", "Report is being generated")),
-        )
-        .http_status(
-            410,
-            Some(iam_error(
-                "ReportNotPresent",
-                "Credential report not present",
-            )),
-        )
+        .http_status(404, Some(iam_error("ReportInProgress", "Report is being generated")))
+        .http_status(410, Some(iam_error("ReportNotPresent", "Credential report not present")))
         .output(report_output)
         .build();
     let iam = mocked(RuleMode::MatchAny, &[&generate, &get]);
@@ -739,32 +615,16 @@ async fn a_report_that_never_completes_is_a_bounded_transient_error() {
 
 #[tokio::test]
 async fn access_denied_on_the_report_is_reported_at_once() {
-    let generate = mock!(Client::generate_credential_report)
-        .then_output(|| generated(ReportStateType::Complete));
+    let generate = mock!(Client::generate_credential_report).then_output(|| generated(ReportStateType::Complete));
     let get = mock!(Client::get_credential_report)
         .sequence()
-        .http_status(
-            403,
-            Some(iam_error(
-                "AccessDenied",
-                "User is not authorized to perform: iam:GetCredentialReport",
-            )),
-        )
+        .http_status(403, Some(iam_error("AccessDenied", "User is not authorized to perform: iam:GetCredentialReport")))
         .build();
     let iam = mocked(RuleMode::MatchAny, &[&generate, &get]);
 
     let err = iam.console_users().await.unwrap_err();
 
-    assert!(
-        matches!(
-            &err,
-            IamError::AccessDenied {
-                operation: "GetCredentialReport",
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    assert!(matches!(&err, IamError::AccessDenied { operation: "GetCredentialReport", .. }), "{err:?}");
     assert_eq!([generate.num_calls(), get.num_calls()], [1, 1]);
 }
 
@@ -776,11 +636,7 @@ async fn create_sends_path_name_and_tags_and_returns_serial_and_seed() {
         .match_requests(|req| {
             req.path() == Some("/mfa-operator/")
                 && req.virtual_mfa_device_name() == Some("alice")
-                && req.tags()
-                    == [
-                        tag("mfa-operator/enrollment", "default/staff"),
-                        tag("mfa-operator/user", "alice"),
-                    ]
+                && req.tags() == [tag("mfa-operator/enrollment", "default/staff"), tag("mfa-operator/user", "alice")]
         })
         .then_output(|| {
             CreateVirtualMfaDeviceOutput::builder()
@@ -797,43 +653,32 @@ async fn create_sends_path_name_and_tags_and_returns_serial_and_seed() {
     let iam = mocked(RuleMode::Sequential, &[&rule]);
     let tags: DeviceTags = [
         ("mfa-operator/user".to_owned(), "alice".to_owned()),
-        (
-            "mfa-operator/enrollment".to_owned(),
-            "default/staff".to_owned(),
-        ),
+        ("mfa-operator/enrollment".to_owned(), "default/staff".to_owned()),
     ]
     .into();
 
-    let device = iam
-        .create_virtual_mfa_device("/mfa-operator/", "alice", &tags)
-        .await
-        .unwrap();
+    let device = iam.create_virtual_mfa_device("/mfa-operator/", "alice", &tags).await.unwrap();
 
     assert_eq!(device.serial, serial("alice"));
     assert_eq!(device.seed.expose(), SEED);
     let debug = format!("{device:?}");
-    assert!(
-        !debug.contains(SEED) && !debug.contains(&SEED[..16]),
-        "{debug}"
-    );
+    assert!(!debug.contains(SEED) && !debug.contains(&SEED[..16]), "{debug}");
     assert_eq!(rule.num_calls(), 1);
 }
 
 #[tokio::test]
 async fn create_without_tags_sends_no_tag_list() {
-    let rule = mock!(Client::create_virtual_mfa_device)
-        .match_requests(|req| req.tags.is_none())
-        .then_output(|| {
-            CreateVirtualMfaDeviceOutput::builder()
-                .virtual_mfa_device(
-                    VirtualMfaDevice::builder()
-                        .serial_number(serial("bob"))
-                        .base32_string_seed(Blob::new(SEED))
-                        .build()
-                        .unwrap(),
-                )
-                .build()
-        });
+    let rule = mock!(Client::create_virtual_mfa_device).match_requests(|req| req.tags.is_none()).then_output(|| {
+        CreateVirtualMfaDeviceOutput::builder()
+            .virtual_mfa_device(
+                VirtualMfaDevice::builder()
+                    .serial_number(serial("bob"))
+                    .base32_string_seed(Blob::new(SEED))
+                    .build()
+                    .unwrap(),
+            )
+            .build()
+    });
     let device = mocked(RuleMode::Sequential, &[&rule])
         .create_virtual_mfa_device("/mfa-operator/", "bob", &DeviceTags::new())
         .await
@@ -889,9 +734,7 @@ async fn delete_and_enable_send_what_they_are_given() {
     let iam = mocked(RuleMode::MatchAny, &[&delete, &enable]);
 
     iam.delete_virtual_mfa_device(&serial("bob")).await.unwrap();
-    iam.enable_mfa_device("alice", &serial("alice"), "123456", "654321")
-        .await
-        .unwrap();
+    iam.enable_mfa_device("alice", &serial("alice"), "123456", "654321").await.unwrap();
     assert_eq!([delete.num_calls(), enable.num_calls()], [1, 1]);
 }
 
@@ -907,18 +750,8 @@ async fn root_mfa_follows_account_mfa_enabled() {
                 .build(),
             true,
         ),
-        (
-            GetAccountSummaryOutput::builder()
-                .summary_map(SummaryKeyType::AccountMfaEnabled, 0)
-                .build(),
-            false,
-        ),
-        (
-            GetAccountSummaryOutput::builder()
-                .summary_map(SummaryKeyType::Users, 12)
-                .build(),
-            false,
-        ),
+        (GetAccountSummaryOutput::builder().summary_map(SummaryKeyType::AccountMfaEnabled, 0).build(), false),
+        (GetAccountSummaryOutput::builder().summary_map(SummaryKeyType::Users, 12).build(), false),
         (GetAccountSummaryOutput::builder().build(), false),
     ] {
         let rule = mock!(Client::get_account_summary).then_output(move || summary.clone());

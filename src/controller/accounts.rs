@@ -25,11 +25,7 @@ pub struct AccountKey {
 impl AccountKey {
     pub fn of(spec: &MfaEnrollmentSpec) -> Self {
         let aws = spec.aws.clone().unwrap_or_default();
-        Self {
-            role_arn: aws.role_arn,
-            external_id: aws.external_id,
-            region: aws.region,
-        }
+        Self { role_arn: aws.role_arn, external_id: aws.external_id, region: aws.region }
     }
 }
 
@@ -49,9 +45,7 @@ pub struct Accounts {
 
 impl Default for Accounts {
     fn default() -> Self {
-        Self {
-            entries: std::sync::Mutex::new(HashMap::new()),
-        }
+        Self { entries: std::sync::Mutex::new(HashMap::new()) }
     }
 }
 
@@ -62,34 +56,19 @@ impl Accounts {
             return existing;
         }
         let config = sdk_config(key).await;
-        let fresh = Arc::new(Mutex::new(AccountState {
-            iam: SdkIam::new(&config),
-            inventory: None,
-            claims: Claims::new(),
-        }));
-        let mut entries = self
-            .entries
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let fresh =
+            Arc::new(Mutex::new(AccountState { iam: SdkIam::new(&config), inventory: None, claims: Claims::new() }));
+        let mut entries = self.entries.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         entries.entry(key.clone()).or_insert(fresh).clone()
     }
 
     fn lookup(&self, key: &AccountKey) -> Option<Arc<Mutex<AccountState>>> {
-        self.entries
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .get(key)
-            .cloned()
+        self.entries.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).get(key).cloned()
     }
 
     /// Every account state (for cleanup paths that need all of them).
     pub fn all(&self) -> Vec<Arc<Mutex<AccountState>>> {
-        self.entries
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .values()
-            .cloned()
-            .collect()
+        self.entries.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).values().cloned().collect()
     }
 }
 
@@ -100,14 +79,11 @@ async fn sdk_config(key: &AccountKey) -> SdkConfig {
     let Some(role_arn) = &key.role_arn else {
         return base;
     };
-    let mut provider = aws_config::sts::AssumeRoleProvider::builder(role_arn)
-        .session_name("mfa-operator")
-        .configure(&base);
+    let mut provider =
+        aws_config::sts::AssumeRoleProvider::builder(role_arn).session_name("mfa-operator").configure(&base);
     if let Some(external_id) = &key.external_id {
         provider = provider.external_id(external_id);
     }
     let credentials = aws_sdk_iam::config::SharedCredentialsProvider::new(provider.build().await);
-    base.into_builder()
-        .credentials_provider(credentials)
-        .build()
+    base.into_builder().credentials_provider(credentials).build()
 }

@@ -66,18 +66,12 @@ impl StepError {
             Self::Iam(IamError::AccessDenied { .. }) => ConditionReason::AccessDenied,
             _ => ConditionReason::TransientError,
         };
-        Issue {
-            reason,
-            message: self.message(),
-        }
+        Issue { reason, message: self.message() }
     }
 
     /// Whether the rest of the plan should stop (everything else would fail the same way).
     fn stops_everything(&self) -> bool {
-        matches!(
-            self,
-            Self::Iam(IamError::AccessDenied { .. } | IamError::Throttled { .. })
-        )
+        matches!(self, Self::Iam(IamError::AccessDenied { .. } | IamError::Throttled { .. }))
     }
 }
 
@@ -85,9 +79,7 @@ impl StepError {
 /// anything else stays as it was before the work (Missing when nothing was pending).
 fn failed_state(error: &StepError) -> UserState {
     match error {
-        StepError::Iam(IamError::LimitExceeded { .. } | IamError::EntityAlreadyExists { .. }) => {
-            UserState::Failed
-        }
+        StepError::Iam(IamError::LimitExceeded { .. } | IamError::EntityAlreadyExists { .. }) => UserState::Failed,
         _ => UserState::Missing,
     }
 }
@@ -113,10 +105,7 @@ pub async fn apply(
     secrets: &[SeedSecret],
     plan: Plan,
 ) -> Applied {
-    let id = EnrollmentId {
-        namespace: enrollment.namespace().unwrap_or_default(),
-        name: enrollment.name_any(),
-    };
+    let id = EnrollmentId { namespace: enrollment.namespace().unwrap_or_default(), name: enrollment.name_any() };
     let api = ctx.api(&id.namespace);
     let mut runner = Runner {
         enrollment,
@@ -147,21 +136,14 @@ pub async fn apply(
             }
             continue;
         };
-        let status = user
-            .as_ref()
-            .and_then(|u| users.iter_mut().find(|p| &p.name == u));
+        let status = user.as_ref().and_then(|u| users.iter_mut().find(|p| &p.name == u));
         if let StepError::CodesRefused = error {
             // Recorded on the Secret by `run`; the user stays Pending with the reason.
             if let (Some(status), Action::Enable { secret, .. }) = (status, action) {
-                let attempts = runner
-                    .secrets
-                    .get(secret.as_str())
-                    .map_or(1, |s| s.failed_attempts + 1);
+                let attempts = runner.secrets.get(secret.as_str()).map_or(1, |s| s.failed_attempts + 1);
                 status.state = UserState::Pending;
-                status.message = Some(format!(
-                    "codes refused by AWS: {} (refused submission {attempts})",
-                    REFUSED_BY_AWS
-                ));
+                status.message =
+                    Some(format!("codes refused by AWS: {} (refused submission {attempts})", REFUSED_BY_AWS));
             }
             continue;
         }
@@ -169,13 +151,7 @@ pub async fn apply(
             stale_inventory = true;
         }
         tracing::warn!(enrollment = %runner.id, user = user.as_deref().unwrap_or("-"), error = %error.message(), "work failed");
-        publish(
-            ctx,
-            enrollment,
-            EventReason::ReconcileFailed,
-            error.message(),
-        )
-        .await;
+        publish(ctx, enrollment, EventReason::ReconcileFailed, error.message()).await;
         if let (Some(status), false) = (status, matches!(error, StepError::StaleInventory(_))) {
             status.state = failed_state(&error);
             status.message = Some(error.message());
@@ -186,10 +162,7 @@ pub async fn apply(
         }
         let stop = error.stops_everything();
         let new_issue = error.issue();
-        if issue
-            .as_ref()
-            .is_none_or(|i| !i.needs_person() && new_issue.needs_person())
-        {
+        if issue.as_ref().is_none_or(|i| !i.needs_person() && new_issue.needs_person()) {
             issue = Some(new_issue);
         }
         if stop {
@@ -209,23 +182,11 @@ impl Runner<'_> {
             Action::CreatePending { user } => self.create_pending(user).await,
             Action::DeleteDevice { serial } => self.delete_device(serial).await,
             Action::DeleteSecret { name } => self.delete_secret(name).await,
-            Action::Enable {
-                user,
-                serial,
-                secret,
-                codes,
-            } => {
-                match self
-                    .iam
-                    .enable_mfa_device(user, serial, &codes.code1, &codes.code2)
-                    .await
-                {
+            Action::Enable { user, serial, secret, codes } => {
+                match self.iam.enable_mfa_device(user, serial, &codes.code1, &codes.code2).await {
                     Ok(()) => {}
                     Err(IamError::InvalidAuthenticationCode { .. }) => {
-                        let attempts = self
-                            .secrets
-                            .get(secret.as_str())
-                            .map_or(1, |s| s.failed_attempts + 1);
+                        let attempts = self.secrets.get(secret.as_str()).map_or(1, |s| s.failed_attempts + 1);
                         self.reject(secret, attempts, REFUSED_BY_AWS).await?;
                         publish(
                             self.ctx,
@@ -238,9 +199,7 @@ impl Runner<'_> {
                     }
                     // Already enabled (by another replica, or by hand) or the device is
                     // gone: re-read the account rather than guess.
-                    Err(
-                        e @ (IamError::EntityAlreadyExists { .. } | IamError::NoSuchEntity { .. }),
-                    ) => {
+                    Err(e @ (IamError::EntityAlreadyExists { .. } | IamError::NoSuchEntity { .. })) => {
                         return Err(StepError::StaleInventory(e.to_string()));
                     }
                     Err(e) => return Err(StepError::Iam(e)),
@@ -248,11 +207,7 @@ impl Runner<'_> {
                 self.inventory.record_enabled(user, serial, self.ctx.now());
                 self.delete_secret(secret).await
             }
-            Action::RejectCodes {
-                secret,
-                attempts,
-                message,
-            } => self.reject(secret, *attempts, message).await,
+            Action::RejectCodes { secret, attempts, message } => self.reject(secret, *attempts, message).await,
         }
     }
 
@@ -292,48 +247,30 @@ impl Runner<'_> {
             otpauth_uri: &uri,
             qr_png: png,
         });
-        let params = PostParams {
-            field_manager: Some(FIELD_MANAGER.to_owned()),
-            ..PostParams::default()
-        };
+        let params = PostParams { field_manager: Some(FIELD_MANAGER.to_owned()), ..PostParams::default() };
         if let Err(e) = self.api.create(&params, &secret).await {
             // Without its Secret the device is useless: remove it now rather than leave
             // an orphan (the next reconcile would remove it too).
-            if self
-                .iam
-                .delete_virtual_mfa_device(&device.serial)
-                .await
-                .is_ok()
-            {
+            if self.iam.delete_virtual_mfa_device(&device.serial).await.is_ok() {
                 self.inventory.record_deleted(&device.serial);
             }
             return Err(StepError::Kube("create seed Secret", e));
         }
-        self.claims
-            .entry(device.serial)
-            .or_default()
-            .push(self.id.clone());
+        self.claims.entry(device.serial).or_default().push(self.id.clone());
         Ok(())
     }
 
     async fn delete_device(&mut self, serial: &str) -> Result<(), StepError> {
         // Never touch a device the inventory says is assigned: the operator never
         // deactivates anyone's MFA (moto would even delete an assigned device).
-        if self
-            .inventory
-            .virtual_devices
-            .get(serial)
-            .is_some_and(|d| d.user.is_some())
-        {
+        if self.inventory.virtual_devices.get(serial).is_some_and(|d| d.user.is_some()) {
             return Ok(());
         }
         match self.iam.delete_virtual_mfa_device(serial).await {
             Ok(()) | Err(IamError::NoSuchEntity { .. }) => {}
             // Assigned since the inventory was read: leave it alone.
             Err(IamError::DeleteConflict { .. }) => {
-                return Err(StepError::StaleInventory(format!(
-                    "device {serial} is in use; re-reading the account"
-                )));
+                return Err(StepError::StaleInventory(format!("device {serial} is in use; re-reading the account")));
             }
             Err(e) => return Err(StepError::Iam(e)),
         }
@@ -358,10 +295,7 @@ impl Runner<'_> {
     /// Clears the code keys and records the refusal, only if the Secret is still the
     /// version that was checked (a newer submission is checked on the next reconcile).
     async fn reject(&mut self, name: &str, attempts: u32, message: &str) -> Result<(), StepError> {
-        let resource_version = self
-            .secrets
-            .get(name)
-            .and_then(|s| s.resource_version.clone());
+        let resource_version = self.secrets.get(name).and_then(|s| s.resource_version.clone());
         let patch = serde_json::json!({
             "metadata": {
                 "resourceVersion": resource_version,
@@ -375,10 +309,7 @@ impl Runner<'_> {
         self.api
             .patch(
                 name,
-                &PatchParams {
-                    field_manager: Some(FIELD_MANAGER.to_owned()),
-                    ..PatchParams::default()
-                },
+                &PatchParams { field_manager: Some(FIELD_MANAGER.to_owned()), ..PatchParams::default() },
                 &Patch::Merge(&patch),
             )
             .await

@@ -135,10 +135,7 @@ impl Context {
     }
 
     fn reset_backoff(&self, object: &MfaEnrollment) {
-        self.failures
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&ObjectRef::from(object));
+        self.failures.lock().unwrap_or_else(|p| p.into_inner()).remove(&ObjectRef::from(object));
     }
 }
 
@@ -154,22 +151,18 @@ pub async fn run(client: Client, config: Config) -> anyhow::Result<()> {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     };
-    let controller = Controller::new(enrollments, watcher::Config::default().any_semantic())
-        .watches(
-            secrets,
-            watcher::Config::default().labels(&seed_secret::managed_selector()),
-            |secret| {
-                let namespace = secret.namespace()?;
-                let enrollment = secret.labels().get(seed_secret::LABEL_ENROLLMENT)?;
-                Some(ObjectRef::new(enrollment).within(&namespace))
-            },
-        );
+    let controller = Controller::new(enrollments, watcher::Config::default().any_semantic()).watches(
+        secrets,
+        watcher::Config::default().labels(&seed_secret::managed_selector()),
+        |secret| {
+            let namespace = secret.namespace()?;
+            let enrollment = secret.labels().get(seed_secret::LABEL_ENROLLMENT)?;
+            Some(ObjectRef::new(enrollment).within(&namespace))
+        },
+    );
     let (reconcile_all, reconcile_all_requests) = futures::channel::mpsc::unbounded();
     let controller = controller.reconcile_all_on(reconcile_all_requests);
-    let reporter = Reporter {
-        controller: config.reporter.clone(),
-        instance: std::env::var("POD_NAME").ok(),
-    };
+    let reporter = Reporter { controller: config.reporter.clone(), instance: std::env::var("POD_NAME").ok() };
     let context = Arc::new(Context {
         recorder: Recorder::new(client.clone(), reporter),
         store: controller.store(),

@@ -58,18 +58,9 @@ pub enum Action {
     /// Delete a seed Secret of this enrollment.
     DeleteSecret { name: String },
     /// Enable the device with the two codes, then delete the seed Secret.
-    Enable {
-        user: String,
-        serial: String,
-        secret: String,
-        codes: Codes,
-    },
+    Enable { user: String, serial: String, secret: String, codes: Codes },
     /// Clear the code keys and record the refusal on the Secret.
-    RejectCodes {
-        secret: String,
-        attempts: u32,
-        message: String,
-    },
+    RejectCodes { secret: String, attempts: u32, message: String },
 }
 
 /// An Event to publish once an action (or a user's whole sequence) succeeded.
@@ -164,29 +155,20 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
         out.work.extend(work);
     }
     for name in &input.selection.not_found {
-        out.users.push(
-            UserPlan::new(name, UserState::NotFound)
-                .message("no IAM user with this name exists in the account"),
-        );
+        out.users
+            .push(UserPlan::new(name, UserState::NotFound).message("no IAM user with this name exists in the account"));
     }
 
     // Seed Secrets of users this enrollment no longer selects (or no longer owns, or in
     // Report mode): remove them and their unassigned devices.
-    for secret in input
-        .secrets
-        .iter()
-        .filter(|s| !handled_secrets.contains(&s.name))
-    {
+    for secret in input.secrets.iter().filter(|s| !handled_secrets.contains(&s.name)) {
         handled_serials.insert(secret.serial.clone());
         out.work.push(Work {
             user: None,
             actions: release(input, secret),
             note: Some(Note {
                 reason: EventReason::PendingDeviceRemoved,
-                message: format!(
-                    "removed the pending device of {} (no longer selected)",
-                    secret.user
-                ),
+                message: format!("removed the pending device of {} (no longer selected)", secret.user),
             }),
         });
     }
@@ -204,15 +186,10 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
         }
         out.work.push(Work {
             user: None,
-            actions: vec![Action::DeleteDevice {
-                serial: device.serial.clone(),
-            }],
+            actions: vec![Action::DeleteDevice { serial: device.serial.clone() }],
             note: Some(Note {
                 reason: EventReason::OrphanDeviceDeleted,
-                message: format!(
-                    "deleted unassigned device {} that no seed Secret claims",
-                    device.serial
-                ),
+                message: format!("deleted unassigned device {} that no seed Secret claims", device.serial),
             }),
         });
     }
@@ -220,87 +197,45 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
 }
 
 fn is_claimed(claims: &Claims, serial: &str) -> bool {
-    claims
-        .get(serial)
-        .is_some_and(|holders| !holders.is_empty())
+    claims.get(serial).is_some_and(|holders| !holders.is_empty())
 }
 
 /// Actions that remove one of this enrollment's seed Secrets, and its device when the
 /// device is unassigned and nobody else holds it.
 fn release(input: &PlanInput<'_>, secret: &SeedSecret) -> Vec<Action> {
     let mut actions = Vec::new();
-    let unassigned = input
-        .inventory
-        .virtual_devices
-        .get(&secret.serial)
-        .is_some_and(|d| d.user.is_none());
-    let held_by_others = input
-        .claims
-        .get(&secret.serial)
-        .is_some_and(|holders| holders.iter().any(|h| h != input.id));
+    let unassigned = input.inventory.virtual_devices.get(&secret.serial).is_some_and(|d| d.user.is_none());
+    let held_by_others = input.claims.get(&secret.serial).is_some_and(|holders| holders.iter().any(|h| h != input.id));
     if unassigned && !held_by_others {
-        actions.push(Action::DeleteDevice {
-            serial: secret.serial.clone(),
-        });
+        actions.push(Action::DeleteDevice { serial: secret.serial.clone() });
     }
-    actions.push(Action::DeleteSecret {
-        name: secret.name.clone(),
-    });
+    actions.push(Action::DeleteSecret { name: secret.name.clone() });
     actions
 }
 
-fn plan_user(
-    input: &PlanInput<'_>,
-    user: &str,
-    secret: Option<&SeedSecret>,
-) -> (UserPlan, Vec<Work>) {
+fn plan_user(input: &PlanInput<'_>, user: &str, secret: Option<&SeedSecret>) -> (UserPlan, Vec<Work>) {
     let mfa = input.inventory.mfa_state(user);
     if let MfaState::Active(_) = mfa {
         // Compliant. A leftover Secret (crash after enabling, or the person enabled a
         // device elsewhere) and its unassigned device are no longer needed.
-        let work = secret
-            .map(|s| Work {
-                user: None,
-                actions: release(input, s),
-                note: None,
-            })
-            .into_iter()
-            .collect();
+        let work = secret.map(|s| Work { user: None, actions: release(input, s), note: None }).into_iter().collect();
         return (UserPlan::new(user, UserState::Compliant), work);
     }
     if input.spec.mode == Mode::Report {
         return (
             UserPlan::new(user, UserState::Missing).message("no active MFA device"),
-            secret
-                .map(|s| Work {
-                    user: None,
-                    actions: release(input, s),
-                    note: None,
-                })
-                .into_iter()
-                .collect(),
+            secret.map(|s| Work { user: None, actions: release(input, s), note: None }).into_iter().collect(),
         );
     }
     if mfa == MfaState::Unknown {
-        return (
-            UserPlan::new(user, UserState::Missing).message("MFA devices not listed yet"),
-            Vec::new(),
-        );
+        return (UserPlan::new(user, UserState::Missing).message("MFA devices not listed yet"), Vec::new());
     }
     if let Some(owner) = input.owners.get(user).filter(|o| *o != input.id) {
         // Another (older) enrollment owns this user's enrollment: never a second device.
-        let work = secret
-            .map(|s| Work {
-                user: None,
-                actions: release(input, s),
-                note: None,
-            })
-            .into_iter()
-            .collect();
+        let work = secret.map(|s| Work { user: None, actions: release(input, s), note: None }).into_iter().collect();
         return (
-            UserPlan::new(user, UserState::Pending).message(format!(
-                "enrollment is handled by {owner}, the oldest enrollment selecting this user"
-            )),
+            UserPlan::new(user, UserState::Pending)
+                .message(format!("enrollment is handled by {owner}, the oldest enrollment selecting this user")),
             work,
         );
     }
@@ -336,9 +271,7 @@ fn plan_user(
                 input,
                 user,
                 &serial,
-                vec![Action::DeleteDevice {
-                    serial: serial.clone(),
-                }],
+                vec![Action::DeleteDevice { serial: serial.clone() }],
                 Some((EventReason::SeedRotated, "its seed Secret was missing")),
             );
         }
@@ -349,23 +282,16 @@ fn plan_user(
     if secret_device.is_none_or(|d| d.user.is_some()) {
         // The Secret's device is gone (deleted out of band) or assigned elsewhere.
         let mut actions = Vec::new();
-        actions.push(Action::DeleteSecret {
-            name: secret.name.clone(),
-        });
+        actions.push(Action::DeleteSecret { name: secret.name.clone() });
         if secret.serial != serial && device.is_some_and(|d| d.user.is_none()) {
-            actions.push(Action::DeleteDevice {
-                serial: serial.clone(),
-            });
+            actions.push(Action::DeleteDevice { serial: serial.clone() });
         }
         return create(
             input,
             user,
             &serial,
             actions,
-            Some((
-                EventReason::SeedRotated,
-                "its pending device no longer exists",
-            )),
+            Some((EventReason::SeedRotated, "its pending device no longer exists")),
         );
     }
 
@@ -384,12 +310,8 @@ fn plan_user(
             user,
             &serial,
             vec![
-                Action::DeleteDevice {
-                    serial: secret.serial.clone(),
-                },
-                Action::DeleteSecret {
-                    name: secret.name.clone(),
-                },
+                Action::DeleteDevice { serial: secret.serial.clone() },
+                Action::DeleteSecret { name: secret.name.clone() },
             ],
             Some((EventReason::SeedRotated, why)),
         )
@@ -398,30 +320,19 @@ fn plan_user(
     if let Some((code1, code2)) = &secret.codes {
         let verdict = totp::decode_seed(secret.seed.expose())
             .map_err(|_| None)
-            .and_then(|seed| {
-                totp::verify_pair(&seed, code1, code2, input.now.as_second()).map_err(Some)
-            });
+            .and_then(|seed| totp::verify_pair(&seed, code1, code2, input.now.as_second()).map_err(Some));
         return match verdict {
             Ok(_) => (
-                UserPlan {
-                    message: None,
-                    ..UserPlan::new(user, UserState::Compliant)
-                },
+                UserPlan { message: None, ..UserPlan::new(user, UserState::Compliant) },
                 vec![Work {
                     user: Some(user.to_owned()),
                     actions: vec![Action::Enable {
                         user: user.to_owned(),
                         serial: secret.serial.clone(),
                         secret: secret.name.clone(),
-                        codes: Codes {
-                            code1: code1.clone(),
-                            code2: code2.clone(),
-                        },
+                        codes: Codes { code1: code1.clone(), code2: code2.clone() },
                     }],
-                    note: Some(Note {
-                        reason: EventReason::MfaEnabled,
-                        message: format!("MFA enabled for {user}"),
-                    }),
+                    note: Some(Note { reason: EventReason::MfaEnabled, message: format!("MFA enabled for {user}") }),
                 }],
             ),
             Err(None) => rotate("its seed could not be read"),
@@ -430,8 +341,7 @@ fn plan_user(
                 if attempts >= MAX_FAILED_ATTEMPTS {
                     return rotate(&format!("{attempts} code submissions were refused"));
                 }
-                let message =
-                    format!("{rejection} (refused submission {attempts} of {MAX_FAILED_ATTEMPTS})");
+                let message = format!("{rejection} (refused submission {attempts} of {MAX_FAILED_ATTEMPTS})");
                 pending.message = Some(format!("codes refused: {message}"));
                 (
                     pending,
@@ -455,17 +365,11 @@ fn plan_user(
         return rotate("it was not enabled within pendingTTL");
     }
     pending.message = Some(if secret.partial_codes {
-        format!(
-            "only one code in Secret {}: write both code1 and code2",
-            secret.name
-        )
+        format!("only one code in Secret {}: write both code1 and code2", secret.name)
     } else if let Some(rejection) = &secret.last_rejection {
         format!("codes refused: {rejection}")
     } else {
-        format!(
-            "scan the QR code in Secret {} and write two consecutive codes as code1 and code2",
-            secret.name
-        )
+        format!("scan the QR code in Secret {} and write two consecutive codes as code1 and code2", secret.name)
     });
     (pending, Vec::new())
 }
@@ -478,43 +382,25 @@ fn create(
     mut before: Vec<Action>,
     rotated: Option<(EventReason, &str)>,
 ) -> (UserPlan, Vec<Work>) {
-    before.push(Action::CreatePending {
-        user: user.to_owned(),
-    });
+    before.push(Action::CreatePending { user: user.to_owned() });
     let note = match rotated {
-        Some((reason, why)) => Note {
-            reason,
-            message: format!("new pending device for {user}: {why}"),
-        },
-        None => Note {
-            reason: EventReason::DeviceCreated,
-            message: format!("pending device created for {user}"),
-        },
+        Some((reason, why)) => Note { reason, message: format!("new pending device for {user}: {why}") },
+        None => Note { reason: EventReason::DeviceCreated, message: format!("pending device created for {user}") },
     };
     let name = secret_name(user);
     let status = UserPlan {
         serial: Some(serial.to_owned()),
         pending_since: Some(input.now),
         expires_at: input.now.checked_add(ttl(input.spec)).ok(),
-        message: Some(format!(
-            "scan the QR code in Secret {name} and write two consecutive codes as code1 and code2"
-        )),
+        message: Some(format!("scan the QR code in Secret {name} and write two consecutive codes as code1 and code2")),
         secret: Some(name),
         ..UserPlan::new(user, UserState::Pending)
     };
-    (
-        status,
-        vec![Work {
-            user: Some(user.to_owned()),
-            actions: before,
-            note: Some(note),
-        }],
-    )
+    (status, vec![Work { user: Some(user.to_owned()), actions: before, note: Some(note) }])
 }
 
 fn ttl(spec: &MfaEnrollmentSpec) -> jiff::SignedDuration {
-    jiff::SignedDuration::try_from(std::time::Duration::from(spec.pending_ttl))
-        .unwrap_or(jiff::SignedDuration::MAX)
+    jiff::SignedDuration::try_from(std::time::Duration::from(spec.pending_ttl)).unwrap_or(jiff::SignedDuration::MAX)
 }
 
 /// The owner of every user selected by an Enroll-mode enrollment of one account: the

@@ -51,10 +51,7 @@ pub fn error_policy(enrollment: Arc<MfaEnrollment>, error: &Error, ctx: Arc<Cont
 }
 
 fn id_of(enrollment: &MfaEnrollment) -> EnrollmentId {
-    EnrollmentId {
-        namespace: enrollment.namespace().unwrap_or_default(),
-        name: enrollment.name_any(),
-    }
+    EnrollmentId { namespace: enrollment.namespace().unwrap_or_default(), name: enrollment.name_any() }
 }
 
 /// How old an inventory may be before this enrollment refreshes it.
@@ -76,8 +73,8 @@ async fn reconcile_apply(enrollment: &MfaEnrollment, ctx: &Context) -> Result<Re
         .into_iter()
         .filter(|p| p.meta().deletion_timestamp.is_none() && AccountKey::of(&p.spec) == key)
         .collect();
-    let needs_console = enrollment.spec.users.console_access_only
-        || peers.iter().any(|p| p.spec.users.console_access_only);
+    let needs_console =
+        enrollment.spec.users.console_access_only || peers.iter().any(|p| p.spec.users.console_access_only);
 
     // Gather: the shared inventory (refreshed when older than our resync interval).
     let stale = account.inventory.as_ref().is_none_or(|inv| {
@@ -88,9 +85,7 @@ async fn reconcile_apply(enrollment: &MfaEnrollment, ctx: &Context) -> Result<Re
         return report_iam_failure(enrollment, ctx, e).await;
     }
     let Some(inventory) = account.inventory.as_mut() else {
-        return Err(Error::StaleInventory(
-            "inventory missing after refresh".into(),
-        ));
+        return Err(Error::StaleInventory("inventory missing after refresh".into()));
     };
 
     // Who owns which user: every Enroll-mode peer's selection, oldest first.
@@ -99,43 +94,25 @@ async fn reconcile_apply(enrollment: &MfaEnrollment, ctx: &Context) -> Result<Re
         .filter(|p| p.spec.mode == Mode::Enroll)
         .map(|p| {
             let created = p.meta().creation_timestamp.as_ref().map(|t| t.0);
-            (
-                id_of(p),
-                created,
-                select(
-                    &p.spec.users,
-                    &inventory.users,
-                    inventory.console_users.as_ref(),
-                ),
-            )
+            (id_of(p), created, select(&p.spec.users, &inventory.users, inventory.console_users.as_ref()))
         })
         .collect();
     let owners = owners(selections.iter().map(|(id, created, s)| (id, *created, s)));
-    let selection = select(
-        &enrollment.spec.users,
-        &inventory.users,
-        inventory.console_users.as_ref(),
-    );
+    let selection = select(&enrollment.spec.users, &inventory.users, inventory.console_users.as_ref());
+    let spec_issue = unknown_groups(&selection, &inventory.groups);
 
     // Only selected users without an assigned virtual device cost a ListMFADevices call.
     let unresolved = inventory.unresolved(&selection.users);
     if !unresolved.is_empty() {
         let iam = account.iam.clone();
-        let inventory = account
-            .inventory
-            .as_mut()
-            .ok_or_else(|| Error::StaleInventory("inventory vanished".into()))?;
+        let inventory = account.inventory.as_mut().ok_or_else(|| Error::StaleInventory("inventory vanished".into()))?;
         if let Err(e) = inventory.resolve(&iam, unresolved).await {
             return report_iam_failure(enrollment, ctx, e).await;
         }
     }
 
     let secrets = list_seed_secrets(ctx, &id).await?;
-    let AccountState {
-        iam,
-        inventory,
-        claims,
-    } = &mut *account;
+    let AccountState { iam, inventory, claims } = &mut *account;
     let Some(inventory) = inventory.as_mut() else {
         return Err(Error::StaleInventory("inventory vanished".into()));
     };
@@ -162,21 +139,18 @@ async fn reconcile_apply(enrollment: &MfaEnrollment, ctx: &Context) -> Result<Re
         ctx.reconcile_all();
     }
 
+    // A value a person must fix outranks a transient failure.
+    let issue = match (spec_issue, issue) {
+        (_, Some(applied)) if applied.needs_person() => Some(applied),
+        (Some(spec), _) => Some(spec),
+        (None, applied) => applied,
+    };
     let previous = enrollment.status.as_ref();
     // Only a reconcile that saw the whole picture may say a user lost MFA.
-    let drifted = if issue.is_none() && !stale_inventory {
-        lost_mfa(previous, &users)
-    } else {
-        Vec::new()
-    };
+    let drifted = if issue.is_none() && !stale_inventory { lost_mfa(previous, &users) } else { Vec::new() };
     for user in drifted {
-        publish(
-            ctx,
-            enrollment,
-            EventReason::MfaDeactivated,
-            format!("{user} no longer has an active MFA device"),
-        )
-        .await;
+        publish(ctx, enrollment, EventReason::MfaDeactivated, format!("{user} no longer has an active MFA device"))
+            .await;
     }
     let next_expiry = users.iter().filter_map(|u| u.expires_at).min();
     let status = build(StatusInput {
@@ -198,35 +172,34 @@ async fn reconcile_apply(enrollment: &MfaEnrollment, ctx: &Context) -> Result<Re
                 .map(|t| t.duration_since(now))
                 .and_then(|d| Duration::try_from(d).ok())
                 .map(|d| d + Duration::from_secs(1));
-            Ok(Requeue::requeue(
-                until_expiry.map_or(resync, |d| d.min(resync)),
-            ))
+            Ok(Requeue::requeue(until_expiry.map_or(resync, |d| d.min(resync))))
         }
     }
 }
 
+/// Groups named in the selector that do not exist in the account: a value a person must
+/// fix (Stalled), as opposed to an existing group without members.
+fn unknown_groups(selection: &Selection, groups: &std::collections::BTreeSet<String>) -> Option<Issue> {
+    let known: std::collections::BTreeSet<String> = groups.iter().map(|g| g.to_lowercase()).collect();
+    let unknown: Vec<&str> =
+        selection.empty_groups.iter().filter(|g| !known.contains(&g.to_lowercase())).map(String::as_str).collect();
+    (!unknown.is_empty()).then(|| Issue {
+        reason: ConditionReason::InvalidSpec,
+        message: format!("spec.users.groups: no IAM group named {} in the account", unknown.join(", ")),
+    })
+}
+
 /// Sweeps the account and reloads the claims of every seed Secret.
-async fn refresh(
-    account: &mut AccountState,
-    ctx: &Context,
-    with_console: bool,
-) -> Result<(), IamError> {
+async fn refresh(account: &mut AccountState, ctx: &Context, with_console: bool) -> Result<(), IamError> {
     let inventory = Inventory::load(&account.iam, with_console, ctx.now()).await?;
-    tracing::debug!(
-        users = inventory.users.len(),
-        devices = inventory.virtual_devices.len(),
-        "inventory refreshed"
-    );
+    tracing::debug!(users = inventory.users.len(), devices = inventory.virtual_devices.len(), "inventory refreshed");
     account.inventory = Some(inventory);
     match load_claims(ctx).await {
         Ok(claims) => account.claims = claims,
         Err(e) => {
             account.inventory = None;
             tracing::warn!(error = %e, "cannot list seed Secrets");
-            return Err(IamError::Transport {
-                operation: "ListSecrets",
-                message: e.to_string(),
-            });
+            return Err(IamError::Transport { operation: "ListSecrets", message: e.to_string() });
         }
     }
     Ok(())
@@ -244,18 +217,10 @@ async fn load_claims(ctx: &Context) -> Result<Claims> {
         .map_err(Error::kube("list seed Secrets"))?;
     let mut claims = Claims::new();
     for secret in list.items {
-        let serial = secret
-            .annotations()
-            .get(seed_secret::ANNOTATION_SERIAL)
-            .cloned();
+        let serial = secret.annotations().get(seed_secret::ANNOTATION_SERIAL).cloned();
         let enrollment = secret.labels().get(seed_secret::LABEL_ENROLLMENT).cloned();
-        if let (Some(serial), Some(name), Some(namespace)) =
-            (serial, enrollment, secret.namespace())
-        {
-            claims
-                .entry(serial)
-                .or_default()
-                .push(EnrollmentId { namespace, name });
+        if let (Some(serial), Some(name), Some(namespace)) = (serial, enrollment, secret.namespace()) {
+            claims.entry(serial).or_default().push(EnrollmentId { namespace, name });
         }
     }
     Ok(claims)
@@ -285,19 +250,12 @@ async fn list_seed_secrets(ctx: &Context, id: &EnrollmentId) -> Result<Vec<SeedS
 /// An IAM failure before planning: status says what is wrong (Stalled when a person must
 /// act, Reconciling otherwise), then permanent errors wait for the resync interval and
 /// transient ones back off.
-async fn report_iam_failure(
-    enrollment: &MfaEnrollment,
-    ctx: &Context,
-    error: IamError,
-) -> Result<Requeue> {
+async fn report_iam_failure(enrollment: &MfaEnrollment, ctx: &Context, error: IamError) -> Result<Requeue> {
     let reason = match error {
         IamError::AccessDenied { .. } => ConditionReason::AccessDenied,
         _ => ConditionReason::TransientError,
     };
-    let issue = Issue {
-        reason,
-        message: error.to_string(),
-    };
+    let issue = Issue { reason, message: error.to_string() };
     let previous = enrollment.status.clone().unwrap_or_default();
     let status = build(StatusInput {
         mode: enrollment.spec.mode,
@@ -309,13 +267,7 @@ async fn report_iam_failure(
         previous: Some(&previous),
     });
     write_status(enrollment, ctx, status).await?;
-    publish(
-        ctx,
-        enrollment,
-        EventReason::ReconcileFailed,
-        issue.message.clone(),
-    )
-    .await;
+    publish(ctx, enrollment, EventReason::ReconcileFailed, issue.message.clone()).await;
     if issue.needs_person() {
         Ok(Requeue::requeue(enrollment.spec.resync_interval.into()))
     } else {
@@ -341,11 +293,7 @@ fn previous_users(previous: &MfaEnrollmentStatus) -> Vec<super::plan::UserPlan> 
 }
 
 /// Writes the status with server-side apply, only when it changed.
-async fn write_status(
-    enrollment: &MfaEnrollment,
-    ctx: &Context,
-    status: MfaEnrollmentStatus,
-) -> Result<()> {
+async fn write_status(enrollment: &MfaEnrollment, ctx: &Context, status: MfaEnrollmentStatus) -> Result<()> {
     if enrollment.status.as_ref() == Some(&status) {
         return Ok(());
     }
@@ -356,39 +304,22 @@ async fn write_status(
         "kind": "MfaEnrollment",
         "status": status,
     });
-    api.patch_status(
-        &enrollment.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await
-    .map_err(Error::kube("patch MfaEnrollment status"))?;
+    api.patch_status(&enrollment.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
+        .await
+        .map_err(Error::kube("patch MfaEnrollment status"))?;
     Ok(())
 }
 
 /// Publishes an Event on the enrollment; failures are logged, never fatal.
-pub(super) async fn publish(
-    ctx: &Context,
-    enrollment: &MfaEnrollment,
-    reason: EventReason,
-    note: String,
-) {
+pub(super) async fn publish(ctx: &Context, enrollment: &MfaEnrollment, reason: EventReason, note: String) {
     let event = Event {
-        type_: if reason.is_warning() {
-            EventType::Warning
-        } else {
-            EventType::Normal
-        },
+        type_: if reason.is_warning() { EventType::Warning } else { EventType::Normal },
         reason: reason.as_str().to_owned(),
         note: Some(note),
         action: "Reconcile".to_owned(),
         secondary: None,
     };
-    if let Err(e) = ctx
-        .recorder
-        .publish(&event, &enrollment.object_ref(&()))
-        .await
-    {
+    if let Err(e) = ctx.recorder.publish(&event, &enrollment.object_ref(&())).await {
         tracing::warn!(error = %e, reason = reason.as_str(), "cannot publish Event");
     }
 }
@@ -405,16 +336,10 @@ async fn cleanup(enrollment: &MfaEnrollment, ctx: &Context) -> Result<Requeue> {
     }
     // Decide from a fresh device list: only unassigned devices are ever deleted.
     let devices = account.iam.list_virtual_mfa_devices().await?;
-    let unassigned: BTreeMap<&str, bool> = devices
-        .iter()
-        .map(|d| (d.serial.as_str(), d.user.is_none()))
-        .collect();
+    let unassigned: BTreeMap<&str, bool> = devices.iter().map(|d| (d.serial.as_str(), d.user.is_none())).collect();
     let api: Api<Secret> = ctx.api(&id.namespace);
     for secret in &secrets {
-        let held_elsewhere = account
-            .claims
-            .get(&secret.serial)
-            .is_some_and(|holders| holders.iter().any(|h| *h != id));
+        let held_elsewhere = account.claims.get(&secret.serial).is_some_and(|holders| holders.iter().any(|h| *h != id));
         if unassigned.get(secret.serial.as_str()) == Some(&true) && !held_elsewhere {
             match account.iam.delete_virtual_mfa_device(&secret.serial).await {
                 Ok(()) | Err(IamError::NoSuchEntity { .. }) => {}

@@ -71,11 +71,7 @@ pub fn secret_name(user: &str) -> String {
     let slug = slug.trim_end_matches('-');
     let digest = Sha256::digest(user.as_bytes());
     let hash: String = digest.iter().take(4).map(|b| format!("{b:02x}")).collect();
-    if slug.is_empty() {
-        format!("mfa-seed-{hash}")
-    } else {
-        format!("mfa-seed-{slug}-{hash}")
-    }
+    if slug.is_empty() { format!("mfa-seed-{hash}") } else { format!("mfa-seed-{slug}-{hash}") }
 }
 
 /// Everything needed to write a new seed Secret.
@@ -101,14 +97,8 @@ pub fn build(new: NewSeedSecret<'_>) -> Secret {
         (ANNOTATION_SERIAL.to_owned(), new.serial.to_owned()),
     ]);
     let data = BTreeMap::from([
-        (
-            KEY_SEED.to_owned(),
-            ByteString(new.seed.expose().as_bytes().to_vec()),
-        ),
-        (
-            KEY_URI.to_owned(),
-            ByteString(new.otpauth_uri.as_bytes().to_vec()),
-        ),
+        (KEY_SEED.to_owned(), ByteString(new.seed.expose().as_bytes().to_vec())),
+        (KEY_URI.to_owned(), ByteString(new.otpauth_uri.as_bytes().to_vec())),
         (KEY_QR.to_owned(), ByteString(new.qr_png)),
     ]);
     Secret {
@@ -183,24 +173,15 @@ pub fn parse(secret: &Secret) -> Result<SeedSecret, ParseError> {
     let user = annotation(ANNOTATION_USER)?;
     let serial = annotation(ANNOTATION_SERIAL)?;
     let data = secret.data.as_ref();
-    let text = |key: &str| {
-        data.and_then(|d| d.get(key))
-            .map(|v| String::from_utf8_lossy(&v.0).into_owned())
-    };
-    let seed = text(KEY_SEED)
-        .filter(|s| !s.trim().is_empty())
-        .ok_or_else(|| ParseError::MissingSeed(name.clone()))?;
+    let text = |key: &str| data.and_then(|d| d.get(key)).map(|v| String::from_utf8_lossy(&v.0).into_owned());
+    let seed = text(KEY_SEED).filter(|s| !s.trim().is_empty()).ok_or_else(|| ParseError::MissingSeed(name.clone()))?;
     let (code1, code2) = (text(KEY_CODE1), text(KEY_CODE2));
     let partial_codes = code1.is_some() != code2.is_some();
     let codes = code1.zip(code2);
     let annotations = secret.metadata.annotations.as_ref();
-    let failed_attempts = annotations
-        .and_then(|a| a.get(ANNOTATION_FAILED_ATTEMPTS))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    let last_rejection = annotations
-        .and_then(|a| a.get(ANNOTATION_LAST_REJECTION))
-        .cloned();
+    let failed_attempts =
+        annotations.and_then(|a| a.get(ANNOTATION_FAILED_ATTEMPTS)).and_then(|v| v.parse().ok()).unwrap_or(0);
+    let last_rejection = annotations.and_then(|a| a.get(ANNOTATION_LAST_REJECTION)).cloned();
     Ok(SeedSecret {
         name,
         user,
@@ -223,42 +204,25 @@ mod tests {
     fn is_dns1123_subdomain(name: &str) -> bool {
         !name.is_empty()
             && name.len() <= 253
-            && name
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+            && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
             && name.starts_with(|c: char| c.is_ascii_alphanumeric())
             && name.ends_with(|c: char| c.is_ascii_alphanumeric())
     }
 
     #[test]
     fn secret_names_are_valid_for_every_iam_character() {
-        for user in [
-            "alice",
-            "Alice",
-            "a+b=c,d.e@f_g-h",
-            "___",
-            "@",
-            "UPPER.Case",
-            &"x".repeat(64),
-            "-lead",
-            "trail-",
-        ] {
+        for user in ["alice", "Alice", "a+b=c,d.e@f_g-h", "___", "@", "UPPER.Case", &"x".repeat(64), "-lead", "trail-"]
+        {
             let name = secret_name(user);
             assert!(is_dns1123_subdomain(&name), "{user:?} -> {name:?}");
-            assert!(
-                name.len() <= 63,
-                "{user:?} -> {name:?} is too long for a label value"
-            );
+            assert!(name.len() <= 63, "{user:?} -> {name:?} is too long for a label value");
         }
         assert!(secret_name("bob.smith@example").starts_with("mfa-seed-bob-smith-example-"));
     }
 
     #[test]
     fn secret_names_do_not_collide_when_names_differ_only_in_case_or_punctuation() {
-        let users = [
-            "alice", "Alice", "ALICE", "a.lice", "a-lice", "a_lice", "a+lice", "a=lice", "a,lice",
-            "a@lice",
-        ];
+        let users = ["alice", "Alice", "ALICE", "a.lice", "a-lice", "a_lice", "a+lice", "a=lice", "a,lice", "a@lice"];
         let names: HashSet<_> = users.iter().map(|u| secret_name(u)).collect();
         assert_eq!(names.len(), users.len(), "{names:?}");
         assert_eq!(secret_name("alice"), secret_name("alice"), "deterministic");
@@ -279,10 +243,7 @@ mod tests {
         });
         assert_eq!(secret.type_.as_deref(), Some(SECRET_TYPE));
         let labels = secret.metadata.labels.clone().unwrap_or_default();
-        assert_eq!(
-            labels.get(LABEL_ENROLLMENT).map(String::as_str),
-            Some("team")
-        );
+        assert_eq!(labels.get(LABEL_ENROLLMENT).map(String::as_str), Some("team"));
         let parsed = parse(&secret).expect("parses");
         assert_eq!(parsed.user, "Bob+1");
         assert_eq!(parsed.seed, seed);
@@ -312,22 +273,12 @@ mod tests {
             otpauth_uri: "u",
             qr_png: vec![],
         });
-        secret
-            .data
-            .get_or_insert_default()
-            .insert(KEY_CODE1.into(), ByteString(b"123456".to_vec()));
+        secret.data.get_or_insert_default().insert(KEY_CODE1.into(), ByteString(b"123456".to_vec()));
         let parsed = parse(&secret).expect("parses");
         assert!(parsed.partial_codes);
         assert_eq!(parsed.codes, None);
 
-        secret
-            .metadata
-            .annotations
-            .get_or_insert_default()
-            .remove(ANNOTATION_SERIAL);
-        assert!(matches!(
-            parse(&secret),
-            Err(ParseError::MissingAnnotation(_, ANNOTATION_SERIAL))
-        ));
+        secret.metadata.annotations.get_or_insert_default().remove(ANNOTATION_SERIAL);
+        assert!(matches!(parse(&secret), Err(ParseError::MissingAnnotation(_, ANNOTATION_SERIAL))));
     }
 }

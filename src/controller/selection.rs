@@ -46,15 +46,9 @@ pub fn select(
         for g in user_groups.intersection(&groups) {
             seen_groups.insert(g.clone());
         }
-        let by_path = selector
-            .path_prefix
-            .as_ref()
-            .is_some_and(|p| user.path.starts_with(p.as_str()));
+        let by_path = selector.path_prefix.as_ref().is_some_and(|p| user.path.starts_with(p.as_str()));
         let by_group = !user_groups.is_disjoint(&groups);
-        let by_tags = selector
-            .tags
-            .as_ref()
-            .is_some_and(|tags| tags.iter().all(|(k, v)| user.tags.get(k) == Some(v)));
+        let by_tags = selector.tags.as_ref().is_some_and(|tags| tags.iter().all(|(k, v)| user.tags.get(k) == Some(v)));
         if !(by_name || by_path || by_group || by_tags) || exclude.contains(&folded) {
             continue;
         }
@@ -63,20 +57,10 @@ pub fn select(
         }
         selection.users.insert(user.name.clone());
     }
-    selection.not_found = selector
-        .names
-        .iter()
-        .flatten()
-        .filter(|n| !seen_names.contains(&n.to_lowercase()))
-        .cloned()
-        .collect();
-    selection.empty_groups = selector
-        .groups
-        .iter()
-        .flatten()
-        .filter(|g| !seen_groups.contains(&g.to_lowercase()))
-        .cloned()
-        .collect();
+    selection.not_found =
+        selector.names.iter().flatten().filter(|n| !seen_names.contains(&n.to_lowercase())).cloned().collect();
+    selection.empty_groups =
+        selector.groups.iter().flatten().filter(|g| !seen_groups.contains(&g.to_lowercase())).cloned().collect();
     selection
 }
 
@@ -90,21 +74,13 @@ mod tests {
             path: path.into(),
             arn: format!("arn:aws:iam::123456789012:user{path}{name}"),
             groups: groups.iter().map(|g| g.to_string()).collect(),
-            tags: tags
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
+            tags: tags.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         }
     }
 
     fn account() -> BTreeMap<String, IamUser> {
         [
-            user(
-                "alice",
-                "/engineering/",
-                &["Developers"],
-                &[("team", "payments")],
-            ),
+            user("alice", "/engineering/", &["Developers"], &[("team", "payments")]),
             user("Bob", "/engineering/backend/", &[], &[]),
             user("carol", "/finance/", &["developers", "admins"], &[]),
             user("dave", "/", &[], &[("team", "payments"), ("env", "prod")]),
@@ -127,48 +103,22 @@ mod tests {
             exclude: Some(vec!["CI-BOT".into()]),
             ..UserSelector::default()
         };
-        assert_eq!(
-            names(&select(&selector, &account(), None)),
-            ["Bob", "alice", "dave"]
-        );
+        assert_eq!(names(&select(&selector, &account(), None)), ["Bob", "alice", "dave"]);
     }
 
     #[test]
     fn groups_and_names_match_regardless_of_case_and_tags_match_exactly() {
-        let by_group = UserSelector {
-            groups: Some(vec!["DEVELOPERS".into()]),
-            ..UserSelector::default()
-        };
-        assert_eq!(
-            names(&select(&by_group, &account(), None)),
-            ["alice", "carol"]
-        );
+        let by_group = UserSelector { groups: Some(vec!["DEVELOPERS".into()]), ..UserSelector::default() };
+        assert_eq!(names(&select(&by_group, &account(), None)), ["alice", "carol"]);
 
-        let by_name = UserSelector {
-            names: Some(vec!["bob".into()]),
-            ..UserSelector::default()
-        };
-        assert_eq!(
-            names(&select(&by_name, &account(), None)),
-            ["Bob"],
-            "the exact IAM name is reported"
-        );
+        let by_name = UserSelector { names: Some(vec!["bob".into()]), ..UserSelector::default() };
+        assert_eq!(names(&select(&by_name, &account(), None)), ["Bob"], "the exact IAM name is reported");
 
         let by_tags = UserSelector {
-            tags: Some(
-                [
-                    ("team".to_owned(), "payments".to_owned()),
-                    ("env".to_owned(), "prod".to_owned()),
-                ]
-                .into(),
-            ),
+            tags: Some([("team".to_owned(), "payments".to_owned()), ("env".to_owned(), "prod".to_owned())].into()),
             ..UserSelector::default()
         };
-        assert_eq!(
-            names(&select(&by_tags, &account(), None)),
-            ["dave"],
-            "every tag must match"
-        );
+        assert_eq!(names(&select(&by_tags, &account(), None)), ["dave"], "every tag must match");
     }
 
     #[test]
@@ -181,24 +131,15 @@ mod tests {
         let selection = select(&selector, &account(), None);
         assert_eq!(names(&selection), ["alice"]);
         assert_eq!(selection.not_found, BTreeSet::from(["zoe".to_owned()]));
-        assert_eq!(
-            selection.empty_groups,
-            BTreeSet::from(["nobody-here".to_owned()])
-        );
+        assert_eq!(selection.empty_groups, BTreeSet::from(["nobody-here".to_owned()]));
     }
 
     #[test]
     fn console_access_only_needs_the_report_and_never_widens() {
-        let selector = UserSelector {
-            path_prefix: Some("/".into()),
-            console_access_only: true,
-            ..UserSelector::default()
-        };
+        let selector =
+            UserSelector { path_prefix: Some("/".into()), console_access_only: true, ..UserSelector::default() };
         let console = BTreeSet::from(["carol".to_owned(), "ghost".to_owned()]);
-        assert_eq!(
-            names(&select(&selector, &account(), Some(&console))),
-            ["carol"]
-        );
+        assert_eq!(names(&select(&selector, &account(), Some(&console))), ["carol"]);
         assert!(select(&selector, &account(), None).users.is_empty());
     }
 }

@@ -9,9 +9,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use super::plan::UserPlan;
 use super::vocabulary::{ConditionReason, ConditionType};
-use crate::crd::{
-    MfaEnrollmentStatus, Mode, Summary, UserState, UserStatus, status::MAX_STATUS_USERS,
-};
+use crate::crd::{MfaEnrollmentStatus, Mode, Summary, UserState, UserStatus, status::MAX_STATUS_USERS};
 
 /// Something that kept this reconcile from finishing.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -23,10 +21,7 @@ pub struct Issue {
 
 impl Issue {
     pub fn needs_person(&self) -> bool {
-        matches!(
-            self.reason,
-            ConditionReason::AccessDenied | ConditionReason::InvalidSpec
-        )
+        matches!(self.reason, ConditionReason::AccessDenied | ConditionReason::InvalidSpec)
     }
 }
 
@@ -74,116 +69,41 @@ pub fn build(input: StatusInput<'_>) -> MfaEnrollmentStatus {
 
     let without_mfa = summary.selected - summary.compliant;
     let unfinished = input.mode == Mode::Enroll && (summary.missing > 0 || summary.failed > 0);
-    let mut conditions = input
-        .previous
-        .map(|p| p.conditions.clone())
-        .unwrap_or_default();
+    let mut conditions = input.previous.map(|p| p.conditions.clone()).unwrap_or_default();
     let mut set = |kind: ConditionType, status: bool, reason: ConditionReason, message: String| {
-        set_condition(
-            &mut conditions,
-            kind,
-            status,
-            reason,
-            message,
-            input.generation,
-            input.now,
-        );
+        set_condition(&mut conditions, kind, status, reason, message, input.generation, input.now);
     };
 
     match &input.issue {
         Some(issue) if issue.needs_person() => {
-            set(
-                ConditionType::Ready,
-                false,
-                issue.reason,
-                issue.message.clone(),
-            );
-            set(
-                ConditionType::Reconciling,
-                false,
-                ConditionReason::AsExpected,
-                String::new(),
-            );
-            set(
-                ConditionType::Stalled,
-                true,
-                issue.reason,
-                issue.message.clone(),
-            );
+            set(ConditionType::Ready, false, issue.reason, issue.message.clone());
+            set(ConditionType::Reconciling, false, ConditionReason::AsExpected, String::new());
+            set(ConditionType::Stalled, true, issue.reason, issue.message.clone());
         }
         Some(issue) => {
-            set(
-                ConditionType::Ready,
-                false,
-                issue.reason,
-                issue.message.clone(),
-            );
-            set(
-                ConditionType::Reconciling,
-                true,
-                issue.reason,
-                issue.message.clone(),
-            );
-            set(
-                ConditionType::Stalled,
-                false,
-                ConditionReason::AsExpected,
-                String::new(),
-            );
+            set(ConditionType::Ready, false, issue.reason, issue.message.clone());
+            set(ConditionType::Reconciling, true, issue.reason, issue.message.clone());
+            set(ConditionType::Stalled, false, ConditionReason::AsExpected, String::new());
         }
         None if unfinished => {
-            let message = format!(
-                "{} selected users still need a pending device",
-                summary.missing + summary.failed
-            );
-            set(
-                ConditionType::Ready,
-                false,
-                ConditionReason::Progressing,
-                message.clone(),
-            );
-            set(
-                ConditionType::Reconciling,
-                true,
-                ConditionReason::Progressing,
-                message,
-            );
-            set(
-                ConditionType::Stalled,
-                false,
-                ConditionReason::AsExpected,
-                String::new(),
-            );
+            let message = format!("{} selected users still need a pending device", summary.missing + summary.failed);
+            set(ConditionType::Ready, false, ConditionReason::Progressing, message.clone());
+            set(ConditionType::Reconciling, true, ConditionReason::Progressing, message);
+            set(ConditionType::Stalled, false, ConditionReason::AsExpected, String::new());
         }
         None => {
             let message = match input.mode {
-                Mode::Report => format!(
-                    "inventory complete: {} of {} selected users have MFA",
-                    summary.compliant, summary.selected
-                ),
+                Mode::Report => {
+                    format!("inventory complete: {} of {} selected users have MFA", summary.compliant, summary.selected)
+                }
                 Mode::Enroll => format!(
                     "every selected user has MFA or a pending device ({} compliant, {} pending)",
                     summary.compliant, summary.pending
                 ),
             };
-            set(
-                ConditionType::Ready,
-                true,
-                ConditionReason::Reconciled,
-                message,
-            );
-            set(
-                ConditionType::Reconciling,
-                false,
-                ConditionReason::AsExpected,
-                String::new(),
-            );
-            set(
-                ConditionType::Stalled,
-                false,
-                ConditionReason::AsExpected,
-                String::new(),
-            );
+            set(ConditionType::Ready, true, ConditionReason::Reconciled, message);
+            set(ConditionType::Reconciling, false, ConditionReason::AsExpected, String::new());
+            set(ConditionType::Stalled, false, ConditionReason::AsExpected, String::new());
         }
     }
     if without_mfa == 0 {
@@ -191,10 +111,7 @@ pub fn build(input: StatusInput<'_>) -> MfaEnrollmentStatus {
             ConditionType::Compliant,
             true,
             ConditionReason::AllUsersHaveMfa,
-            format!(
-                "all {} selected users have an active MFA device",
-                summary.selected
-            ),
+            format!("all {} selected users have an active MFA device", summary.selected),
         );
     } else {
         let (reason, message) = match input.mode {
@@ -207,21 +124,14 @@ pub fn build(input: StatusInput<'_>) -> MfaEnrollmentStatus {
             ),
             Mode::Report => (
                 ConditionReason::UsersWithoutMfa,
-                format!(
-                    "{without_mfa} of {} selected users have no active MFA device",
-                    summary.selected
-                ),
+                format!("{without_mfa} of {} selected users have no active MFA device", summary.selected),
             ),
         };
         set(ConditionType::Compliant, false, reason, message);
     }
 
     let total = users.len();
-    let listed: Vec<UserStatus> = users
-        .into_iter()
-        .take(MAX_STATUS_USERS)
-        .map(user_status)
-        .collect();
+    let listed: Vec<UserStatus> = users.into_iter().take(MAX_STATUS_USERS).map(user_status).collect();
     MfaEnrollmentStatus {
         observed_generation: input.generation,
         conditions,
@@ -278,28 +188,19 @@ pub fn set_condition(
 }
 
 fn order(kind: &str) -> u8 {
-    [
-        ConditionType::Ready,
-        ConditionType::Reconciling,
-        ConditionType::Stalled,
-        ConditionType::Compliant,
-    ]
-    .iter()
-    .position(|k| k.as_str() == kind)
-    .map_or(u8::MAX, |p| p as u8)
+    [ConditionType::Ready, ConditionType::Reconciling, ConditionType::Stalled, ConditionType::Compliant]
+        .iter()
+        .position(|k| k.as_str() == kind)
+        .map_or(u8::MAX, |p| p as u8)
 }
 
 /// Users whose state moved from Compliant to anything else: they lost their MFA.
 pub fn lost_mfa(previous: Option<&MfaEnrollmentStatus>, users: &[UserPlan]) -> Vec<String> {
-    let before: BTreeMap<&str, UserState> = previous
-        .map(|p| p.users.iter().map(|u| (u.name.as_str(), u.state)).collect())
-        .unwrap_or_default();
+    let before: BTreeMap<&str, UserState> =
+        previous.map(|p| p.users.iter().map(|u| (u.name.as_str(), u.state)).collect()).unwrap_or_default();
     users
         .iter()
-        .filter(|u| {
-            u.state != UserState::Compliant
-                && before.get(u.name.as_str()) == Some(&UserState::Compliant)
-        })
+        .filter(|u| u.state != UserState::Compliant && before.get(u.name.as_str()) == Some(&UserState::Compliant))
         .map(|u| u.name.clone())
         .collect()
 }

@@ -103,9 +103,6 @@ impl EventReason {
 
     /// Whether the Event is a Warning (something needs attention) rather than Normal.
     pub fn is_warning(self) -> bool {
-        matches!(
-            self,
-            Self::CodesRejected | Self::MfaDeactivated | Self::ReconcileFailed
-        )
+        matches!(self, Self::CodesRejected | Self::MfaDeactivated | Self::ReconcileFailed)
     }
 }

@@ -45,36 +45,12 @@ const DURATION_PATTERN: &str = r"^([0-9]{1,6}(h|m|s))+$";
     category = "mfa-operator",
     doc = "MfaEnrollment declares which IAM users of an AWS account must have an MFA device; in Enroll mode the operator creates pending virtual MFA devices and delivers their seeds through Secrets.",
     printcolumn(name = "Mode", type_ = "string", json_path = ".spec.mode"),
-    printcolumn(
-        name = "Selected",
-        type_ = "integer",
-        json_path = ".status.summary.selected"
-    ),
-    printcolumn(
-        name = "Compliant",
-        type_ = "integer",
-        json_path = ".status.summary.compliant"
-    ),
-    printcolumn(
-        name = "Pending",
-        type_ = "integer",
-        json_path = ".status.summary.pending"
-    ),
-    printcolumn(
-        name = "Missing",
-        type_ = "integer",
-        json_path = ".status.summary.missing"
-    ),
-    printcolumn(
-        name = "Ready",
-        type_ = "string",
-        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
-    ),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
+    printcolumn(name = "Selected", type_ = "integer", json_path = ".status.summary.selected"),
+    printcolumn(name = "Compliant", type_ = "integer", json_path = ".status.summary.compliant"),
+    printcolumn(name = "Pending", type_ = "integer", json_path = ".status.summary.pending"),
+    printcolumn(name = "Missing", type_ = "integer", json_path = ".status.summary.missing"),
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct MfaEnrollmentSpec {
@@ -183,9 +159,7 @@ pub struct DeviceSpec {
 
 impl Default for DeviceSpec {
     fn default() -> Self {
-        Self {
-            path: default_device_path(),
-        }
+        Self { path: default_device_path() }
     }
 }
 
@@ -202,10 +176,7 @@ pub struct AwsSpec {
 
     /// IAM role to assume (through STS) to manage another AWS account.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(
-        regex(pattern = r"^arn:aws[a-z-]*:iam::[0-9]{12}:role/[\w+=,.@/-]{1,512}$"),
-        length(max = 2048)
-    )]
+    #[schemars(regex(pattern = r"^arn:aws[a-z-]*:iam::[0-9]{12}:role/[\w+=,.@/-]{1,512}$"), length(max = 2048))]
     pub role_arn: Option<String>,
 
     /// External ID the role's trust policy requires, if any.
@@ -228,8 +199,7 @@ fn default_resync_interval() -> kube::core::Duration {
 
 fn parse_default(text: &str) -> kube::core::Duration {
     // The defaults are constants checked by a unit test; a failure here is a programming error.
-    text.parse()
-        .unwrap_or_else(|e| panic!("default duration {text:?} does not parse: {e}"))
+    text.parse().unwrap_or_else(|e| panic!("default duration {text:?} does not parse: {e}"))
 }
 
 #[cfg(test)]
@@ -239,14 +209,8 @@ mod tests {
 
     #[test]
     fn defaults_parse() {
-        assert_eq!(
-            default_pending_ttl(),
-            std::time::Duration::from_secs(168 * 3600)
-        );
-        assert_eq!(
-            default_resync_interval(),
-            std::time::Duration::from_secs(600)
-        );
+        assert_eq!(default_pending_ttl(), std::time::Duration::from_secs(168 * 3600));
+        assert_eq!(default_resync_interval(), std::time::Duration::from_secs(600));
         assert_eq!(DeviceSpec::default().path, "/mfa-operator/");
     }
 
@@ -254,43 +218,17 @@ mod tests {
     fn crd_has_status_subresource_short_name_and_columns() {
         let crd = MfaEnrollment::crd();
         assert_eq!(crd.spec.group, GROUP);
-        assert_eq!(
-            crd.spec.names.short_names.as_deref(),
-            Some(&["mfae".to_owned()][..])
-        );
+        assert_eq!(crd.spec.names.short_names.as_deref(), Some(&["mfae".to_owned()][..]));
         let version = &crd.spec.versions[0];
-        assert!(
-            version
-                .subresources
-                .as_ref()
-                .and_then(|s| s.status.as_ref())
-                .is_some()
-        );
-        let columns: Vec<_> = version
-            .additional_printer_columns
-            .iter()
-            .flatten()
-            .map(|c| c.name.as_str())
-            .collect();
-        assert_eq!(
-            columns,
-            [
-                "Mode",
-                "Selected",
-                "Compliant",
-                "Pending",
-                "Missing",
-                "Ready",
-                "Age"
-            ]
-        );
+        assert!(version.subresources.as_ref().and_then(|s| s.status.as_ref()).is_some());
+        let columns: Vec<_> = version.additional_printer_columns.iter().flatten().map(|c| c.name.as_str()).collect();
+        assert_eq!(columns, ["Mode", "Selected", "Compliant", "Pending", "Missing", "Ready", "Age"]);
     }
 
     #[test]
     fn spec_round_trips_with_defaults() {
         let spec: MfaEnrollmentSpec =
-            serde_yaml::from_str("mode: Report\nusers:\n  pathPrefix: /\n")
-                .expect("minimal spec parses");
+            serde_yaml::from_str("mode: Report\nusers:\n  pathPrefix: /\n").expect("minimal spec parses");
         assert_eq!(spec.mode, Mode::Report);
         assert_eq!(spec.device.path, DEFAULT_DEVICE_PATH);
         assert_eq!(spec.pending_ttl, std::time::Duration::from_secs(168 * 3600));

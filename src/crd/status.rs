@@ -64,19 +64,7 @@ pub struct Summary {
 }
 
 /// Where one IAM user stands.
-#[derive(
-    schemars::JsonSchema,
-    Deserialize,
-    Serialize,
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-)]
+#[derive(schemars::JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum UserState {
     /// No active MFA device and no pending device (Report mode, or not yet created).
     Missing,

@@ -37,6 +37,8 @@ pub struct Inventory {
     pub virtual_devices: BTreeMap<String, VirtualDevice>,
     /// `ListMFADevices` answers for users no assigned virtual device covers.
     other_devices: BTreeMap<String, Vec<String>>,
+    /// Names of every group of the account.
+    pub groups: BTreeSet<String>,
     /// Users with a console password; `None` when not fetched.
     pub console_users: Option<BTreeSet<String>>,
     pub root_mfa_enabled: bool,
@@ -44,24 +46,18 @@ pub struct Inventory {
 
 impl Inventory {
     /// Sweeps the account. `with_console` fetches the credential report too.
-    pub async fn load(
-        iam: &impl IamApi,
-        with_console: bool,
-        now: Timestamp,
-    ) -> Result<Self, IamError> {
+    pub async fn load(iam: &impl IamApi, with_console: bool, now: Timestamp) -> Result<Self, IamError> {
         let users = iam.list_users().await?;
         let devices = iam.list_virtual_mfa_devices().await?;
+        let groups = iam.list_groups().await?;
         let root_mfa_enabled = iam.root_account_mfa_enabled().await?;
-        let console_users = if with_console {
-            Some(iam.console_users().await?)
-        } else {
-            None
-        };
+        let console_users = if with_console { Some(iam.console_users().await?) } else { None };
         Ok(Self {
             fetched_at: now,
             users: users.into_iter().map(|u| (u.name.clone(), u)).collect(),
             virtual_devices: devices.into_iter().map(|d| (d.serial.clone(), d)).collect(),
             other_devices: BTreeMap::new(),
+            groups,
             console_users,
             root_mfa_enabled,
         })
@@ -76,11 +72,9 @@ impl Inventory {
     ) -> Self {
         Self {
             fetched_at: now,
+            groups: users.iter().flat_map(|u| u.groups.iter().cloned()).collect(),
             users: users.into_iter().map(|u| (u.name.clone(), u)).collect(),
-            virtual_devices: virtual_devices
-                .into_iter()
-                .map(|d| (d.serial.clone(), d))
-                .collect(),
+            virtual_devices: virtual_devices.into_iter().map(|d| (d.serial.clone(), d)).collect(),
             other_devices: BTreeMap::new(),
             console_users,
             root_mfa_enabled: false,
@@ -89,11 +83,7 @@ impl Inventory {
 
     /// Serials of the virtual devices assigned to `user`.
     fn assigned_virtual(&self, user: &str) -> Vec<String> {
-        self.virtual_devices
-            .values()
-            .filter(|d| d.user.as_deref() == Some(user))
-            .map(|d| d.serial.clone())
-            .collect()
+        self.virtual_devices.values().filter(|d| d.user.as_deref() == Some(user)).map(|d| d.serial.clone()).collect()
     }
 
     /// Where `user` stands.
@@ -111,11 +101,7 @@ impl Inventory {
 
     /// Users among `users` whose state is still [`MfaState::Unknown`].
     pub fn unresolved<'a>(&self, users: impl IntoIterator<Item = &'a String>) -> Vec<String> {
-        users
-            .into_iter()
-            .filter(|u| self.mfa_state(u) == MfaState::Unknown)
-            .cloned()
-            .collect()
+        users.into_iter().filter(|u| self.mfa_state(u) == MfaState::Unknown).cloned().collect()
     }
 
     /// Asks `ListMFADevices` for each of `users` (callers pass [`Self::unresolved`]).
@@ -127,11 +113,7 @@ impl Inventory {
                 Err(IamError::NoSuchEntity { .. }) => Vec::new(),
                 Err(e) => return Err(e),
             };
-            let active = devices
-                .into_iter()
-                .filter(|d| d.enabled_at.is_some())
-                .map(|d| d.serial)
-                .collect();
+            let active = devices.into_iter().filter(|d| d.enabled_at.is_some()).map(|d| d.serial).collect();
             self.other_devices.insert(user, active);
         }
         Ok(())
@@ -139,25 +121,15 @@ impl Inventory {
 
     /// Records a device the operator just created (unassigned).
     pub fn record_created(&mut self, serial: &str) {
-        self.virtual_devices.insert(
-            serial.to_owned(),
-            VirtualDevice {
-                serial: serial.to_owned(),
-                user: None,
-                enabled_at: None,
-            },
-        );
+        self.virtual_devices
+            .insert(serial.to_owned(), VirtualDevice { serial: serial.to_owned(), user: None, enabled_at: None });
     }
 
     /// Records a device the operator just enabled for `user`.
     pub fn record_enabled(&mut self, user: &str, serial: &str, now: Timestamp) {
         self.virtual_devices.insert(
             serial.to_owned(),
-            VirtualDevice {
-                serial: serial.to_owned(),
-                user: Some(user.to_owned()),
-                enabled_at: Some(now),
-            },
+            VirtualDevice { serial: serial.to_owned(), user: Some(user.to_owned()), enabled_at: Some(now) },
         );
     }
 
@@ -167,24 +139,16 @@ impl Inventory {
     }
 
     /// The unassigned virtual devices whose serial lies directly under `device_path`.
-    pub fn pending_under<'a>(
-        &'a self,
-        device_path: &'a str,
-    ) -> impl Iterator<Item = &'a VirtualDevice> + 'a {
-        self.virtual_devices.values().filter(move |d| {
-            d.user.is_none() && device_name_in_path(&d.serial, device_path).is_some()
-        })
+    pub fn pending_under<'a>(&'a self, device_path: &'a str) -> impl Iterator<Item = &'a VirtualDevice> + 'a {
+        self.virtual_devices
+            .values()
+            .filter(move |d| d.user.is_none() && device_name_in_path(&d.serial, device_path).is_some())
     }
 
     /// The account id, read from any user ARN or device serial.
     pub fn account_id(&self) -> Option<&str> {
-        let arn = self
-            .users
-            .values()
-            .map(|u| u.arn.as_str())
-            .chain(self.virtual_devices.keys().map(String::as_str));
-        arn.filter_map(|a| a.split(':').nth(4))
-            .find(|id| !id.is_empty())
+        let arn = self.users.values().map(|u| u.arn.as_str()).chain(self.virtual_devices.keys().map(String::as_str));
+        arn.filter_map(|a| a.split(':').nth(4)).find(|id| !id.is_empty())
     }
 }
 
@@ -194,8 +158,7 @@ pub fn device_name_in_path<'a>(serial: &'a str, device_path: &str) -> Option<&'a
     let (_, path_and_name) = serial.split_once(":mfa/")?;
     let rest = format!("/{path_and_name}");
     let name = rest.strip_prefix(device_path)?;
-    (!name.is_empty() && !name.contains('/'))
-        .then(|| &path_and_name[path_and_name.len() - name.len()..])
+    (!name.is_empty() && !name.contains('/')).then(|| &path_and_name[path_and_name.len() - name.len()..])
 }
 
 /// Serial of the device `name` under `device_path` in `account`.
@@ -210,31 +173,13 @@ mod tests {
     #[test]
     fn device_names_only_directly_under_the_path() {
         let path = "/mfa-operator/";
-        assert_eq!(
-            device_name_in_path("arn:aws:iam::123456789012:mfa/mfa-operator/alice", path),
-            Some("alice")
-        );
-        assert_eq!(
-            device_name_in_path("arn:aws:iam::123456789012:mfa/mfa-operator/sub/alice", path),
-            None
-        );
-        assert_eq!(
-            device_name_in_path("arn:aws:iam::123456789012:mfa/alice", path),
-            None
-        );
-        assert_eq!(
-            device_name_in_path("arn:aws:iam::123456789012:mfa/mfa-operator-x/alice", path),
-            None
-        );
-        assert_eq!(
-            device_name_in_path("arn:aws:iam::123456789012:u2f/user/alice/key", path),
-            None
-        );
+        assert_eq!(device_name_in_path("arn:aws:iam::123456789012:mfa/mfa-operator/alice", path), Some("alice"));
+        assert_eq!(device_name_in_path("arn:aws:iam::123456789012:mfa/mfa-operator/sub/alice", path), None);
+        assert_eq!(device_name_in_path("arn:aws:iam::123456789012:mfa/alice", path), None);
+        assert_eq!(device_name_in_path("arn:aws:iam::123456789012:mfa/mfa-operator-x/alice", path), None);
+        assert_eq!(device_name_in_path("arn:aws:iam::123456789012:u2f/user/alice/key", path), None);
         assert_eq!(device_name_in_path("GAHT12345678", path), None);
-        assert_eq!(
-            device_serial("123456789012", path, "a+b"),
-            "arn:aws:iam::123456789012:mfa/mfa-operator/a+b"
-        );
+        assert_eq!(device_serial("123456789012", path, "a+b"), "arn:aws:iam::123456789012:mfa/mfa-operator/a+b");
     }
 
     #[test]

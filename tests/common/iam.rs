@@ -59,8 +59,7 @@ pub async fn enable_own_device(iam: &Client, user: &str) -> String {
         .await
         .unwrap_or_else(|e| panic!("create device for {user}: {}", DisplayErrorContext(e)));
     let device = created.virtual_mfa_device.expect("device in response");
-    let seed = String::from_utf8(device.base32_string_seed.expect("seed").into_inner())
-        .expect("base32 text");
+    let seed = String::from_utf8(device.base32_string_seed.expect("seed").into_inner()).expect("base32 text");
     let (code1, code2) = codes_now(&seed);
     iam.enable_mfa_device()
         .user_name(user)
@@ -97,28 +96,18 @@ pub async fn virtual_devices(iam: &Client) -> Vec<(String, Option<String>)> {
         .collect::<Result<Vec<_>, _>>()
         .await
         .unwrap_or_else(|e| panic!("list virtual devices: {}", DisplayErrorContext(e)));
-    devices
-        .into_iter()
-        .map(|d| (d.serial_number, d.user.map(|u| u.user_name)))
-        .collect()
+    devices.into_iter().map(|d| (d.serial_number, d.user.map(|u| u.user_name))).collect()
 }
 
 /// Virtual devices whose serial lies under `path`.
 pub async fn devices_under(iam: &Client, path: &str) -> Vec<(String, Option<String>)> {
     let marker = format!(":mfa{path}");
-    virtual_devices(iam)
-        .await
-        .into_iter()
-        .filter(|(serial, _)| serial.contains(&marker))
-        .collect()
+    virtual_devices(iam).await.into_iter().filter(|(serial, _)| serial.contains(&marker)).collect()
 }
 
 fn totp(seed_base32: &str) -> totp_rs::Totp {
     let secret = totp_rs::Secret::try_from_base32(seed_base32.trim()).expect("seed is base32");
-    totp_rs::Builder::new()
-        .with_secret(secret)
-        .build()
-        .expect("totp")
+    totp_rs::Builder::new().with_secret(secret).build().expect("totp")
 }
 
 /// Two consecutive codes as a person reads them off a phone: the previous window's and
@@ -130,15 +119,9 @@ pub fn codes_now(seed_base32: &str) -> (String, String) {
 /// The two consecutive codes whose second one is current at `unix_secs`.
 pub fn codes_at(seed_base32: &str, unix_secs: u64) -> (String, String) {
     let totp = totp(seed_base32);
-    (
-        totp.generate(unix_secs - 30).to_string(),
-        totp.generate(unix_secs).to_string(),
-    )
+    (totp.generate(unix_secs - 30).to_string(), totp.generate(unix_secs).to_string())
 }
 
 pub fn now_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_secs()
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock after 1970").as_secs()
 }

@@ -24,36 +24,27 @@ const HOW_TO_START: &str = "the test bed is not running or not in this environme
 
 /// Panics with instructions unless the test bed's environment is present.
 pub fn require_testbed() {
-    let missing: Vec<_> = [
-        "MFA_TESTBED",
-        "KUBECONFIG",
-        "AWS_ENDPOINT_URL",
-        "AWS_REGION",
-    ]
-    .into_iter()
-    .filter(|var| std::env::var_os(var).is_none())
-    .collect();
+    let missing: Vec<_> = ["MFA_TESTBED", "KUBECONFIG", "AWS_ENDPOINT_URL", "AWS_REGION"]
+        .into_iter()
+        .filter(|var| std::env::var_os(var).is_none())
+        .collect();
     assert!(missing.is_empty(), "missing {missing:?}: {HOW_TO_START}");
 }
 
 /// A Kubernetes client for the test bed's admin.
 pub async fn client() -> Client {
     require_testbed();
-    Client::try_default()
-        .await
-        .unwrap_or_else(|e| panic!("cannot build a client from KUBECONFIG: {e}\n{HOW_TO_START}"))
+    Client::try_default().await.unwrap_or_else(|e| panic!("cannot build a client from KUBECONFIG: {e}\n{HOW_TO_START}"))
 }
 
 /// Creates a fresh namespace for one test (the test bed has no namespace controller, so
 /// namespaces are never reclaimed; names are unique per run instead).
 pub async fn namespace(client: &Client, test: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock after 1970")
-        .subsec_nanos();
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock after 1970").subsec_nanos();
     let name = format!("t-{test}-{}-{nanos:x}", std::process::id());
-    let ns: Namespace = serde_json::from_value(serde_json::json!({ "metadata": { "name": name } }))
-        .expect("namespace literal");
+    let ns: Namespace =
+        serde_json::from_value(serde_json::json!({ "metadata": { "name": name } })).expect("namespace literal");
     Api::<Namespace>::all(client.clone())
         .create(&PostParams::default(), &ns)
         .await
@@ -63,10 +54,7 @@ pub async fn namespace(client: &Client, test: &str) -> String {
 
 /// The committed CRD YAML (the file the README tells people to apply).
 pub fn committed_crd() -> CustomResourceDefinition {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/crds/mfaenrollments.iam.mfa-operator.dev.yaml"
-    );
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/crds/mfaenrollments.iam.mfa-operator.dev.yaml");
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {path}: {e}"));
     serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("parse {path}: {e}"))
 }
@@ -76,29 +64,20 @@ pub async fn install_crd(client: &Client) -> CustomResourceDefinition {
     let crd = committed_crd();
     let name = crd.name_any();
     let api = Api::<CustomResourceDefinition>::all(client.clone());
-    api.patch(
-        &name,
-        &PatchParams::apply(TEST_MANAGER).force(),
-        &Patch::Apply(&crd),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("apply CRD {name}: {e}"));
-    let established = tokio::time::timeout(
-        WAIT,
-        await_condition(api.clone(), &name, conditions::is_crd_established()),
-    )
-    .await
-    .unwrap_or_else(|_| panic!("CRD {name} not Established within {WAIT:?}"))
-    .unwrap_or_else(|e| panic!("watch CRD {name}: {e}"));
+    api.patch(&name, &PatchParams::apply(TEST_MANAGER).force(), &Patch::Apply(&crd))
+        .await
+        .unwrap_or_else(|e| panic!("apply CRD {name}: {e}"));
+    let established = tokio::time::timeout(WAIT, await_condition(api.clone(), &name, conditions::is_crd_established()))
+        .await
+        .unwrap_or_else(|_| panic!("CRD {name} not Established within {WAIT:?}"))
+        .unwrap_or_else(|e| panic!("watch CRD {name}: {e}"));
     established.unwrap_or_else(|| panic!("CRD {name} disappeared"))
 }
 
 /// A unique IAM-safe name for users and groups a test creates in moto.
 pub fn unique(prefix: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_nanos();
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock after 1970").as_nanos();
     format!("{prefix}-{:x}", nanos % 0xffff_ffff_ffff)
 }
 
@@ -118,13 +97,7 @@ pub async fn wait_for<K>(
     condition: impl Condition<K>,
 ) -> Option<K>
 where
-    K: kube::Resource
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned
-        + serde::Serialize
-        + Send
-        + 'static,
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + serde::Serialize + Send + 'static,
 {
     match tokio::time::timeout(timeout, await_condition(api.clone(), name, condition)).await {
         Ok(Ok(object)) => object,
@@ -149,21 +122,9 @@ where
 }
 
 /// Like [`wait_for`], for a condition that only an existing object can meet.
-pub async fn wait_until<K>(
-    api: &Api<K>,
-    name: &str,
-    timeout: Duration,
-    what: &str,
-    condition: impl Condition<K>,
-) -> K
+pub async fn wait_until<K>(api: &Api<K>, name: &str, timeout: Duration, what: &str, condition: impl Condition<K>) -> K
 where
-    K: kube::Resource
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned
-        + serde::Serialize
-        + Send
-        + 'static,
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + serde::Serialize + Send + 'static,
 {
     wait_for(api, name, timeout, what, condition)
         .await

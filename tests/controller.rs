@@ -256,18 +256,20 @@ async fn refused_codes_are_explained_cleared_and_rotate_the_device_after_five() 
     let seed = data(&secret, "seed").expect("seed");
     let (fresh1, fresh2) = iam::codes_now(&seed);
     let (old1, old2) = iam::codes_at(&seed, iam::now_secs() - 600);
-    let submissions: [(&str, &str, &str); 4] = [
-        ("letters", "12ab56", "123456"),
-        ("same code twice", &fresh2, &fresh2),
-        ("stale codes", &old1, &old2),
-        ("swapped order", &fresh2, &fresh1),
+    // (what, code1, code2, text the status message must then contain)
+    let submissions: [(&str, &str, &str, &str); 5] = [
+        ("letters", "12ab56", "123456", "refused submission 1 of 5"),
+        ("same code twice", &fresh2, &fresh2, "refused submission 2 of 5"),
+        // Late codes prove the person holds the seed: explained, not counted.
+        ("stale codes", &old1, &old2, "minutes old"),
+        ("swapped order", &fresh2, &fresh1, "refused submission 3 of 5"),
+        ("wrong codes", "000000", "111111", "refused submission 4 of 5"),
     ];
-    for (attempt, (what, code1, code2)) in submissions.iter().enumerate() {
+    for (what, code1, code2, marker) in submissions {
         bed.submit(&name, code1, code2).await;
-        let marker = format!("refused submission {} of 5", attempt + 1);
         let refused = bed
             .wait("refuse", what, |e| {
-                user_status(e, user).and_then(|u| u.message.as_deref()).is_some_and(|m| m.contains(&marker))
+                user_status(e, user).and_then(|u| u.message.as_deref()).is_some_and(|m| m.contains(marker))
             })
             .await;
         println!("{what}: {}", user_status(&refused, user).and_then(|u| u.message.clone()).unwrap_or_default());
@@ -279,7 +281,7 @@ async fn refused_codes_are_explained_cleared_and_rotate_the_device_after_five() 
     assert!(devices.iter().all(|(_, u)| u.is_none()), "nothing was enabled: {devices:?}");
 
     // The fifth refusal replaces the device: new device, new seed.
-    bed.submit(&name, "000000", "111111").await;
+    bed.submit(&name, "222222", "333333").await;
     let rotated = bed
         .wait("refuse", "a new seed", |e| {
             user_status(e, user).is_some_and(|u| {

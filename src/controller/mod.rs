@@ -19,7 +19,7 @@ pub mod selection;
 pub mod status;
 pub mod vocabulary;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -107,6 +107,9 @@ pub struct Context {
     /// enrollments of the same account should see).
     reconcile_all: futures::channel::mpsc::UnboundedSender<()>,
     failures: std::sync::Mutex<HashMap<ObjectRef<MfaEnrollment>, u32>>,
+    /// Users each enrollment last saw Compliant, beyond the bounded status list, so drift
+    /// is noticed for every user (falls back to the status list after a restart).
+    compliant: std::sync::Mutex<HashMap<plan::EnrollmentId, BTreeSet<String>>>,
 }
 
 impl Context {
@@ -132,6 +135,18 @@ impl Context {
     fn reconcile_all(&self) {
         // Only fails when the controller is shutting down.
         let _ = self.reconcile_all.unbounded_send(());
+    }
+
+    fn remembered_compliant(&self, id: &plan::EnrollmentId) -> Option<BTreeSet<String>> {
+        self.compliant.lock().unwrap_or_else(|p| p.into_inner()).get(id).cloned()
+    }
+
+    fn remember_compliant(&self, id: &plan::EnrollmentId, users: BTreeSet<String>) {
+        self.compliant.lock().unwrap_or_else(|p| p.into_inner()).insert(id.clone(), users);
+    }
+
+    fn forget_compliant(&self, id: &plan::EnrollmentId) {
+        self.compliant.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
     }
 
     fn reset_backoff(&self, object: &MfaEnrollment) {
@@ -172,6 +187,7 @@ pub async fn run(client: Client, config: Config) -> anyhow::Result<()> {
         clock: Timestamp::now,
         reconcile_all,
         failures: std::sync::Mutex::default(),
+        compliant: std::sync::Mutex::default(),
     });
     tracing::info!(namespace = ?context.config.namespace, "controller starting");
     controller

@@ -11,7 +11,7 @@ use super::seed_secret::{SeedSecret, secret_name};
 use super::selection::Selection;
 use super::vocabulary::EventReason;
 use crate::crd::{MfaEnrollmentSpec, Mode, UserState};
-use crate::inventory::{Inventory, MfaState, device_name_in_path, device_serial};
+use crate::inventory::{Inventory, MfaState, device_serial};
 use crate::totp;
 
 /// Refused submissions after which a device is replaced (new device, new seed).
@@ -140,6 +140,10 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
     let mut out = Plan::default();
     let mut handled_secrets = BTreeSet::new();
     let mut handled_serials = BTreeSet::new();
+    // Report mode never writes: no device or Secret is created, changed or removed (a
+    // Report enrollment that used to enroll keeps its pending devices and Secrets until
+    // it is deleted or enrolls again).
+    let enroll = input.spec.mode == Mode::Enroll;
 
     for user in &input.selection.users {
         let secret = input.secrets.iter().find(|s| &s.user == user);
@@ -147,7 +151,12 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
             handled_secrets.insert(secret.name.clone());
             handled_serials.insert(secret.serial.clone());
         }
-        if let Some(account) = input.inventory.account_id() {
+        // The user's own device under our path is this enrollment's business only while
+        // it enrolls the user; otherwise the orphan sweep below judges it.
+        let enrolls_user = enroll
+            && !matches!(input.inventory.mfa_state(user), MfaState::Active(_))
+            && input.owners.get(user).is_none_or(|owner| owner == input.id);
+        if enrolls_user && let Some(account) = input.inventory.account_id() {
             handled_serials.insert(device_serial(account, &input.spec.device.path, user));
         }
         let (status, work) = plan_user(input, user, secret);
@@ -158,9 +167,12 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
         out.users
             .push(UserPlan::new(name, UserState::NotFound).message("no IAM user with this name exists in the account"));
     }
+    if !enroll {
+        return out;
+    }
 
-    // Seed Secrets of users this enrollment no longer selects (or no longer owns, or in
-    // Report mode): remove them and their unassigned devices.
+    // Seed Secrets of users this enrollment no longer selects (or no longer owns): remove
+    // them and their unassigned devices.
     for secret in input.secrets.iter().filter(|s| !handled_secrets.contains(&s.name)) {
         handled_serials.insert(secret.serial.clone());
         out.work.push(Work {
@@ -173,16 +185,15 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
         });
     }
 
-    // Unassigned devices under our path that no seed Secret anywhere claims and whose
-    // user no enrollment owns: the seed is lost, nobody can enable them.
+    // Unassigned devices under our path that no other enrollment's seed Secret claims
+    // (our own Secrets were read fresh above): the seed is lost, nobody can enable them.
+    // Reconciles of one account run one at a time, so an owner elsewhere simply creates
+    // a fresh device on its next reconcile.
     for device in input.inventory.pending_under(&input.spec.device.path) {
-        if handled_serials.contains(&device.serial) || is_claimed(input.claims, &device.serial) {
+        let claimed_by_others =
+            input.claims.get(&device.serial).is_some_and(|holders| holders.iter().any(|h| h != input.id));
+        if handled_serials.contains(&device.serial) || claimed_by_others {
             continue;
-        }
-        let owned_elsewhere = device_name_in_path(&device.serial, &input.spec.device.path)
-            .is_some_and(|name| input.owners.contains_key(name));
-        if owned_elsewhere {
-            continue; // its owner replaces it on its own reconcile
         }
         out.work.push(Work {
             user: None,
@@ -194,10 +205,6 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
         });
     }
     out
-}
-
-fn is_claimed(claims: &Claims, serial: &str) -> bool {
-    claims.get(serial).is_some_and(|holders| !holders.is_empty())
 }
 
 /// Actions that remove one of this enrollment's seed Secrets, and its device when the
@@ -218,14 +225,15 @@ fn plan_user(input: &PlanInput<'_>, user: &str, secret: Option<&SeedSecret>) -> 
     if let MfaState::Active(_) = mfa {
         // Compliant. A leftover Secret (crash after enabling, or the person enabled a
         // device elsewhere) and its unassigned device are no longer needed.
-        let work = secret.map(|s| Work { user: None, actions: release(input, s), note: None }).into_iter().collect();
+        let work = secret
+            .filter(|_| input.spec.mode == Mode::Enroll)
+            .map(|s| Work { user: None, actions: release(input, s), note: None })
+            .into_iter()
+            .collect();
         return (UserPlan::new(user, UserState::Compliant), work);
     }
     if input.spec.mode == Mode::Report {
-        return (
-            UserPlan::new(user, UserState::Missing).message("no active MFA device"),
-            secret.map(|s| Work { user: None, actions: release(input, s), note: None }).into_iter().collect(),
-        );
+        return (UserPlan::new(user, UserState::Missing).message("no active MFA device"), Vec::new());
     }
     if mfa == MfaState::Unknown {
         return (UserPlan::new(user, UserState::Missing).message("MFA devices not listed yet"), Vec::new());
@@ -337,11 +345,19 @@ fn plan_user(input: &PlanInput<'_>, user: &str, secret: Option<&SeedSecret>) -> 
             ),
             Err(None) => rotate("its seed could not be read"),
             Err(Some(rejection)) => {
-                let attempts = secret.failed_attempts + 1;
+                // Late or early codes prove the person holds the seed; only guesses count
+                // towards replacing the device.
+                let timing =
+                    matches!(rejection, totp::CodeRejection::Stale { .. } | totp::CodeRejection::ClockAhead { .. });
+                let attempts = secret.failed_attempts + u32::from(!timing);
                 if attempts >= MAX_FAILED_ATTEMPTS {
                     return rotate(&format!("{attempts} code submissions were refused"));
                 }
-                let message = format!("{rejection} (refused submission {attempts} of {MAX_FAILED_ATTEMPTS})");
+                let message = if timing {
+                    rejection.to_string()
+                } else {
+                    format!("{rejection} (refused submission {attempts} of {MAX_FAILED_ATTEMPTS})")
+                };
                 pending.message = Some(format!("codes refused: {message}"));
                 (
                     pending,
@@ -419,3 +435,7 @@ pub fn owners<'a>(
     }
     owners
 }
+
+#[cfg(test)]
+#[path = "plan_tests.rs"]
+mod tests;

@@ -18,7 +18,7 @@ use super::apply::{Applied, apply};
 use super::plan::{Claims, EnrollmentId, PlanInput, owners, plan};
 use super::seed_secret::{self, SeedSecret};
 use super::selection::{Selection, select};
-use super::status::{Issue, StatusInput, build, lost_mfa};
+use super::status::{Issue, StatusInput, build, compliant_users, lost_mfa};
 use super::vocabulary::{ConditionReason, EventReason};
 use super::{Context, Error, FIELD_MANAGER, FINALIZER, Result};
 use crate::aws::{IamApi, IamError};
@@ -67,6 +67,10 @@ async fn reconcile_apply(enrollment: &MfaEnrollment, ctx: &Context) -> Result<Re
     let mut account = account.lock().await;
     let now = ctx.now();
 
+    // Ownership needs every enrollment: never decide from a store still being filled.
+    if ctx.store.wait_until_ready().await.is_err() {
+        return Err(Error::WorkFailed("the enrollment cache is shutting down".into()));
+    }
     let peers: Vec<Arc<MfaEnrollment>> = ctx
         .store
         .state()
@@ -147,7 +151,14 @@ async fn reconcile_apply(enrollment: &MfaEnrollment, ctx: &Context) -> Result<Re
     };
     let previous = enrollment.status.as_ref();
     // Only a reconcile that saw the whole picture may say a user lost MFA.
-    let drifted = if issue.is_none() && !stale_inventory { lost_mfa(previous, &users) } else { Vec::new() };
+    let clean = issue.is_none() && !stale_inventory;
+    let before = ctx.remembered_compliant(&id).unwrap_or_else(|| {
+        compliant_users(previous.iter().flat_map(|p| p.users.iter().map(|u| (u.name.as_str(), u.state))))
+    });
+    let drifted = if clean { lost_mfa(&before, &users) } else { Vec::new() };
+    if clean {
+        ctx.remember_compliant(&id, compliant_users(users.iter().map(|u| (u.name.as_str(), u.state))));
+    }
     for user in drifted {
         publish(ctx, enrollment, EventReason::MfaDeactivated, format!("{user} no longer has an active MFA device"))
             .await;
@@ -266,6 +277,12 @@ async fn report_iam_failure(enrollment: &MfaEnrollment, ctx: &Context, error: Ia
         root_mfa_enabled: previous.root_account_mfa_enabled,
         previous: Some(&previous),
     });
+    // The users list is bounded; the counts are not: keep the last known ones.
+    let status = MfaEnrollmentStatus {
+        summary: previous.summary.clone().or(status.summary),
+        users_omitted: previous.users_omitted,
+        ..status
+    };
     write_status(enrollment, ctx, status).await?;
     publish(ctx, enrollment, EventReason::ReconcileFailed, issue.message.clone()).await;
     if issue.needs_person() {
@@ -332,6 +349,7 @@ async fn cleanup(enrollment: &MfaEnrollment, ctx: &Context) -> Result<Requeue> {
     let mut account = account.lock().await;
     let secrets = list_seed_secrets(ctx, &id).await?;
     if secrets.is_empty() {
+        ctx.forget_compliant(&id);
         return Ok(Requeue::await_change());
     }
     // Decide from a fresh device list: only unassigned devices are ever deleted.
@@ -358,6 +376,7 @@ async fn cleanup(enrollment: &MfaEnrollment, ctx: &Context) -> Result<Requeue> {
             holders.retain(|h| *h != id);
         }
     }
+    ctx.forget_compliant(&id);
     tracing::info!(enrollment = %id, removed = secrets.len(), "removed pending devices and seed Secrets");
     Ok(Requeue::await_change())
 }

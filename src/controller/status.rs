@@ -2,7 +2,7 @@
 //! condition helper keeps `lastTransitionTime` unless a condition actually flips, so an
 //! unchanged world produces an identical status and no patch.
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
@@ -194,13 +194,22 @@ fn order(kind: &str) -> u8 {
         .map_or(u8::MAX, |p| p as u8)
 }
 
-/// Users whose state moved from Compliant to anything else: they lost their MFA.
-pub fn lost_mfa(previous: Option<&MfaEnrollmentStatus>, users: &[UserPlan]) -> Vec<String> {
-    let before: BTreeMap<&str, UserState> =
-        previous.map(|p| p.users.iter().map(|u| (u.name.as_str(), u.state)).collect()).unwrap_or_default();
+/// The users a status or plan shows as Compliant.
+pub fn compliant_users<'a>(users: impl IntoIterator<Item = (&'a str, UserState)>) -> BTreeSet<String> {
+    users.into_iter().filter(|(_, state)| *state == UserState::Compliant).map(|(name, _)| name.to_owned()).collect()
+}
+
+/// Users who were Compliant and now exist without an active MFA device: they lost their
+/// MFA (deactivated out of band). A user who no longer exists did not lose MFA.
+pub fn lost_mfa(compliant_before: &BTreeSet<String>, users: &[UserPlan]) -> Vec<String> {
     users
         .iter()
-        .filter(|u| u.state != UserState::Compliant && before.get(u.name.as_str()) == Some(&UserState::Compliant))
+        .filter(|u| matches!(u.state, UserState::Pending | UserState::Missing | UserState::Failed))
+        .filter(|u| compliant_before.contains(&u.name))
         .map(|u| u.name.clone())
         .collect()
 }
+
+#[cfg(test)]
+#[path = "status_tests.rs"]
+mod tests;

@@ -7,9 +7,14 @@
 //! - [`totp`]: RFC 6238 codes, for checking the two codes locally before AWS sees them.
 //! - [`qr`]: the `otpauth://` URI and its QR code PNG for the seed Secret.
 
+pub mod audit;
 pub mod aws;
 pub mod controller;
 pub mod crd;
+pub mod http;
 pub mod inventory;
+pub mod leader;
+pub mod metrics;
+pub mod plugin;
 pub mod qr;
 pub mod totp;

@@ -4,6 +4,9 @@ use clap::{Parser, Subcommand, ValueEnum};
 use kube::CustomResourceExt;
 use mfa_operator::controller;
 use mfa_operator::crd::MfaEnrollment;
+use mfa_operator::http::Readiness;
+use mfa_operator::leader::{Leadership, LeaseConfig};
+use mfa_operator::metrics::Metrics;
 use tracing_subscriber::EnvFilter;
 
 /// Enrols AWS IAM users in virtual MFA, driven by MfaEnrollment resources.
@@ -35,13 +38,126 @@ enum LogFormat {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the controller: watch MfaEnrollments and their seed Secrets until SIGTERM.
-    Run {
-        /// Only watch this namespace (default: every namespace).
-        #[arg(long, short = 'n', env = "MFA_OPERATOR_NAMESPACE")]
-        namespace: Option<String>,
-    },
+    Run(RunArgs),
     /// Print the MfaEnrollment CustomResourceDefinition YAML (same as `crdgen`).
     Crd,
+    /// One-shot MFA compliance report for an AWS account, without Kubernetes.
+    ///
+    /// Uses the controller's own inventory and selection, with the same selector as
+    /// spec.users; costs O(pages + users without a virtual device) IAM requests.
+    Audit(mfa_operator::audit::AuditArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct RunArgs {
+    /// Only watch this namespace (default: every namespace).
+    #[arg(long, short = 'n', env = "MFA_OPERATOR_NAMESPACE")]
+    namespace: Option<String>,
+
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(long, env = "MFA_OPERATOR_METRICS_ADDRESS", default_value = "0.0.0.0:8080")]
+    metrics_address: std::net::SocketAddr,
+
+    /// Elect one leader among replicas through a Lease; the others wait and take over.
+    #[arg(long, env = "MFA_OPERATOR_LEADER_ELECTION")]
+    leader_election: bool,
+
+    /// Name of the Lease used for leader election.
+    #[arg(long, env = "MFA_OPERATOR_LEASE_NAME", default_value = "mfa-operator")]
+    lease_name: String,
+
+    /// Namespace of the Lease (default: the pod's namespace from POD_NAMESPACE, else the
+    /// watched namespace, else `default`).
+    #[arg(long, env = "POD_NAMESPACE")]
+    lease_namespace: Option<String>,
+
+    /// Seconds a lease stays valid after its last renewal: how long a standby waits
+    /// before taking over from a leader that stopped without releasing it.
+    #[arg(long, env = "MFA_OPERATOR_LEASE_DURATION_SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(5..=300))]
+    lease_duration_seconds: u64,
+
+    /// Seconds before expiry at which the leader renews the lease.
+    #[arg(long, env = "MFA_OPERATOR_LEASE_GRACE_SECONDS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=60))]
+    lease_grace_seconds: u64,
+
+    /// Identity of this replica in the Lease (default: POD_NAME, else host name and pid).
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn termination() {
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(_) => return std::future::pending().await,
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let client = kube::Client::try_default().await?;
+    let metrics = Metrics::new();
+    let readiness = Readiness::default();
+    let listener = mfa_operator::http::bind(args.metrics_address)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {} for metrics and probes: {e}", args.metrics_address))?;
+    let server = tokio::spawn(mfa_operator::http::serve(listener, metrics.clone(), readiness.clone()));
+    let config = controller::Config { namespace: args.namespace.clone(), reporter: "mfa-operator".into() };
+    if !args.leader_election {
+        readiness.set(true);
+        let result = controller::run(client, config, metrics, termination()).await;
+        server.abort();
+        return result;
+    }
+
+    let lease = LeaseConfig {
+        namespace: args.lease_namespace.or(args.namespace).unwrap_or_else(|| "default".into()),
+        name: args.lease_name,
+        identity: args.identity.unwrap_or_else(default_identity),
+        duration_secs: args.lease_duration_seconds,
+        grace_secs: args.lease_grace_seconds.min(args.lease_duration_seconds - 1),
+    };
+    // A standby is healthy and ready: it is doing its job, which is to wait.
+    readiness.set(true);
+    let mut leadership = tokio::select! {
+        leadership = Leadership::acquire(client.clone(), &lease) => leadership?,
+        _ = termination() => return Ok(()),
+    };
+    let (lost_tx, lost_rx) = tokio::sync::oneshot::channel::<()>();
+    let shutdown = async move {
+        tokio::select! {
+            _ = termination() => {}
+            _ = lost_rx => {}
+        }
+    };
+    let watch_lease = async {
+        leadership.lost().await;
+        let _ = lost_tx.send(());
+    };
+    let (result, lost) = tokio::select! {
+        result = controller::run(client, config, metrics, shutdown) => (result, false),
+        _ = watch_lease => (Ok(()), true),
+    };
+    if lost {
+        // Stop acting at once; the process exits so the pod restarts as a standby.
+        anyhow::bail!("lost the leader lease {}/{}; exiting", lease.namespace, lease.name);
+    }
+    leadership.release().await;
+    server.abort();
+    result
+}
+
+fn default_identity() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_else(|_| "mfa-operator".into());
+    format!("{}-{}", host.trim(), std::process::id())
 }
 
 fn init_logging(format: LogFormat, filter: &str) -> anyhow::Result<()> {
@@ -59,10 +175,13 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Crd => print!("{}", serde_yaml::to_string(&MfaEnrollment::crd())?),
-        Command::Run { namespace } => {
+        Command::Audit(args) => {
             init_logging(cli.log_format, &cli.log)?;
-            let client = kube::Client::try_default().await?;
-            controller::run(client, controller::Config { namespace, reporter: "mfa-operator".into() }).await?;
+            std::process::exit(mfa_operator::audit::run(args).await.code());
+        }
+        Command::Run(args) => {
+            init_logging(cli.log_format, &cli.log)?;
+            run(args).await?;
         }
     }
     Ok(())

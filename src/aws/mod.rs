@@ -14,7 +14,7 @@ use std::future::Future;
 
 use jiff::Timestamp;
 
-pub use calls::CallCounter;
+pub use calls::{CallCounter, Observer, Outcome};
 pub use error::{IamError, sanitize};
 pub use sdk::{SdkIam, load_sdk_config};
 

@@ -72,10 +72,19 @@ impl SdkIam {
         Self::from_client(aws_sdk_iam::Client::new(config))
     }
 
-    /// Wraps an existing client (tests build one over mocked responses), adding the
-    /// request counter.
+    /// Like [`SdkIam::new`], counting requests into a shared counter (one per operator,
+    /// whatever the number of accounts).
+    pub fn with_counter(config: &SdkConfig, calls: CallCounter) -> Self {
+        Self::wrap(aws_sdk_iam::Client::new(config), calls)
+    }
+
+    /// Wraps an existing client (tests build one over mocked responses), adding a request
+    /// counter of its own.
     pub fn from_client(client: aws_sdk_iam::Client) -> Self {
-        let calls = CallCounter::default();
+        Self::wrap(client, CallCounter::default())
+    }
+
+    fn wrap(client: aws_sdk_iam::Client, calls: CallCounter) -> Self {
         let config = client.config().to_builder().interceptor(calls.clone()).build();
         Self { client: aws_sdk_iam::Client::from_conf(config), report_poll: ReportPoll::default(), calls }
     }

@@ -284,6 +284,11 @@ async fn throttling_is_retried_by_the_sdk_then_reported_as_throttled() {
         u64::from(MAX_ATTEMPTS),
         "every retry is a request IAM counts against its throttle"
     );
+    assert_eq!(
+        iam.calls().outcomes(),
+        [(("ListMFADevices".to_owned(), crate::aws::Outcome::Throttled), u64::from(MAX_ATTEMPTS))].into(),
+        "the throttles are told apart from other errors"
+    );
 }
 
 #[tokio::test]

@@ -10,7 +10,7 @@ use aws_config::SdkConfig;
 use tokio::sync::Mutex;
 
 use super::plan::Claims;
-use crate::aws::{SdkIam, load_sdk_config};
+use crate::aws::{CallCounter, SdkIam, load_sdk_config};
 use crate::crd::MfaEnrollmentSpec;
 use crate::inventory::Inventory;
 
@@ -39,25 +39,29 @@ pub struct AccountState {
 }
 
 /// Every account's state, created on first use.
+#[derive(Default)]
 pub struct Accounts {
     entries: std::sync::Mutex<HashMap<AccountKey, Arc<Mutex<AccountState>>>>,
-}
-
-impl Default for Accounts {
-    fn default() -> Self {
-        Self { entries: std::sync::Mutex::new(HashMap::new()) }
-    }
+    /// One request counter for every account's IAM client (feeds the metrics).
+    calls: CallCounter,
 }
 
 impl Accounts {
+    pub fn new(calls: CallCounter) -> Self {
+        Self { entries: std::sync::Mutex::default(), calls }
+    }
+
     /// The account's state, building its IAM client on first use.
     pub async fn get(&self, key: &AccountKey) -> Arc<Mutex<AccountState>> {
         if let Some(existing) = self.lookup(key) {
             return existing;
         }
         let config = sdk_config(key).await;
-        let fresh =
-            Arc::new(Mutex::new(AccountState { iam: SdkIam::new(&config), inventory: None, claims: Claims::new() }));
+        let fresh = Arc::new(Mutex::new(AccountState {
+            iam: SdkIam::with_counter(&config, self.calls.clone()),
+            inventory: None,
+            claims: Claims::new(),
+        }));
         let mut entries = self.entries.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         entries.entry(key.clone()).or_insert(fresh).clone()
     }
@@ -74,7 +78,7 @@ impl Accounts {
 
 /// The standard AWS configuration, with the enrollment's region and, for another
 /// account, credentials from assuming its role through STS.
-async fn sdk_config(key: &AccountKey) -> SdkConfig {
+pub(crate) async fn sdk_config(key: &AccountKey) -> SdkConfig {
     let base = load_sdk_config(key.region.as_deref()).await;
     let Some(role_arn) = &key.role_arn else {
         return base;

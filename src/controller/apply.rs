@@ -204,7 +204,11 @@ impl Runner<'_> {
                     }
                     Err(e) => return Err(StepError::Iam(e)),
                 }
-                self.inventory.record_enabled(user, serial, self.ctx.now());
+                let now = self.ctx.now();
+                self.inventory.record_enabled(user, serial, now);
+                if let Some(created) = self.secrets.get(secret.as_str()).and_then(|s| s.created) {
+                    self.ctx.metrics.observe_enrollment(now.duration_since(created).as_secs_f64());
+                }
                 self.delete_secret(secret).await
             }
             Action::RejectCodes { secret, attempts, message } => self.reject(secret, *attempts, message).await,

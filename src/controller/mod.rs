@@ -20,6 +20,7 @@ pub mod status;
 pub mod vocabulary;
 
 use std::collections::{BTreeSet, HashMap};
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,8 +34,9 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{Controller, watcher};
 use kube::{Client, ResourceExt};
 
-use crate::aws::IamError;
+use crate::aws::{CallCounter, IamError};
 use crate::crd::MfaEnrollment;
+use crate::metrics::Metrics;
 
 pub use accounts::{AccountKey, Accounts};
 
@@ -102,6 +104,7 @@ pub struct Context {
     pub accounts: Accounts,
     pub recorder: Recorder,
     pub store: Store<MfaEnrollment>,
+    pub metrics: Arc<Metrics>,
     pub clock: fn() -> Timestamp,
     /// Asks the controller to reconcile every enrollment (after a write that other
     /// enrollments of the same account should see).
@@ -154,8 +157,13 @@ impl Context {
     }
 }
 
-/// Runs the controller until SIGTERM/SIGINT.
-pub async fn run(client: Client, config: Config) -> anyhow::Result<()> {
+/// Runs the controller until `shutdown` resolves (SIGTERM, or leadership lost).
+pub async fn run(
+    client: Client,
+    config: Config,
+    metrics: Arc<Metrics>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) -> anyhow::Result<()> {
     let enrollments: Api<MfaEnrollment> = match &config.namespace {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
@@ -183,7 +191,8 @@ pub async fn run(client: Client, config: Config) -> anyhow::Result<()> {
         store: controller.store(),
         client,
         config,
-        accounts: Accounts::default(),
+        accounts: Accounts::new(CallCounter::observed(metrics.iam_observer())),
+        metrics,
         clock: Timestamp::now,
         reconcile_all,
         failures: std::sync::Mutex::default(),
@@ -191,7 +200,7 @@ pub async fn run(client: Client, config: Config) -> anyhow::Result<()> {
     });
     tracing::info!(namespace = ?context.config.namespace, "controller starting");
     controller
-        .shutdown_on_signal()
+        .graceful_shutdown_on(shutdown)
         .run(reconcile::reconcile, reconcile::error_policy, context)
         .for_each(|result| async move {
             match result {

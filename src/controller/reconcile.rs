@@ -29,6 +29,7 @@ use crate::inventory::Inventory;
 pub async fn reconcile(enrollment: Arc<MfaEnrollment>, ctx: Arc<Context>) -> Result<Requeue> {
     let namespace = enrollment.namespace().ok_or(Error::NoNamespace)?;
     let api: Api<MfaEnrollment> = ctx.api(&namespace);
+    let started = std::time::Instant::now();
     let result = finalizer(&api, FINALIZER, enrollment.clone(), |event| async {
         match event {
             Finalizer::Apply(e) => reconcile_apply(&e, &ctx).await,
@@ -37,6 +38,7 @@ pub async fn reconcile(enrollment: Arc<MfaEnrollment>, ctx: Arc<Context>) -> Res
     })
     .await
     .map_err(|e| Error::Finalizer(Box::new(e)));
+    ctx.metrics.observe_reconcile(started.elapsed().as_secs_f64());
     if result.is_ok() {
         ctx.reset_backoff(&enrollment);
     }
@@ -45,6 +47,7 @@ pub async fn reconcile(enrollment: Arc<MfaEnrollment>, ctx: Arc<Context>) -> Res
 
 /// Per-enrollment exponential backoff; the status already says what went wrong.
 pub fn error_policy(enrollment: Arc<MfaEnrollment>, error: &Error, ctx: Arc<Context>) -> Requeue {
+    ctx.metrics.count_error(error.category());
     let delay = ctx.backoff(&enrollment);
     tracing::warn!(enrollment = %enrollment.name_any(), category = error.category(), error = %error, retry_in = ?delay, "reconcile failed");
     Requeue::requeue(delay)
@@ -173,6 +176,9 @@ async fn reconcile_apply(enrollment: &MfaEnrollment, ctx: &Context) -> Result<Re
         root_mfa_enabled: Some(root_mfa),
         previous,
     });
+    if let Some(summary) = &status.summary {
+        ctx.metrics.set_users(&id.namespace, &id.name, summary);
+    }
     write_status(enrollment, ctx, status).await?;
 
     match issue {
@@ -350,6 +356,7 @@ async fn cleanup(enrollment: &MfaEnrollment, ctx: &Context) -> Result<Requeue> {
     let secrets = list_seed_secrets(ctx, &id).await?;
     if secrets.is_empty() {
         ctx.forget_compliant(&id);
+        ctx.metrics.forget_enrollment(&id.namespace, &id.name);
         return Ok(Requeue::await_change());
     }
     // Decide from a fresh device list: only unassigned devices are ever deleted.
@@ -377,6 +384,7 @@ async fn cleanup(enrollment: &MfaEnrollment, ctx: &Context) -> Result<Requeue> {
         }
     }
     ctx.forget_compliant(&id);
+    ctx.metrics.forget_enrollment(&id.namespace, &id.name);
     tracing::info!(enrollment = %id, removed = secrets.len(), "removed pending devices and seed Secrets");
     Ok(Requeue::await_change())
 }

@@ -17,13 +17,19 @@ impl Operator {
     }
 
     pub fn start_with(namespace: &str, env: &[(&str, &str)]) -> Self {
+        Self::start_args(namespace, &["--metrics-address", "127.0.0.1:0"], env)
+    }
+
+    /// Starts `mfa-operator run -n <namespace> <args>`.
+    pub fn start_args(namespace: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
         super::require_testbed();
         let dir = std::env::temp_dir().join("mfa-operator-test-logs");
         std::fs::create_dir_all(&dir).expect("create log dir");
-        let log = dir.join(format!("{namespace}.log"));
+        let log = dir.join(format!("{namespace}-{}.log", args.join("_").replace(['/', ':', '.'], "-")));
         let file = std::fs::File::create(&log).expect("create operator log");
         let child = Command::new(env!("CARGO_BIN_EXE_mfa-operator"))
             .args(["run", "--namespace", namespace, "--log", "debug"])
+            .args(args)
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(file.try_clone().expect("clone log handle"))

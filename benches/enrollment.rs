@@ -294,15 +294,19 @@ async fn inventory_benchmark(
     // moto over the run affects both approaches alike.
     let mut operator_runs = Vec::new();
     let mut naive_runs = Vec::new();
+    let mut concurrent = Sightings::default();
     for run in 1..=args.runs {
         eprintln!("inventory run {run}/{}", args.runs);
+        concurrent.look();
         let (timing, found) = operator_inventory(sdk_config).await?;
         check_found("the operator's inventory", &found, &expected_all, &expected_without)?;
         operator_runs.push(timing);
+        concurrent.look();
         let (timing, found) = naive_inventory(iam).await?;
         check_found("the per-user loop", &found, &expected_all, &expected_without)?;
         naive_runs.push(timing);
     }
+    concurrent.look();
 
     writeln!(r, "## Part 1: inventory of {} users, {} without MFA\n", args.users, expected_without.len())?;
     writeln!(
@@ -370,6 +374,7 @@ async fn inventory_benchmark(
         args.users,
         expected_without.len()
     )?;
+    writeln!(r, "- {}", concurrent.summary())?;
     writeln!(
         r,
         "- moto answers `ListUsers` and `GetAccountAuthorizationDetails` in one page whatever the page size; \
@@ -554,6 +559,34 @@ fn running_tests() -> Vec<String> {
     found
 }
 
+/// Test runs seen on this machine at the checks between timed steps: they share the
+/// CPU and moto with the benchmark, so the report says whether any ran.
+#[derive(Default)]
+struct Sightings {
+    checks: u32,
+    seen: BTreeSet<String>,
+}
+
+impl Sightings {
+    fn look(&mut self) {
+        self.checks += 1;
+        self.seen.extend(running_tests());
+    }
+
+    fn summary(&self) -> String {
+        if self.seen.is_empty() {
+            format!("No test run was seen on this machine at the {} checks between timed steps.", self.checks)
+        } else {
+            format!(
+                "Test runs seen on this machine at the {} checks between timed steps (they share CPU and the \
+                 test bed, so the figures may be inflated): {}.",
+                self.checks,
+                self.seen.iter().cloned().collect::<Vec<_>>().join(", ")
+            )
+        }
+    }
+}
+
 /// `POST /moto-api/reset` over plain HTTP (the test bed's moto listens on loopback).
 fn reset_moto(endpoint: &str) -> Result<()> {
     let authority = endpoint
@@ -592,7 +625,7 @@ async fn latency_benchmark(r: &mut String, args: &Args, iam: &aws_sdk_iam::Clien
         .await
         .with_context(|| format!("create namespace {namespace}"))?;
     eprintln!("latency benchmark in namespace {namespace}");
-    let operator = OperatorProcess::start(&namespace)?;
+    let mut operator = OperatorProcess::start(&namespace)?;
 
     let main = Group::new(
         "latency",
@@ -610,7 +643,7 @@ async fn latency_benchmark(r: &mut String, args: &Args, iam: &aws_sdk_iam::Clien
     );
     let groups: Vec<&Group> = [&main, &background].into_iter().filter(|group| !group.users.is_empty()).collect();
 
-    let outcome = measure_latency(args, iam, kube, &namespace, &operator, &main, &groups).await;
+    let outcome = measure_latency(args, iam, kube, &namespace, &mut operator, &main, &groups).await;
 
     // Clean up whatever happened: the operator removes its pending devices and Secrets
     // when the enrollments are deleted; the users and their enabled devices are ours.
@@ -638,7 +671,7 @@ async fn latency_benchmark(r: &mut String, args: &Args, iam: &aws_sdk_iam::Clien
     writeln!(r, "## Part 2: human-step latency, {n} enrollments, {} other pending users\n", args.background_pending)?;
     writeln!(
         r,
-        "The real `mfa-operator run --namespace {namespace} --log warn` (bench profile) enrolled {n} users \
+        "The real `mfa-operator run --namespace {namespace} --log warn --metrics-address 127.0.0.1:0` (bench profile) enrolled {n} users \
          (`mode: Enroll`, users selected by `pathPrefix`){}; all seed Secrets were in place and the enrollment \
          Ready {:.1} s after it was applied. Then, one user at a time: read the seed from the user's Secret, \
          compute the previous and the current 30 s code with `totp-rs` (as a phone app does), and measure from \
@@ -677,6 +710,7 @@ async fn latency_benchmark(r: &mut String, args: &Args, iam: &aws_sdk_iam::Clien
         millis(percentile(&writes, 50.0)),
         millis(writes[writes.len() - 1])
     )?;
+    writeln!(r, "- {}", result.concurrent.summary())?;
     writeln!(
         r,
         "- Goal (issue 3): p99 under 1 s: **{}**.\n",
@@ -711,6 +745,7 @@ struct Latencies {
     latencies: Vec<Duration>,
     /// Duration of the merge-patch request alone, one per user.
     writes: Vec<Duration>,
+    concurrent: Sightings,
 }
 
 async fn measure_latency(
@@ -718,7 +753,7 @@ async fn measure_latency(
     iam: &aws_sdk_iam::Client,
     kube: &Client,
     namespace: &str,
-    operator: &OperatorProcess,
+    operator: &mut OperatorProcess,
     main: &Group,
     groups: &[&Group],
 ) -> Result<Latencies> {
@@ -759,8 +794,10 @@ async fn measure_latency(
                 is_ready(e) && e.status.as_ref().and_then(|s| s.summary.as_ref()).is_some_and(|s| s.pending == expected)
             })
         };
-        let waited =
-            tokio::time::timeout(timeout, await_condition(enrollments.clone(), &group.enrollment, ready)).await;
+        let waited = tokio::select! {
+            waited = tokio::time::timeout(timeout, await_condition(enrollments.clone(), &group.enrollment, ready)) => waited,
+            status = operator.exited() => bail!("the operator exited ({status}) before {} was Ready", group.enrollment),
+        };
         if !matches!(waited, Ok(Ok(Some(_)))) {
             let last = enrollments.get_opt(&group.enrollment).await.ok().flatten();
             bail!(
@@ -813,7 +850,9 @@ async fn measure_latency(
 
     let mut latencies = Vec::new();
     let mut writes = Vec::new();
+    let mut concurrent = Sightings::default();
     for (i, (user, secret_name, seed)) in seeds.iter().enumerate() {
+        concurrent.look();
         let (code1, code2) = phone_codes(seed)?;
         let patch = serde_json::json!({ "stringData": { "code1": code1, "code2": code2 } });
         let started = Instant::now();
@@ -850,7 +889,8 @@ async fn measure_latency(
         latencies.push(compliant_at - started);
         eprintln!("sample {}/{}: {}", i + 1, seeds.len(), millis(compliant_at - started));
     }
-    Ok(Latencies { ready, latencies, writes })
+    concurrent.look();
+    Ok(Latencies { ready, latencies, writes, concurrent })
 }
 
 fn is_ready(e: &MfaEnrollment) -> bool {
@@ -920,7 +960,8 @@ impl OperatorProcess {
         let log = std::env::temp_dir().join(format!("mfa-operator-bench-{namespace}.log"));
         let file = std::fs::File::create(&log).with_context(|| format!("create {}", log.display()))?;
         let child = Command::new(env!("CARGO_BIN_EXE_mfa-operator"))
-            .args(["run", "--namespace", namespace, "--log", "warn"])
+            // An ephemeral metrics port: other operators may run on this machine.
+            .args(["run", "--namespace", namespace, "--log", "warn", "--metrics-address", "127.0.0.1:0"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(file)
@@ -931,12 +972,22 @@ impl OperatorProcess {
     }
 
     /// Whether it still runs (for error messages).
-    fn state(&self) -> String {
-        // `try_wait` needs `&mut`; the pid's /proc entry answers without it.
-        if std::path::Path::new(&format!("/proc/{}", self.child.id())).exists() {
-            "running".into()
-        } else {
-            "exited".into()
+    fn state(&mut self) -> String {
+        match self.child.try_wait() {
+            Ok(None) => "running".into(),
+            Ok(Some(status)) => format!("exited: {status}"),
+            Err(e) => format!("unknown: {e}"),
+        }
+    }
+
+    /// Resolves when it exits, so that a crash fails the benchmark at once instead of
+    /// after the whole timeout (std has no async child wait; a short poll is enough).
+    async fn exited(&mut self) -> std::process::ExitStatus {
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
         }
     }
 

@@ -179,7 +179,7 @@ const REFUSED_BY_AWS: &str =
 impl Runner<'_> {
     async fn run(&mut self, action: &Action) -> Result<(), StepError> {
         match action {
-            Action::CreatePending { user } => self.create_pending(user).await,
+            Action::CreatePending { user, at } => self.create_pending(user, *at).await,
             Action::DeleteDevice { serial } => self.delete_device(serial).await,
             Action::DeleteSecret { name } => self.delete_secret(name).await,
             Action::Enable { user, serial, secret, codes } => {
@@ -215,7 +215,7 @@ impl Runner<'_> {
         }
     }
 
-    async fn create_pending(&mut self, user: &str) -> Result<(), StepError> {
+    async fn create_pending(&mut self, user: &str, at: jiff::Timestamp) -> Result<(), StepError> {
         let path = &self.enrollment.spec.device.path;
         let tags = DeviceTags::from([
             (TAG_ENROLLMENT.to_owned(), self.id.to_string()),
@@ -250,6 +250,7 @@ impl Runner<'_> {
             seed: &device.seed,
             otpauth_uri: &uri,
             qr_png: png,
+            created_at: at,
         });
         let params = PostParams { field_manager: Some(FIELD_MANAGER.to_owned()), ..PostParams::default() };
         if let Err(e) = self.api.create(&params, &secret).await {

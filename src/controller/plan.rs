@@ -52,7 +52,12 @@ impl fmt::Debug for Codes {
 pub enum Action {
     /// Create a virtual device for the user under the enrollment's device path, then at
     /// once its seed Secret.
-    CreatePending { user: String },
+    CreatePending {
+        user: String,
+        /// Creation time recorded on the seed Secret (whole seconds, as status shows it),
+        /// so the planned `pendingSince` is exactly what later reconciles read back.
+        at: Timestamp,
+    },
     /// Delete an unassigned virtual device.
     DeleteDevice { serial: String },
     /// Delete a seed Secret of this enrollment.
@@ -398,16 +403,17 @@ fn create(
     mut before: Vec<Action>,
     rotated: Option<(EventReason, &str)>,
 ) -> (UserPlan, Vec<Work>) {
-    before.push(Action::CreatePending { user: user.to_owned() });
+    let at = Timestamp::from_second(input.now.as_second()).unwrap_or(input.now);
+    before.push(Action::CreatePending { user: user.to_owned(), at });
     let note = match rotated {
         Some((reason, why)) => Note { reason, message: format!("new pending device for {user}: {why}") },
         None => Note { reason: EventReason::DeviceCreated, message: format!("pending device created for {user}") },
     };
-    let name = secret_name(user);
+    let name = secret_name(&input.id.name, user);
     let status = UserPlan {
         serial: Some(serial.to_owned()),
-        pending_since: Some(input.now),
-        expires_at: input.now.checked_add(ttl(input.spec)).ok(),
+        pending_since: Some(at),
+        expires_at: at.checked_add(ttl(input.spec)).ok(),
         message: Some(format!("scan the QR code in Secret {name} and write two consecutive codes as code1 and code2")),
         secret: Some(name),
         ..UserPlan::new(user, UserState::Pending)

@@ -80,7 +80,7 @@ fn unassigned(serial: &str) -> VirtualDevice {
 /// `user`'s seed Secret for the device under our path, created at `CREATED`, no codes.
 fn seed_secret(user: &str) -> SeedSecret {
     SeedSecret {
-        name: secret_name(user),
+        name: secret_name(&me().name, user),
         user: user.into(),
         serial: serial(user),
         seed: Seed::new(SEED),
@@ -332,7 +332,10 @@ fn compliant(name: &str) -> UserPlan {
 }
 
 fn scan_message(user: &str) -> String {
-    format!("scan the QR code in Secret {} and write two consecutive codes as code1 and code2", secret_name(user))
+    format!(
+        "scan the QR code in Secret {} and write two consecutive codes as code1 and code2",
+        secret_name(&me().name, user)
+    )
 }
 
 /// The status of a user whose new pending device is created by this reconcile.
@@ -341,7 +344,7 @@ fn created(user: &str) -> UserPlan {
         name: user.into(),
         state: UserState::Pending,
         serial: Some(serial(user)),
-        secret: Some(secret_name(user)),
+        secret: Some(secret_name(&me().name, user)),
         pending_since: Some(NOW),
         expires_at: Some(NOW + TTL),
         message: Some(scan_message(user)),
@@ -371,7 +374,7 @@ fn work(user: Option<&str>, actions: Vec<Action>, note: Option<Note>) -> Work {
 }
 
 fn create_pending(user: &str) -> Action {
-    Action::CreatePending { user: user.into() }
+    Action::CreatePending { user: user.into(), at: jiff::Timestamp::from_second(NOW.as_second()).expect("valid") }
 }
 
 fn delete_device(serial: &str) -> Action {
@@ -379,7 +382,7 @@ fn delete_device(serial: &str) -> Action {
 }
 
 fn delete_secret(user: &str) -> Action {
-    Action::DeleteSecret { name: secret_name(user) }
+    Action::DeleteSecret { name: secret_name(&me().name, user) }
 }
 
 /// The work of a first pending device for `user`.
@@ -546,7 +549,7 @@ fn pending_user_without_codes_waits_with_serial_secret_and_expiry() {
         name: "alice".into(),
         state: UserState::Pending,
         serial: Some("arn:aws:iam::123456789012:mfa/mfa-operator/alice".into()),
-        secret: Some(secret_name("alice")),
+        secret: Some(secret_name(&me().name, "alice")),
         pending_since: Some(CREATED),
         expires_at: Some(Timestamp::constant(1_750_000_000 - 3600 + 168 * 3600, 0)),
         message: Some(scan_message("alice")),

@@ -27,6 +27,8 @@ pub const LABEL_ENROLLMENT: &str = "iam.mfa-operator.dev/enrollment";
 pub const ANNOTATION_USER: &str = "iam.mfa-operator.dev/user-name";
 /// Serial number (ARN) of the pending device whose seed the Secret holds.
 pub const ANNOTATION_SERIAL: &str = "iam.mfa-operator.dev/serial-number";
+/// When the pending device was created (RFC 3339), shown as `pendingSince`.
+pub const ANNOTATION_CREATED_AT: &str = "iam.mfa-operator.dev/created-at";
 /// Number of refused code submissions for this device.
 pub const ANNOTATION_FAILED_ATTEMPTS: &str = "iam.mfa-operator.dev/failed-attempts";
 /// Why the last submission was refused (no codes in it), for people and the plugin.
@@ -52,10 +54,12 @@ pub fn enrollment_selector(enrollment: &str) -> String {
 /// Longest slug of the user name kept in the Secret name.
 const SLUG_MAX: usize = 40;
 
-/// The seed Secret name of an IAM user: `mfa-seed-<slug>-<hash>`, where the slug is a
-/// readable DNS-1123 form of the name and the hash (of the exact name) keeps names that
-/// differ only in case or punctuation apart. At most 58 characters.
-pub fn secret_name(user: &str) -> String {
+/// The seed Secret name of an IAM user in an enrollment: `mfa-seed-<slug>-<hash>`, where
+/// the slug is a readable DNS-1123 form of the user name and the hash (of the enrollment
+/// name and the exact user name) keeps apart names that differ only in case or
+/// punctuation, and the same user name in two accounts enrolled from one namespace. At
+/// most 58 characters.
+pub fn secret_name(enrollment: &str, user: &str) -> String {
     let mut slug = String::with_capacity(SLUG_MAX);
     for c in user.chars() {
         let c = c.to_ascii_lowercase();
@@ -69,7 +73,7 @@ pub fn secret_name(user: &str) -> String {
         slug.push(keep);
     }
     let slug = slug.trim_end_matches('-');
-    let digest = Sha256::digest(user.as_bytes());
+    let digest = Sha256::digest(format!("{enrollment}\0{user}").as_bytes());
     let hash: String = digest.iter().take(4).map(|b| format!("{b:02x}")).collect();
     if slug.is_empty() { format!("mfa-seed-{hash}") } else { format!("mfa-seed-{slug}-{hash}") }
 }
@@ -84,6 +88,7 @@ pub struct NewSeedSecret<'a> {
     pub seed: &'a Seed,
     pub otpauth_uri: &'a str,
     pub qr_png: Vec<u8>,
+    pub created_at: jiff::Timestamp,
 }
 
 /// Builds a seed Secret.
@@ -95,6 +100,7 @@ pub fn build(new: NewSeedSecret<'_>) -> Secret {
     let annotations = BTreeMap::from([
         (ANNOTATION_USER.to_owned(), new.user.to_owned()),
         (ANNOTATION_SERIAL.to_owned(), new.serial.to_owned()),
+        (ANNOTATION_CREATED_AT.to_owned(), new.created_at.to_string()),
     ]);
     let data = BTreeMap::from([
         (KEY_SEED.to_owned(), ByteString(new.seed.expose().as_bytes().to_vec())),
@@ -103,7 +109,7 @@ pub fn build(new: NewSeedSecret<'_>) -> Secret {
     ]);
     Secret {
         metadata: ObjectMeta {
-            name: Some(secret_name(new.user)),
+            name: Some(secret_name(new.enrollment, new.user)),
             namespace: Some(new.namespace.to_owned()),
             labels: Some(labels),
             annotations: Some(annotations),
@@ -191,7 +197,10 @@ pub fn parse(secret: &Secret) -> Result<SeedSecret, ParseError> {
         partial_codes,
         failed_attempts,
         last_rejection,
-        created: secret.metadata.creation_timestamp.as_ref().map(|t| t.0),
+        created: annotations
+            .and_then(|a| a.get(ANNOTATION_CREATED_AT))
+            .and_then(|t| t.parse().ok())
+            .or_else(|| secret.metadata.creation_timestamp.as_ref().map(|t| t.0)),
         resource_version: secret.metadata.resource_version.clone(),
     })
 }
@@ -213,19 +222,20 @@ mod tests {
     fn secret_names_are_valid_for_every_iam_character() {
         for user in ["alice", "Alice", "a+b=c,d.e@f_g-h", "___", "@", "UPPER.Case", &"x".repeat(64), "-lead", "trail-"]
         {
-            let name = secret_name(user);
+            let name = secret_name("team", user);
             assert!(is_dns1123_subdomain(&name), "{user:?} -> {name:?}");
             assert!(name.len() <= 63, "{user:?} -> {name:?} is too long for a label value");
         }
-        assert!(secret_name("bob.smith@example").starts_with("mfa-seed-bob-smith-example-"));
+        assert!(secret_name("team", "bob.smith@example").starts_with("mfa-seed-bob-smith-example-"));
+        assert_ne!(secret_name("home", "sam"), secret_name("away", "sam"), "one user name, two enrollments");
     }
 
     #[test]
     fn secret_names_do_not_collide_when_names_differ_only_in_case_or_punctuation() {
         let users = ["alice", "Alice", "ALICE", "a.lice", "a-lice", "a_lice", "a+lice", "a=lice", "a,lice", "a@lice"];
-        let names: HashSet<_> = users.iter().map(|u| secret_name(u)).collect();
+        let names: HashSet<_> = users.iter().map(|u| secret_name("team", u)).collect();
         assert_eq!(names.len(), users.len(), "{names:?}");
-        assert_eq!(secret_name("alice"), secret_name("alice"), "deterministic");
+        assert_eq!(secret_name("team", "alice"), secret_name("team", "alice"), "deterministic");
     }
 
     #[test]
@@ -240,6 +250,7 @@ mod tests {
             seed: &seed,
             otpauth_uri: "otpauth://totp/x",
             qr_png: vec![1, 2, 3],
+            created_at: jiff::Timestamp::UNIX_EPOCH,
         });
         assert_eq!(secret.type_.as_deref(), Some(SECRET_TYPE));
         let labels = secret.metadata.labels.clone().unwrap_or_default();
@@ -272,6 +283,7 @@ mod tests {
             seed: &seed,
             otpauth_uri: "u",
             qr_png: vec![],
+            created_at: jiff::Timestamp::UNIX_EPOCH,
         });
         secret.data.get_or_insert_default().insert(KEY_CODE1.into(), ByteString(b"123456".to_vec()));
         let parsed = parse(&secret).expect("parses");

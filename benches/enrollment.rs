@@ -164,7 +164,7 @@ async fn header(r: &mut String, args: &Args, kube: &Client) -> Result<()> {
     let rustc = command_output("rustc", &["--version"]).unwrap_or_else(|| "unknown".into());
 
     writeln!(r, "# mfa-operator benchmark: inventory cost and human-step latency\n")?;
-    writeln!(r, "Date: {:.0}\n", jiff::Timestamp::now())?;
+    writeln!(r, "Started: {:.0}\n", jiff::Timestamp::now())?;
     writeln!(r, "Command (with the test bed up and its environment loaded):\n")?;
     writeln!(r, "```sh\n{}\n```\n", command_line())?;
     writeln!(r, "## Machine and versions\n")?;
@@ -290,23 +290,13 @@ async fn inventory_benchmark(
         users.iter().filter(|(_, with_mfa)| !with_mfa).map(|(name, _)| name.clone()).collect();
     eprintln!("set-up took {:.1} s", setup.as_secs_f64());
 
-    // Interleaved (operator, naive, operator, ...) so that any drift of the machine or of
-    // moto over the run affects both approaches alike.
-    let mut operator_runs = Vec::new();
-    let mut naive_runs = Vec::new();
-    let mut concurrent = Sightings::default();
-    for run in 1..=args.runs {
-        eprintln!("inventory run {run}/{}", args.runs);
-        concurrent.look();
-        let (timing, found) = operator_inventory(sdk_config).await?;
-        check_found("the operator's inventory", &found, &expected_all, &expected_without)?;
-        operator_runs.push(timing);
-        concurrent.look();
-        let (timing, found) = naive_inventory(iam).await?;
-        check_found("the per-user loop", &found, &expected_all, &expected_without)?;
-        naive_runs.push(timing);
-    }
-    concurrent.look();
+    let measured = measure_inventory(args.runs, sdk_config, iam, &expected_all, &expected_without).await;
+    // Leave the shared test bed as small as we found it (after the reset), whatever
+    // happened: other runs' inventories sweep the whole account.
+    eprintln!("deleting the {} benchmark users", args.users);
+    let names: Vec<String> = expected_all.into_iter().collect();
+    delete_users(iam, &names, args.concurrency).await?;
+    let (operator_runs, naive_runs, concurrent) = measured?;
 
     writeln!(r, "## Part 1: inventory of {} users, {} without MFA\n", args.users, expected_without.len())?;
     writeln!(
@@ -382,13 +372,35 @@ async fn inventory_benchmark(
          for `ListUsers`), and each request costs a network round trip, so the request count is the better \
          predictor of wall time there.\n"
     )?;
-
-    // Leave the shared test bed as small as we found it (after the reset): other runs'
-    // inventories sweep the whole account.
-    eprintln!("deleting the {} benchmark users", args.users);
-    let names: Vec<String> = expected_all.into_iter().collect();
-    delete_users(iam, &names, args.concurrency).await?;
     Ok(())
+}
+
+/// Times both approaches `runs` times each, checking what each found. Interleaved
+/// (operator, per-user, operator, ...) so that any drift of the machine or of moto over
+/// the run affects both alike.
+async fn measure_inventory(
+    runs: usize,
+    sdk_config: &SdkConfig,
+    iam: &aws_sdk_iam::Client,
+    expected_all: &BTreeSet<String>,
+    expected_without: &BTreeSet<String>,
+) -> Result<(Vec<Run>, Vec<Run>, Sightings)> {
+    let mut operator_runs = Vec::new();
+    let mut naive_runs = Vec::new();
+    let mut concurrent = Sightings::default();
+    for run in 1..=runs {
+        eprintln!("inventory run {run}/{runs}");
+        concurrent.look(None);
+        let (timing, found) = operator_inventory(sdk_config).await?;
+        check_found("the operator's inventory", &found, expected_all, expected_without)?;
+        operator_runs.push(timing);
+        concurrent.look(None);
+        let (timing, found) = naive_inventory(iam).await?;
+        check_found("the per-user loop", &found, expected_all, expected_without)?;
+        naive_runs.push(timing);
+    }
+    concurrent.look(None);
+    Ok((operator_runs, naive_runs, concurrent))
 }
 
 /// The operator's inventory, as a reconcile does it, with a fresh client.
@@ -520,19 +532,34 @@ async fn wait_for_quiet_testbed() -> Result<Duration> {
     )
 }
 
-/// Processes that use the test bed's moto in a way a reset would break, described by pid
-/// and program name only (other processes' arguments may hold tokens).
+/// Processes that use the test bed's moto in a way a reset would break: `cargo test` and
+/// test binaries.
 fn running_tests() -> Vec<String> {
+    neighbours(None).tests
+}
+
+/// What else on this machine uses the test bed, described by pid and program name only
+/// (other processes' arguments may hold tokens).
+#[derive(Default)]
+struct Neighbours {
+    /// `cargo test` and test binaries.
+    tests: Vec<String>,
+    /// `mfa-operator run` processes other than `own_operator` (their resyncs sweep the
+    /// same moto account).
+    operators: Vec<String>,
+}
+
+fn neighbours(own_operator: Option<u32>) -> Neighbours {
     let me = std::process::id();
+    let mut found = Neighbours::default();
     let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
+        return found;
     };
-    let mut found = Vec::new();
     for entry in entries.flatten() {
         let Some(pid) = entry.file_name().to_str().and_then(|name| name.parse::<u32>().ok()) else {
             continue;
         };
-        if pid == me {
+        if pid == me || Some(pid) == own_operator {
             continue;
         }
         let Ok(raw) = std::fs::read(entry.path().join("cmdline")) else {
@@ -548,42 +575,59 @@ fn running_tests() -> Vec<String> {
         };
         let name = program.rsplit('/').next().unwrap_or(program);
         let subcommand = args.iter().skip(1).find(|arg| !arg.starts_with('-') && !arg.starts_with('+'));
-        let cargo_test = name == "cargo" && matches!(subcommand.map(String::as_str), Some("test" | "nextest"));
+        let subcommand = subcommand.map(String::as_str);
+        let cargo_test = name == "cargo" && matches!(subcommand, Some("test" | "nextest"));
         // Integration and unit test binaries live in target/<profile>/deps (rustc and
         // build scripts have other program names).
         let test_binary = program.contains("/target/debug/deps/") || program.contains("/target/release/deps/");
         if cargo_test || test_binary {
-            found.push(format!("pid {pid} ({})", if cargo_test { "cargo test" } else { name }));
+            found.tests.push(format!("pid {pid} ({})", if cargo_test { "cargo test" } else { name }));
+        } else if name == "mfa-operator" && subcommand == Some("run") {
+            found.operators.push(format!("pid {pid}"));
         }
     }
     found
 }
 
-/// Test runs seen on this machine at the checks between timed steps: they share the
-/// CPU and moto with the benchmark, so the report says whether any ran.
+/// Test runs and other operators seen on this machine at the checks between timed
+/// steps: they share the CPU and the test bed with the benchmark, so the report says
+/// whether any ran.
 #[derive(Default)]
 struct Sightings {
     checks: u32,
-    seen: BTreeSet<String>,
+    tests: BTreeSet<String>,
+    operators: BTreeSet<String>,
 }
 
 impl Sightings {
-    fn look(&mut self) {
+    fn look(&mut self, own_operator: Option<u32>) {
+        let found = neighbours(own_operator);
         self.checks += 1;
-        self.seen.extend(running_tests());
+        self.tests.extend(found.tests);
+        self.operators.extend(found.operators);
     }
 
     fn summary(&self) -> String {
-        if self.seen.is_empty() {
-            format!("No test run was seen on this machine at the {} checks between timed steps.", self.checks)
+        let tests = if self.tests.is_empty() {
+            format!("No test run was seen on this machine at the {} checks between timed steps", self.checks)
         } else {
             format!(
                 "Test runs seen on this machine at the {} checks between timed steps (they share CPU and the \
-                 test bed, so the figures may be inflated): {}.",
+                 test bed, so the figures may be inflated): {}",
                 self.checks,
-                self.seen.iter().cloned().collect::<Vec<_>>().join(", ")
+                self.tests.iter().cloned().collect::<Vec<_>>().join(", ")
             )
-        }
+        };
+        let operators = if self.operators.is_empty() {
+            "no other mfa-operator was running".to_owned()
+        } else {
+            format!(
+                "other mfa-operator processes running (idle between their resyncs unless their enrollments \
+                 change): {}",
+                self.operators.iter().cloned().collect::<Vec<_>>().join(", ")
+            )
+        };
+        format!("{tests}; {operators}.")
     }
 }
 
@@ -672,8 +716,8 @@ async fn latency_benchmark(r: &mut String, args: &Args, iam: &aws_sdk_iam::Clien
     writeln!(
         r,
         "The real `mfa-operator run --namespace {namespace} --log warn --metrics-address 127.0.0.1:0` (bench profile) enrolled {n} users \
-         (`mode: Enroll`, users selected by `pathPrefix`){}; all seed Secrets were in place and the enrollment \
-         Ready {:.1} s after it was applied. Then, one user at a time: read the seed from the user's Secret, \
+         (`mode: Enroll`, users selected by `pathPrefix`){}; every seed Secret was in place and \
+         every enrollment Ready {:.1} s after they were applied. Then, one user at a time: read the seed from the user's Secret, \
          compute the previous and the current 30 s code with `totp-rs` (as a phone app does), and measure from \
          just before the merge-patch writing `code1`/`code2` into the Secret until a watch on the \
          `MfaEnrollment` (one long-lived stream, no polling) shows the user `Compliant`.\n",
@@ -852,7 +896,7 @@ async fn measure_latency(
     let mut writes = Vec::new();
     let mut concurrent = Sightings::default();
     for (i, (user, secret_name, seed)) in seeds.iter().enumerate() {
-        concurrent.look();
+        concurrent.look(Some(operator.id()));
         let (code1, code2) = phone_codes(seed)?;
         let patch = serde_json::json!({ "stringData": { "code1": code1, "code2": code2 } });
         let started = Instant::now();
@@ -889,7 +933,7 @@ async fn measure_latency(
         latencies.push(compliant_at - started);
         eprintln!("sample {}/{}: {}", i + 1, seeds.len(), millis(compliant_at - started));
     }
-    concurrent.look();
+    concurrent.look(Some(operator.id()));
     Ok(Latencies { ready, latencies, writes, concurrent })
 }
 
@@ -972,6 +1016,10 @@ impl OperatorProcess {
     }
 
     /// Whether it still runs (for error messages).
+    fn id(&self) -> u32 {
+        self.child.id()
+    }
+
     fn state(&mut self) -> String {
         match self.child.try_wait() {
             Ok(None) => "running".into(),

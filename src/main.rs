@@ -1,9 +1,7 @@
 //! `mfa-operator`: the operator's command line.
 
 use clap::{Parser, Subcommand, ValueEnum};
-use kube::CustomResourceExt;
 use mfa_operator::controller;
-use mfa_operator::crd::MfaEnrollment;
 use mfa_operator::http::Readiness;
 use mfa_operator::leader::{Leadership, LeaseConfig};
 use mfa_operator::metrics::Metrics;
@@ -174,7 +172,7 @@ fn init_logging(format: LogFormat, filter: &str) -> anyhow::Result<()> {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Crd => print!("{}", serde_yaml::to_string(&MfaEnrollment::crd())?),
+        Command::Crd => print!("{}", serde_yaml::to_string(&mfa_operator::crd::crd())?),
         Command::Audit(args) => {
             init_logging(cli.log_format, &cli.log)?;
             std::process::exit(mfa_operator::audit::run(args).await.code());

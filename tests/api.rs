@@ -4,7 +4,6 @@
 
 mod common;
 
-use kube::CustomResourceExt;
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use mfa_operator::crd::{MfaEnrollment, Mode};
@@ -16,7 +15,7 @@ fn enrollment_resource() -> ApiResource {
 #[tokio::test]
 async fn committed_crd_matches_generator_and_is_established() {
     // The drift check also runs in CI; here it guards the test's own input.
-    let generated = serde_yaml::to_string(&MfaEnrollment::crd()).expect("serialize CRD");
+    let generated = serde_yaml::to_string(&mfa_operator::crd::crd()).expect("serialize CRD");
     let committed =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/crds/mfaenrollments.iam.mfa-operator.dev.yaml"))
             .expect("read committed CRD");

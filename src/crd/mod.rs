@@ -185,6 +185,28 @@ pub struct AwsSpec {
     pub external_id: Option<String>,
 }
 
+/// The CustomResourceDefinition as installed: the derived one, plus a schema default for
+/// `status` (`observedGeneration: 0`), so that an enrollment the operator has not
+/// reconciled yet reads as in progress to kstatus (Flux) rather than as current.
+pub fn crd() -> k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition {
+    use kube::CustomResourceExt;
+    let mut crd = MfaEnrollment::crd();
+    for version in &mut crd.spec.versions {
+        let status = version
+            .schema
+            .as_mut()
+            .and_then(|s| s.open_api_v3_schema.as_mut())
+            .and_then(|root| root.properties.as_mut())
+            .and_then(|properties| properties.get_mut("status"));
+        if let Some(status) = status {
+            status.default = Some(k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::JSON(
+                serde_json::json!({ "observedGeneration": 0 }),
+            ));
+        }
+    }
+    crd
+}
+
 fn default_device_path() -> String {
     DEFAULT_DEVICE_PATH.to_owned()
 }
@@ -205,7 +227,6 @@ fn parse_default(text: &str) -> kube::core::Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kube::CustomResourceExt;
 
     #[test]
     fn defaults_parse() {
@@ -216,13 +237,20 @@ mod tests {
 
     #[test]
     fn crd_has_status_subresource_short_name_and_columns() {
-        let crd = MfaEnrollment::crd();
+        let crd = crd();
         assert_eq!(crd.spec.group, GROUP);
         assert_eq!(crd.spec.names.short_names.as_deref(), Some(&["mfae".to_owned()][..]));
         let version = &crd.spec.versions[0];
         assert!(version.subresources.as_ref().and_then(|s| s.status.as_ref()).is_some());
         let columns: Vec<_> = version.additional_printer_columns.iter().flatten().map(|c| c.name.as_str()).collect();
         assert_eq!(columns, ["Mode", "Selected", "Compliant", "Pending", "Missing", "Ready", "Age"]);
+        let status = &version
+            .schema
+            .as_ref()
+            .and_then(|s| s.open_api_v3_schema.as_ref())
+            .and_then(|r| r.properties.as_ref())
+            .expect("properties")["status"];
+        assert_eq!(status.default.as_ref().map(|d| &d.0), Some(&serde_json::json!({ "observedGeneration": 0 })));
     }
 
     #[test]

@@ -5,12 +5,14 @@
 //! - [`inventory`]: the per-account inventory of users and MFA devices.
 //! - [`controller`]: the enrollment controller (planning, apply, status).
 //! - [`totp`]: RFC 6238 codes, for checking the two codes locally before AWS sees them.
+//! - [`failpoint`]: crash points for fault tests (`MFA_OPERATOR_FAILPOINT`).
 //! - [`qr`]: the `otpauth://` URI and its QR code PNG for the seed Secret.
 
 pub mod audit;
 pub mod aws;
 pub mod controller;
 pub mod crd;
+pub mod failpoint;
 pub mod http;
 pub mod inventory;
 pub mod leader;

@@ -19,6 +19,7 @@ use super::vocabulary::{ConditionReason, EventReason};
 use super::{Context, FIELD_MANAGER};
 use crate::aws::{DeviceTags, IamApi, IamError, SdkIam};
 use crate::crd::{MfaEnrollment, UserState};
+use crate::failpoint;
 use crate::inventory::Inventory;
 use crate::qr;
 
@@ -204,6 +205,7 @@ impl Runner<'_> {
                     }
                     Err(e) => return Err(StepError::Iam(e)),
                 }
+                failpoint::hit("after-mfa-enabled");
                 let now = self.ctx.now();
                 self.inventory.record_enabled(user, serial, now);
                 if let Some(created) = self.secrets.get(secret.as_str()).and_then(|s| s.created) {
@@ -230,6 +232,7 @@ impl Runner<'_> {
             }
             Err(e) => return Err(StepError::Iam(e)),
         };
+        failpoint::hit("after-device-created");
         self.inventory.record_created(&device.serial);
         // The seed exists only in this response: store it at once.
         let account = self.inventory.account_id().unwrap_or("aws").to_owned();
@@ -262,6 +265,7 @@ impl Runner<'_> {
             return Err(StepError::Kube("create seed Secret", e));
         }
         self.claims.entry(device.serial).or_default().push(self.id.clone());
+        failpoint::hit("after-secret-created");
         Ok(())
     }
 

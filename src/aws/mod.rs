@@ -16,7 +16,7 @@ use jiff::Timestamp;
 
 pub use calls::{CallCounter, Observer, Outcome};
 pub use error::{IamError, sanitize};
-pub use sdk::{SdkIam, load_sdk_config};
+pub use sdk::{IAM_ATTEMPT_TIMEOUT, IAM_OPERATION_TIMEOUT, SdkIam, load_sdk_config};
 
 /// An IAM user with what selection needs: path, group memberships and tags.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -34,12 +34,25 @@ const INVALID_RESPONSE: &str = "InvalidResponse";
 /// Loads the shared AWS configuration from the standard chain, with an optional region
 /// override (an `MfaEnrollment`'s `spec.aws.region`).
 pub async fn load_sdk_config(region: Option<&str>) -> SdkConfig {
-    let mut loader = aws_config::defaults(BehaviorVersion::latest());
+    // The SDK's defaults bound only the connect (3.1 s): a connection that never answers
+    // would hold a reconcile, and the account's lock, for as long as it stays open. Every
+    // IAM request (one page at most) finishes in well under a second when IAM is healthy.
+    let timeouts = aws_config::timeout::TimeoutConfig::builder()
+        .connect_timeout(Duration::from_millis(3100))
+        .operation_attempt_timeout(IAM_ATTEMPT_TIMEOUT)
+        .operation_timeout(IAM_OPERATION_TIMEOUT)
+        .build();
+    let mut loader = aws_config::defaults(BehaviorVersion::latest()).timeout_config(timeouts);
     if let Some(region) = region {
         loader = loader.region(Region::new(region.to_owned()));
     }
     loader.load().await
 }
+
+/// Longest wait for one IAM request (one attempt; the SDK retries a timed-out attempt).
+pub const IAM_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest wait for one IAM call with all its retries.
+pub const IAM_OPERATION_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How long to wait for IAM to finish generating the credential report: `attempts` calls
 /// of `GenerateCredentialReport`, sleeping between them from `first_delay`, doubling up

@@ -17,6 +17,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use common::bed::{data, state, user_status};
 use common::iam;
 use common::operator::Operator;
 use futures::StreamExt;
@@ -841,26 +842,14 @@ impl Bed {
     }
 }
 
-fn user_status<'a>(e: &'a MfaEnrollment, user: &str) -> Option<&'a mfa_operator::crd::UserStatus> {
-    e.status.as_ref()?.users.iter().find(|u| u.name == user)
-}
-
 fn message(e: &MfaEnrollment, user: &str) -> String {
     user_status(e, user).and_then(|u| u.message.clone()).unwrap_or_default()
-}
-
-fn state(e: &MfaEnrollment, user: &str) -> Option<UserState> {
-    user_status(e, user).map(|u| u.state)
 }
 
 fn is_ready(e: &MfaEnrollment) -> bool {
     let status = e.status.as_ref();
     status.and_then(|s| s.observed_generation) == e.metadata.generation
         && status.is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-}
-
-fn data(secret: &Secret, key: &str) -> Option<String> {
-    secret.data.as_ref()?.get(key).map(|v| String::from_utf8_lossy(&v.0).into_owned())
 }
 
 fn has_codes(secret: &Secret) -> bool {

@@ -7,106 +7,19 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::bed::{Bed, condition, data, is_true, state, user_status};
 use common::iam;
 use common::operator::Operator;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::events::v1::Event;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube::{Client, ResourceExt};
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use mfa_operator::crd::{MfaEnrollment, UserState};
 
 const LONG: Duration = Duration::from_secs(90);
 
-struct Bed {
-    client: Client,
-    ns: String,
-    iam: aws_sdk_iam::Client,
-    /// Unique per test: prefix of user names and the device path's middle.
-    tag: String,
-    device_path: String,
-    enrollments: Api<MfaEnrollment>,
-    secrets: Api<Secret>,
-}
-
+/// Events of this test's namespace, which only these tests read.
 impl Bed {
-    async fn new(test: &str) -> Self {
-        let client = common::client().await;
-        common::install_crd(&client).await;
-        let ns = common::namespace(&client, test).await;
-        let tag = common::unique(test);
-        Self {
-            iam: iam::client().await,
-            device_path: format!("/{tag}/"),
-            enrollments: Api::namespaced(client.clone(), &ns),
-            secrets: Api::namespaced(client.clone(), &ns),
-            client,
-            ns,
-            tag,
-        }
-    }
-
-    fn user(&self, name: &str) -> String {
-        format!("{}-{name}", self.tag)
-    }
-
-    /// Creates users under `/<tag>/` and returns their names.
-    async fn users(&self, names: &[&str]) -> Vec<String> {
-        let mut out = Vec::new();
-        for name in names {
-            let user = self.user(name);
-            iam::create_user(&self.iam, &user, &format!("/{}/", self.tag)).await;
-            out.push(user);
-        }
-        out
-    }
-
-    /// Applies an enrollment; `spec` is merged over a default that uses this test's
-    /// device path.
-    async fn apply(&self, name: &str, spec: serde_json::Value) -> MfaEnrollment {
-        let mut full = serde_json::json!({ "device": { "path": self.device_path } });
-        merge(&mut full, spec);
-        let object = serde_json::json!({
-            "apiVersion": "iam.mfa-operator.dev/v1alpha1", "kind": "MfaEnrollment",
-            "metadata": { "name": name }, "spec": full,
-        });
-        self.enrollments
-            .patch(name, &PatchParams::apply(common::TEST_MANAGER).force(), &Patch::Apply(&object))
-            .await
-            .unwrap_or_else(|e| panic!("apply enrollment {name}: {e}"))
-    }
-
-    async fn wait(&self, name: &str, what: &str, check: impl Fn(&MfaEnrollment) -> bool) -> MfaEnrollment {
-        self.wait_long(name, what, common::WAIT * 2, check).await
-    }
-
-    async fn wait_long(
-        &self,
-        name: &str,
-        what: &str,
-        timeout: Duration,
-        check: impl Fn(&MfaEnrollment) -> bool,
-    ) -> MfaEnrollment {
-        common::wait_until(&self.enrollments, name, timeout, what, move |o: Option<&MfaEnrollment>| {
-            o.is_some_and(&check)
-        })
-        .await
-    }
-
-    async fn seed_secret(&self, enrollment: &MfaEnrollment, user: &str) -> Secret {
-        let name = user_status(enrollment, user)
-            .and_then(|u| u.seed_secret.clone())
-            .unwrap_or_else(|| panic!("{user} has no seed Secret in status: {:#?}", enrollment.status));
-        self.secrets.get(&name).await.unwrap_or_else(|e| panic!("get Secret {name}: {e}"))
-    }
-
-    async fn submit(&self, secret: &str, code1: &str, code2: &str) {
-        let patch = serde_json::json!({ "stringData": { "code1": code1, "code2": code2 } });
-        self.secrets
-            .patch(secret, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-            .unwrap_or_else(|e| panic!("submit codes to {secret}: {e}"));
-    }
-
     async fn event_reasons(&self, enrollment: &str) -> Vec<String> {
         let events: Api<Event> = Api::namespaced(self.client.clone(), &self.ns);
         let list = events.list(&ListParams::default()).await.expect("list events");
@@ -121,42 +34,6 @@ impl Bed {
         let events: Api<Event> = Api::namespaced(self.client.clone(), &self.ns);
         serde_json::to_string(&events.list(&ListParams::default()).await.expect("list events").items).expect("json")
     }
-}
-
-fn merge(base: &mut serde_json::Value, over: serde_json::Value) {
-    match (base, over) {
-        (serde_json::Value::Object(b), serde_json::Value::Object(o)) => {
-            for (k, v) in o {
-                merge(b.entry(k).or_insert(serde_json::Value::Null), v);
-            }
-        }
-        (b, o) => *b = o,
-    }
-}
-
-fn user_status<'a>(e: &'a MfaEnrollment, user: &str) -> Option<&'a mfa_operator::crd::UserStatus> {
-    e.status.as_ref()?.users.iter().find(|u| u.name == user)
-}
-
-fn state(e: &MfaEnrollment, user: &str) -> Option<UserState> {
-    user_status(e, user).map(|u| u.state)
-}
-
-fn condition(e: &MfaEnrollment, kind: &str) -> Option<(String, String, String)> {
-    let c = e.status.as_ref()?.conditions.iter().find(|c| c.type_ == kind)?;
-    Some((c.status.clone(), c.reason.clone(), c.message.clone()))
-}
-
-fn is_true(e: &MfaEnrollment, kind: &str) -> bool {
-    condition(e, kind).is_some_and(|(s, _, _)| s == "True") && current(e)
-}
-
-fn current(e: &MfaEnrollment) -> bool {
-    e.status.as_ref().and_then(|s| s.observed_generation) == e.metadata.generation
-}
-
-fn data(secret: &Secret, key: &str) -> Option<String> {
-    secret.data.as_ref()?.get(key).map(|v| String::from_utf8_lossy(&v.0).into_owned())
 }
 
 #[tokio::test]

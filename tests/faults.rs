@@ -9,13 +9,14 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::bed::{data, is_true, state, user_status};
 use common::iam;
 use common::operator::Operator;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::events::v1::Event;
+use kube::ResourceExt;
 use kube::api::{Api, ListParams, Patch, PatchParams};
-use kube::{Client, ResourceExt};
-use mfa_operator::crd::{MfaEnrollment, UserState, UserStatus};
+use mfa_operator::crd::{MfaEnrollment, UserState};
 
 /// How long a failpoint may take to be reached.
 const CRASH_WAIT: Duration = Duration::from_secs(60);
@@ -23,37 +24,30 @@ const CRASH_WAIT: Duration = Duration::from_secs(60);
 const CONVERGE_WAIT: Duration = Duration::from_secs(60);
 const ENROLLMENT: &str = "faults";
 
+/// The shared harness plus what the leak scan needs. Its methods below stand in for the
+/// shared ones of the same name: this test has one enrollment and records every seed and
+/// code it sees.
 struct Bed {
-    client: Client,
-    ns: String,
-    iam: aws_sdk_iam::Client,
-    tag: String,
-    device_path: String,
-    enrollments: Api<MfaEnrollment>,
-    secrets: Api<Secret>,
+    base: common::bed::Bed,
     /// Logs of every operator process this test ran, in order.
     logs: Vec<String>,
     /// Every seed and code this test saw or submitted.
     secret_texts: Vec<String>,
 }
 
+impl std::ops::Deref for Bed {
+    type Target = common::bed::Bed;
+
+    fn deref(&self) -> &Self::Target {
+        &self.base
+    }
+}
+
 impl Bed {
     async fn new(test: &str) -> Self {
-        let client = common::client().await;
-        common::install_crd(&client).await;
-        let ns = common::namespace(&client, test).await;
-        let tag = common::unique(test);
-        Self {
-            iam: iam::client().await,
-            device_path: format!("/{tag}-dev/"),
-            enrollments: Api::namespaced(client.clone(), &ns),
-            secrets: Api::namespaced(client.clone(), &ns),
-            client,
-            ns,
-            tag,
-            logs: Vec::new(),
-            secret_texts: Vec::new(),
-        }
+        let mut base = common::bed::Bed::new(test).await;
+        base.device_path = format!("/{}-dev/", base.tag);
+        Self { base, logs: Vec::new(), secret_texts: Vec::new() }
     }
 
     /// Creates `alice` and `bob` without MFA and `carol` with her own enabled device
@@ -133,11 +127,8 @@ impl Bed {
     }
 
     async fn secret_of(&mut self, enrollment: &MfaEnrollment, user: &str) -> (Secret, String) {
-        let name = user_status(enrollment, user)
-            .and_then(|u| u.seed_secret.clone())
-            .unwrap_or_else(|| panic!("{user} has no seed Secret in status: {:#?}", enrollment.status));
-        let secret = self.secrets.get(&name).await.unwrap_or_else(|e| panic!("get Secret {name}: {e}"));
-        let seed = data(&secret, "seed").unwrap_or_else(|| panic!("Secret {name} has no seed"));
+        let secret = self.seed_secret(enrollment, user).await;
+        let seed = data(&secret, "seed").unwrap_or_else(|| panic!("Secret {} has no seed", secret.name_any()));
         self.secret_texts.push(seed.clone());
         (secret, seed)
     }
@@ -145,11 +136,7 @@ impl Bed {
     /// Writes two fresh codes from `seed` into the Secret `name`.
     async fn submit(&mut self, name: &str, seed: &str) {
         let (code1, code2) = iam::codes_now(seed);
-        let patch = serde_json::json!({ "stringData": { "code1": code1, "code2": code2 } });
-        self.secrets
-            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-            .unwrap_or_else(|e| panic!("submit codes to {name}: {e}"));
+        self.base.submit(name, &code1, &code2).await;
         self.secret_texts.extend([code1, code2]);
     }
 
@@ -271,23 +258,6 @@ impl Bed {
             events.len()
         );
     }
-}
-
-fn user_status<'a>(e: &'a MfaEnrollment, user: &str) -> Option<&'a UserStatus> {
-    e.status.as_ref()?.users.iter().find(|u| u.name == user)
-}
-
-fn state(e: &MfaEnrollment, user: &str) -> Option<UserState> {
-    user_status(e, user).map(|u| u.state)
-}
-
-fn is_true(e: &MfaEnrollment, kind: &str) -> bool {
-    let current = e.status.as_ref().and_then(|s| s.observed_generation) == e.metadata.generation;
-    current && e.status.as_ref().is_some_and(|s| s.conditions.iter().any(|c| c.type_ == kind && c.status == "True"))
-}
-
-fn data(secret: &Secret, key: &str) -> Option<String> {
-    secret.data.as_ref()?.get(key).map(|v| String::from_utf8_lossy(&v.0).into_owned())
 }
 
 /// Log timestamps carry six-digit microseconds that a code may equal by chance.

@@ -18,11 +18,11 @@ use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use common::bed::{Bed, condition as find_condition, is_true, state};
 use common::iam;
 use common::operator::Operator;
-use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
-use mfa_operator::crd::{MfaEnrollment, UserState};
+use kube::api::{Patch, PatchParams};
+use mfa_operator::crd::UserState;
 use serde_json::{Value, json};
 
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
@@ -427,69 +427,11 @@ fn the_argocd_cm_patch_carries_health_lua_verbatim() {
 
 // ------------------------------------------------------------------ the real thing
 
-struct Bed {
-    ns: String,
-    iam: aws_sdk_iam::Client,
-    /// Unique per test: prefix of user names and the device path's middle.
-    tag: String,
-    device_path: String,
-    enrollments: Api<MfaEnrollment>,
-    /// The same objects exactly as the API serves them, for the GitOps readers.
-    raw: Api<DynamicObject>,
-    secrets: Api<Secret>,
-}
-
+/// What the GitOps readers see: raw objects and `kubectl wait`.
 impl Bed {
-    async fn new(test: &str) -> Self {
-        let client = common::client().await;
-        common::install_crd(&client).await;
-        let ns = common::namespace(&client, test).await;
-        let tag = common::unique(test);
-        Self {
-            iam: iam::client().await,
-            device_path: format!("/{tag}/"),
-            enrollments: Api::namespaced(client.clone(), &ns),
-            raw: Api::namespaced_with(client.clone(), &ns, &ApiResource::erase::<MfaEnrollment>(&())),
-            secrets: Api::namespaced(client, &ns),
-            ns,
-            tag,
-        }
-    }
-
-    /// Creates users under `/<tag>/` and returns their names.
-    async fn users(&self, names: &[&str]) -> Vec<String> {
-        let mut out = Vec::new();
-        for name in names {
-            let user = format!("{}-{name}", self.tag);
-            iam::create_user(&self.iam, &user, &format!("/{}/", self.tag)).await;
-            out.push(user);
-        }
-        out
-    }
-
-    /// Applies an enrollment whose spec is `spec` plus this test's device path.
-    async fn apply(&self, name: &str, mut spec: Value) {
-        spec["device"] = json!({ "path": self.device_path });
-        let object = json!({
-            "apiVersion": "iam.mfa-operator.dev/v1alpha1", "kind": "MfaEnrollment",
-            "metadata": { "name": name }, "spec": spec,
-        });
-        self.enrollments
-            .patch(name, &PatchParams::apply(common::TEST_MANAGER).force(), &Patch::Apply(&object))
-            .await
-            .unwrap_or_else(|e| panic!("apply enrollment {name}: {e}"));
-    }
-
-    async fn wait(&self, name: &str, what: &str, check: impl Fn(&MfaEnrollment) -> bool) -> MfaEnrollment {
-        common::wait_until(&self.enrollments, name, common::WAIT * 2, what, move |o: Option<&MfaEnrollment>| {
-            o.is_some_and(&check)
-        })
-        .await
-    }
-
     /// The object as a GitOps tool reads it from the API.
     async fn object(&self, name: &str) -> Value {
-        let object = self.raw.get(name).await.unwrap_or_else(|e| panic!("get enrollment {name}: {e}"));
+        let object = self.raw_enrollments().get(name).await.unwrap_or_else(|e| panic!("get enrollment {name}: {e}"));
         serde_json::to_value(object).expect("object as JSON")
     }
 
@@ -516,23 +458,6 @@ impl Bed {
         .await
         .expect("kubectl wait thread")
     }
-}
-
-fn find_condition(e: &MfaEnrollment, kind: &str) -> Option<(String, String, String)> {
-    let c = e.status.as_ref()?.conditions.iter().find(|c| c.type_ == kind)?;
-    Some((c.status.clone(), c.reason.clone(), c.message.clone()))
-}
-
-fn current(e: &MfaEnrollment) -> bool {
-    e.status.as_ref().and_then(|s| s.observed_generation) == e.metadata.generation
-}
-
-fn is_true(e: &MfaEnrollment, kind: &str) -> bool {
-    find_condition(e, kind).is_some_and(|(s, _, _)| s == "True") && current(e)
-}
-
-fn state(e: &MfaEnrollment, user: &str) -> Option<UserState> {
-    e.status.as_ref()?.users.iter().find(|u| u.name == user).map(|u| u.state)
 }
 
 fn message_of(object: &Value, kind: &str) -> String {

@@ -11,6 +11,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use common::bed::state;
 use common::fault_proxy::{FaultProxy, Faults};
 use common::iam;
 use common::operator::Operator;
@@ -167,10 +168,6 @@ impl Bed {
 
 fn pending(e: &MfaEnrollment) -> u32 {
     e.status.as_ref().and_then(|s| s.summary.as_ref()).map_or(0, |s| s.pending)
-}
-
-fn state(e: &MfaEnrollment, user: &str) -> Option<UserState> {
-    e.status.as_ref()?.users.iter().find(|u| u.name == user).map(|u| u.state)
 }
 
 #[tokio::test]

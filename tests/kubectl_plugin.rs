@@ -9,61 +9,20 @@ use std::io::{Read, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::bed::{Bed, data, user_status};
 use common::iam;
 use common::operator::Operator;
-use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, Patch, PatchParams};
-use mfa_operator::crd::{MfaEnrollment, UserState, UserStatus};
+use mfa_operator::crd::{MfaEnrollment, UserState};
 
 /// Upper bound for one plugin run (its own `--timeout` is shorter).
 const RUN_LIMIT: Duration = Duration::from_secs(90);
 
-struct Bed {
-    ns: String,
-    iam: aws_sdk_iam::Client,
-    /// Unique per test: prefix of user names and the device path's middle.
-    tag: String,
-    enrollments: Api<MfaEnrollment>,
-    secrets: Api<Secret>,
-}
-
+/// The plugin tests enroll users and run the plugin in the test's namespace.
 impl Bed {
-    async fn new(test: &str) -> Self {
-        let client = common::client().await;
-        common::install_crd(&client).await;
-        let ns = common::namespace(&client, test).await;
-        Self {
-            iam: iam::client().await,
-            enrollments: Api::namespaced(client.clone(), &ns),
-            secrets: Api::namespaced(client, &ns),
-            tag: common::unique(test),
-            ns,
-        }
-    }
-
-    /// Creates users under `/<tag>/` and returns their names.
-    async fn users(&self, names: &[&str]) -> Vec<String> {
-        let mut out = Vec::new();
-        for name in names {
-            let user = format!("{}-{name}", self.tag);
-            iam::create_user(&self.iam, &user, &format!("/{}/", self.tag)).await;
-            out.push(user);
-        }
-        out
-    }
-
     /// Applies an Enroll-mode enrollment of `users` under this test's device path and waits
     /// until every one of them is Pending with a seed Secret.
     async fn enroll(&self, name: &str, users: &[String]) -> MfaEnrollment {
-        let object = serde_json::json!({
-            "apiVersion": "iam.mfa-operator.dev/v1alpha1", "kind": "MfaEnrollment",
-            "metadata": { "name": name },
-            "spec": { "mode": "Enroll", "users": { "names": users }, "device": { "path": format!("/{}/", self.tag) } },
-        });
-        self.enrollments
-            .patch(name, &PatchParams::apply(common::TEST_MANAGER).force(), &Patch::Apply(&object))
-            .await
-            .unwrap_or_else(|e| panic!("apply enrollment {name}: {e}"));
+        self.apply(name, serde_json::json!({ "mode": "Enroll", "users": { "names": users } })).await;
         let users = users.to_vec();
         self.wait(name, "every user Pending with a seed Secret", move |e| {
             users
@@ -71,27 +30,6 @@ impl Bed {
                 .all(|u| user_status(e, u).is_some_and(|s| s.state == UserState::Pending && s.seed_secret.is_some()))
         })
         .await
-    }
-
-    async fn wait(
-        &self,
-        name: &str,
-        what: &str,
-        check: impl Fn(&MfaEnrollment) -> bool + Send + 'static,
-    ) -> MfaEnrollment {
-        common::wait_until(&self.enrollments, name, common::WAIT * 2, what, move |o: Option<&MfaEnrollment>| {
-            o.is_some_and(&check)
-        })
-        .await
-    }
-
-    /// The seed of `user`'s Secret.
-    async fn seed(&self, enrollment: &MfaEnrollment, user: &str) -> String {
-        let name = user_status(enrollment, user)
-            .and_then(|u| u.seed_secret.clone())
-            .unwrap_or_else(|| panic!("{user} has no seed Secret in status"));
-        let secret = self.secrets.get(&name).await.unwrap_or_else(|e| panic!("get Secret {name}: {e}"));
-        data(&secret, "seed").unwrap_or_else(|| panic!("Secret {name} has no seed"))
     }
 
     /// Runs the plugin in this test's namespace.
@@ -165,14 +103,6 @@ async fn kubectl_mfa(args: &[&str], stdin: Option<&str>, env: &[(&str, Option<&s
     let stdout = stdout.join().expect("stdout reader");
     let stderr = stderr.join().expect("stderr reader");
     Run { code: status.code(), stdout, stderr }
-}
-
-fn user_status<'a>(e: &'a MfaEnrollment, user: &str) -> Option<&'a UserStatus> {
-    e.status.as_ref()?.users.iter().find(|u| u.name == user)
-}
-
-fn data(secret: &Secret, key: &str) -> Option<String> {
-    secret.data.as_ref()?.get(key).map(|v| String::from_utf8_lossy(&v.0).into_owned())
 }
 
 /// Lines drawn only with the half-block characters of a terminal QR code.

@@ -81,6 +81,7 @@ pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{:x}", nanos % 0xffff_ffff_ffff)
 }
 
+pub mod bed;
 pub mod fault_proxy;
 pub mod iam;
 pub mod operator;

@@ -1,0 +1,355 @@
+#!/usr/bin/env python3
+"""Account scan, side by side: `mfa-operator audit` vs Cloud Custodian vs an AWS-CLI loop.
+
+One run, the same moto server, the same seeded account. For every size:
+  * reset moto (POST /moto-api/reset -- THIS WIPES THE TEST BED'S IAM STATE),
+  * seed N users, 90% with an enabled virtual MFA device (TOTP codes computed here),
+  * time each tool (min/median/max over --runs), count the IAM calls it makes at a
+    counting reverse proxy this script runs (by the `Action=` of each form body), and
+  * check that all three find exactly the same users without MFA (exit 1 otherwise).
+
+Tools:
+  (a) target/release/mfa-operator audit --output json --path-prefix /
+  (b) custodian run --cache-period 0 (c7n 0.9.53), resource iam-user,
+      filter {type: mfa-device, value: empty}
+  (c) aws iam list-users, then aws iam list-mfa-devices --user-name U per user,
+      one `aws` process per call, sequentially (awscli 1.46.3)
+
+Usage (needs the test bed; run it alone, not while tests/run runs):
+  tests/testbed/testbed up && eval "$(tests/testbed/testbed env)"
+  cargo build --release --bin mfa-operator
+  python3 benches/side_by_side.py [--sizes 500,2000,5000] [--runs 3] [--cli-runs 1]
+
+c7n and awscli are installed into ~/.cache/mfa-operator-testbed/bench-venv (created on
+first use); the script re-executes itself with that venv's python.
+"""
+
+import argparse
+import base64
+import concurrent.futures
+import hashlib
+import hmac
+import http.client
+import http.server
+import json
+import os
+import platform
+import shutil
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+from collections import Counter
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+VENV = os.path.expanduser("~/.cache/mfa-operator-testbed/bench-venv")
+VENV_PY = os.path.join(VENV, "bin", "python")
+PINS = ["c7n==0.9.53", "awscli==1.46.3"]
+
+
+def ensure_venv():
+    if os.path.realpath(sys.prefix) == os.path.realpath(VENV):
+        return
+    if not os.path.exists(VENV_PY):
+        print(f"creating {VENV} with {' '.join(PINS)}", file=sys.stderr)
+        subprocess.run([sys.executable, "-m", "venv", VENV], check=True)
+        subprocess.run([VENV_PY, "-m", "pip", "install", "-q", *PINS], check=True)
+        subprocess.run([VENV_PY, "-m", "pip", "check"], check=True)
+    os.execv(VENV_PY, [VENV_PY, os.path.abspath(__file__), *sys.argv[1:]])
+
+
+# ---------------------------------------------------------------- counting proxy
+
+class Proxy:
+    """Reverse proxy on 127.0.0.1:0 forwarding everything to the upstream and counting
+    requests by the `Action=` of the form body (IAM and STS speak the query protocol)."""
+
+    def __init__(self, upstream):
+        u = urllib.parse.urlsplit(upstream)
+        self.host, self.port = u.hostname, u.port or 80
+        self.lock = threading.Lock()
+        self.counts = Counter()
+        proxy = self
+        local = threading.local()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            # Without this, headers and body go out in two writes and Nagle + delayed ACK
+            # add ~40 ms to every response for clients that do not coalesce (the Rust SDK).
+            disable_nagle_algorithm = True
+
+            def log_message(self, *a):
+                pass
+
+            def _conn(self):
+                c = getattr(local, "conn", None)
+                if c is None:
+                    c = local.conn = http.client.HTTPConnection(proxy.host, proxy.port, timeout=120)
+                return c
+
+            def _any(self):
+                n = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(n) if n else b""
+                action = None
+                if body:
+                    try:
+                        q = urllib.parse.parse_qs(body.decode("utf-8", "replace"))
+                        action = q.get("Action", [None])[0]
+                    except Exception:
+                        pass
+                if action is None:
+                    q = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
+                    action = q.get("Action", [None])[0]
+                with proxy.lock:
+                    proxy.counts[action or f"(no Action: {self.command} {self.path.split('?')[0]})"] += 1
+                headers = {k: v for k, v in self.headers.items()
+                           if k.lower() not in ("connection", "keep-alive", "proxy-connection",
+                                                "transfer-encoding", "content-length")}
+                headers["Content-Length"] = str(len(body))
+                for attempt in (0, 1):
+                    c = self._conn()
+                    try:
+                        c.request(self.command, self.path, body=body, headers=headers)
+                        r = c.getresponse()
+                        data = r.read()
+                        break
+                    except (http.client.HTTPException, OSError):
+                        c.close()
+                        local.conn = None
+                        if attempt:
+                            raise
+                self.send_response(r.status)
+                for k, v in r.getheaders():
+                    if k.lower() not in ("connection", "keep-alive", "transfer-encoding",
+                                         "content-length", "server", "date"):
+                        self.send_header(k, v)
+                self.send_header("Content-Length", str(len(data)))
+                # one write for status line, headers, blank line and body
+                self._headers_buffer.extend([b"\r\n", data])
+                self.flush_headers()
+
+            do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _any
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def take(self):
+        with self.lock:
+            c, self.counts = self.counts, Counter()
+        return c
+
+
+# ---------------------------------------------------------------- seeding
+
+def totp(secret_b32, t):
+    key = base64.b32decode(secret_b32 + "=" * (-len(secret_b32) % 8))
+    h = hmac.new(key, struct.pack(">Q", int(t) // 30), hashlib.sha1).digest()
+    o = h[-1] & 0x0F
+    return "%06d" % ((struct.unpack(">I", h[o:o + 4])[0] & 0x7FFFFFFF) % 1_000_000)
+
+
+def reset_moto(moto):
+    u = urllib.parse.urlsplit(moto)
+    c = http.client.HTTPConnection(u.hostname, u.port, timeout=60)
+    c.request("POST", "/moto-api/reset", body=b"")
+    r = c.getresponse()
+    r.read()
+    if r.status != 200:
+        sys.exit(f"moto reset failed: HTTP {r.status}")
+
+
+def seed(moto, n, workers=16):
+    import boto3
+    from botocore.config import Config
+    cfg = Config(max_pool_connections=workers, retries={"max_attempts": 10, "mode": "standard"})
+    iam = boto3.client("iam", endpoint_url=moto, config=cfg)
+    names = [f"bench-user-{i:05d}" for i in range(n)]
+    without = {names[i] for i in range(n) if i % 10 == 9}  # 10% without MFA
+
+    def one(name):
+        iam.create_user(UserName=name, Path="/")
+        if name in without:
+            return
+        dev = iam.create_virtual_mfa_device(VirtualMFADeviceName=name)["VirtualMFADevice"]
+        seed_b32 = dev["Base32StringSeed"]
+        if isinstance(seed_b32, bytes):
+            seed_b32 = seed_b32.decode()
+        now = time.time()
+        iam.enable_mfa_device(UserName=name, SerialNumber=dev["SerialNumber"],
+                              AuthenticationCode1=totp(seed_b32, now - 30),
+                              AuthenticationCode2=totp(seed_b32, now))
+
+    with concurrent.futures.ThreadPoolExecutor(workers) as ex:
+        list(ex.map(one, names))
+    return set(names), without
+
+
+# ---------------------------------------------------------------- the three tools
+
+def run_audit(binary, env):
+    p = subprocess.run([binary, "audit", "--output", "json", "--path-prefix", "/"],
+                       env=env, capture_output=True, text=True)
+    if p.returncode not in (0, 1):
+        raise RuntimeError(f"mfa-operator audit exited {p.returncode}: {p.stderr[-2000:]}")
+    doc = json.loads(p.stdout)
+    return {u["name"] for u in doc["users"] if u["state"] != "Compliant"}
+
+
+POLICY = """policies:
+  - name: iam-users-without-mfa
+    resource: iam-user
+    filters:
+      - type: mfa-device
+        key: MFADevices
+        value: empty
+"""
+
+
+def run_custodian(env, workdir):
+    pol = os.path.join(workdir, "policy.yml")
+    with open(pol, "w") as f:
+        f.write(POLICY)
+    out = tempfile.mkdtemp(dir=workdir, prefix="c7n-out-")
+    p = subprocess.run([os.path.join(VENV, "bin", "custodian"), "run", "--cache-period", "0",
+                        "-r", env["AWS_DEFAULT_REGION"], "-s", out, pol],
+                       env=env, capture_output=True, text=True)
+    if p.returncode != 0:
+        raise RuntimeError(f"custodian exited {p.returncode}: {p.stderr[-2000:]}")
+    with open(os.path.join(out, "iam-users-without-mfa", "resources.json")) as f:
+        res = json.load(f)
+    shutil.rmtree(out, ignore_errors=True)
+    return {r["UserName"] for r in res}
+
+
+def run_cli_loop(env):
+    aws = os.path.join(VENV, "bin", "aws")
+
+    def call(*args):
+        p = subprocess.run([aws, "iam", *args, "--output", "json"], env=env,
+                           capture_output=True, text=True)
+        if p.returncode != 0:
+            raise RuntimeError(f"aws {' '.join(args)} exited {p.returncode}: {p.stderr[-1000:]}")
+        return json.loads(p.stdout)
+
+    users = [u["UserName"] for u in call("list-users")["Users"]]  # the CLI pages for us
+    return {u for u in users if not call("list-mfa-devices", "--user-name", u)["MFADevices"]}
+
+
+# ---------------------------------------------------------------- main
+
+def fmt_calls(c):
+    total = sum(c.values())
+    detail = ", ".join(f"{k} {v:,}" for k, v in sorted(c.items(), key=lambda kv: (-kv[1], kv[0])))
+    return f"{total:,} ({detail})"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", default="500", help="comma-separated user counts (default 500)")
+    ap.add_argument("--runs", type=int, default=3, help="timed runs of audit and custodian (default 3)")
+    ap.add_argument("--cli-runs", type=int, default=None,
+                    help="timed runs of the AWS-CLI loop (default: --runs up to 500 users, else 1)")
+    ap.add_argument("--binary", default=os.path.join(REPO, "target", "release", "mfa-operator"))
+    ap.add_argument("--seed-workers", type=int, default=16)
+    args = ap.parse_args()
+    ensure_venv()
+
+    moto = os.environ.get("AWS_ENDPOINT_URL")
+    if not moto or not os.environ.get("MFA_TESTBED"):
+        sys.exit('run inside the test bed: eval "$(tests/testbed/testbed env)"')
+    if not os.access(args.binary, os.X_OK):
+        sys.exit(f"{args.binary} missing: cargo build --release --bin mfa-operator")
+    sizes = [int(s) for s in args.sizes.split(",") if s]
+
+    proxy = Proxy(moto)
+    env = dict(os.environ, AWS_ENDPOINT_URL=proxy.url, AWS_PAGER="", RUST_LOG="warn")
+    env.setdefault("AWS_DEFAULT_REGION", env.get("AWS_REGION", "us-east-1"))
+    work = tempfile.mkdtemp(prefix="mfa-side-by-side-")
+
+    import awscli
+    import botocore
+    import c7n.version
+    ver = subprocess.run([args.binary, "--version"], capture_output=True, text=True).stdout.strip()
+    cpu = "?"
+    try:
+        cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
+    except Exception:
+        pass
+    mem = "?"
+    try:
+        mem = "%.1f GiB" % (int(next(l.split()[1] for l in open("/proc/meminfo") if l.startswith("MemTotal"))) / 2**20)
+    except Exception:
+        pass
+    print(f"machine: {cpu}, {os.cpu_count()} cores, {mem}; {platform.system()} {platform.release()}; "
+          f"python {platform.python_version()}")
+    print(f"tools: {ver or 'mfa-operator'} ({args.binary}); c7n {c7n.version.version}; awscli {awscli.__version__}; "
+          f"botocore {botocore.__version__}")
+    print(f"moto {moto} behind counting proxy {proxy.url}")
+    print(f"command: python3 benches/side_by_side.py {' '.join(sys.argv[1:])}")
+    print("NOTE: every size resets moto (POST /moto-api/reset) -- the test bed's IAM state is wiped.")
+    print()
+
+    tools = [
+        ("mfa-operator audit", lambda: run_audit(args.binary, env)),
+        ("Cloud Custodian (c7n)", lambda: run_custodian(env, work)),
+        ("AWS CLI loop", lambda: run_cli_loop(env)),
+    ]
+    failed = False
+    for n in sizes:
+        reset_moto(moto)
+        t0 = time.monotonic()
+        users, expect = seed(moto, n, args.seed_workers)
+        print(f"### {n:,} users, {len(expect):,} without MFA (seeded in {time.monotonic() - t0:.1f} s)\n")
+        cli_runs = args.cli_runs if args.cli_runs is not None else (args.runs if n <= 500 else 1)
+        rows, medians, calls_total = [], {}, {}
+        for name, fn in tools:
+            runs = cli_runs if name == "AWS CLI loop" else args.runs
+            times, calls, found_sets = [], [], []
+            for _ in range(runs):
+                proxy.take()
+                t = time.monotonic()
+                found = fn()
+                times.append(time.monotonic() - t)
+                calls.append(proxy.take())
+                found_sets.append(found)
+            for f in found_sets:
+                if f != expect:
+                    failed = True
+                    print(f"MISMATCH: {name} found {len(f)} users without MFA; "
+                          f"missing {sorted(expect - f)[:5]}, extra {sorted(f - expect)[:5]}", file=sys.stderr)
+            if any(c != calls[0] for c in calls):
+                print(f"note: {name} IAM calls varied between runs: {[sum(c.values()) for c in calls]}",
+                      file=sys.stderr)
+            if sum(calls[0].values()) == 0:
+                failed = True
+                print(f"ERROR: {name} made no calls through the proxy (AWS_ENDPOINT_URL not honoured?)",
+                      file=sys.stderr)
+            med = statistics.median(times)
+            medians[name], calls_total[name] = med, sum(calls[0].values())
+            rows.append(f"| {name} | {runs} | {min(times):.3f} s | {med:.3f} s | {max(times):.3f} s | "
+                        f"{fmt_calls(calls[0])} | {len(found_sets[0]):,} |")
+        print("| tool | runs | wall min | wall median | wall max | IAM calls per run (at the proxy) | without MFA |")
+        print("| --- | ---: | ---: | ---: | ---: | --- | ---: |")
+        print("\n".join(rows))
+        base = "mfa-operator audit"
+        for other in ("Cloud Custodian (c7n)", "AWS CLI loop"):
+            print(f"| ratio {other} / audit | | | {medians[other] / medians[base]:.1f}x | | "
+                  f"{calls_total[other] / max(calls_total[base], 1):.1f}x | |")
+        agree = "all three found the same" if not failed else "DISAGREEMENT:"
+        print(f"\n{agree} {len(expect):,} users without MFA (checked against the seeded set, every run).")
+        if cli_runs < args.runs:
+            print(f"The AWS CLI loop ran {cli_runs} time(s) at this size (one `aws` process per call).")
+        print()
+    shutil.rmtree(work, ignore_errors=True)
+    if failed:
+        sys.exit("FAILED: the tools disagree or a tool bypassed the proxy")
+
+
+if __name__ == "__main__":
+    main()

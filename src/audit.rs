@@ -351,16 +351,6 @@ pub struct Report {
     pub iam_requests: BTreeMap<String, u64>,
 }
 
-fn rank(state: UserState) -> u8 {
-    match state {
-        UserState::Failed => 0,
-        UserState::Missing => 1,
-        UserState::Pending => 2,
-        UserState::NotFound => 3,
-        UserState::Compliant => 4,
-    }
-}
-
 fn count(n: usize) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
 }
@@ -389,7 +379,7 @@ pub fn build(inventory: &Inventory, selection: &Selection) -> Report {
             UserEntry { name: name.clone(), path, state }
         })
         .collect();
-    users.sort_by(|a, b| (rank(a.state), &a.name).cmp(&(rank(b.state), &b.name)));
+    users.sort_by(|a, b| (a.state.attention_rank(), &a.name).cmp(&(b.state.attention_rank(), &b.name)));
     summary.selected = count(users.len());
     summary.not_found = count(selection.not_found.len());
     Report {

@@ -272,7 +272,7 @@ impl Runner<'_> {
     async fn delete_device(&mut self, serial: &str) -> Result<(), StepError> {
         // Never touch a device the inventory says is assigned: the operator never
         // deactivates anyone's MFA (moto would even delete an assigned device).
-        if self.inventory.virtual_devices.get(serial).is_some_and(|d| d.user.is_some()) {
+        if self.inventory.virtual_device(serial).is_some_and(|d| d.user.is_some()) {
             return Ok(());
         }
         match self.iam.delete_virtual_mfa_device(serial).await {

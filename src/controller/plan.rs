@@ -216,7 +216,7 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
 /// device is unassigned and nobody else holds it.
 fn release(input: &PlanInput<'_>, secret: &SeedSecret) -> Vec<Action> {
     let mut actions = Vec::new();
-    let unassigned = input.inventory.virtual_devices.get(&secret.serial).is_some_and(|d| d.user.is_none());
+    let unassigned = input.inventory.virtual_device(&secret.serial).is_some_and(|d| d.user.is_none());
     let held_by_others = input.claims.get(&secret.serial).is_some_and(|holders| holders.iter().any(|h| h != input.id));
     if unassigned && !held_by_others {
         actions.push(Action::DeleteDevice { serial: secret.serial.clone() });
@@ -256,7 +256,7 @@ fn plan_user(input: &PlanInput<'_>, user: &str, secret: Option<&SeedSecret>) -> 
         return (UserPlan::new(user, UserState::Missing), Vec::new());
     };
     let serial = device_serial(account, &input.spec.device.path, user);
-    let device = input.inventory.virtual_devices.get(&serial);
+    let device = input.inventory.virtual_device(&serial);
 
     let Some(secret) = secret else {
         // No seed Secret. A device of ours without one has lost its seed (crash between
@@ -291,7 +291,7 @@ fn plan_user(input: &PlanInput<'_>, user: &str, secret: Option<&SeedSecret>) -> 
         return create(input, user, &serial, Vec::new(), None);
     };
 
-    let secret_device = input.inventory.virtual_devices.get(&secret.serial);
+    let secret_device = input.inventory.virtual_device(&secret.serial);
     if secret_device.is_none_or(|d| d.user.is_some()) {
         // The Secret's device is gone (deleted out of band) or assigned elsewhere.
         let mut actions = Vec::new();

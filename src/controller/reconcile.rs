@@ -209,7 +209,7 @@ fn unknown_groups(selection: &Selection, groups: &std::collections::BTreeSet<Str
 /// Sweeps the account and reloads the claims of every seed Secret.
 async fn refresh(account: &mut AccountState, ctx: &Context, with_console: bool) -> Result<(), IamError> {
     let inventory = Inventory::load(&account.iam, with_console, ctx.now()).await?;
-    tracing::debug!(users = inventory.users.len(), devices = inventory.virtual_devices.len(), "inventory refreshed");
+    tracing::debug!(users = inventory.users.len(), devices = inventory.virtual_device_count(), "inventory refreshed");
     account.inventory = Some(inventory);
     match load_claims(ctx).await {
         Ok(claims) => account.claims = claims,

@@ -36,21 +36,10 @@ pub struct StatusInput<'a> {
     pub previous: Option<&'a MfaEnrollmentStatus>,
 }
 
-/// Orders users so the ones needing attention come first in the bounded list.
-fn rank(state: UserState) -> u8 {
-    match state {
-        UserState::Failed => 0,
-        UserState::Missing => 1,
-        UserState::Pending => 2,
-        UserState::NotFound => 3,
-        UserState::Compliant => 4,
-    }
-}
-
 /// Builds the whole status.
 pub fn build(input: StatusInput<'_>) -> MfaEnrollmentStatus {
     let mut users = input.users;
-    users.sort_by(|a, b| (rank(a.state), &a.name).cmp(&(rank(b.state), &b.name)));
+    users.sort_by(|a, b| (a.state.attention_rank(), &a.name).cmp(&(b.state.attention_rank(), &b.name)));
 
     let mut summary = Summary::default();
     for user in &users {

@@ -78,6 +78,19 @@ pub enum UserState {
     Compliant,
 }
 
+impl UserState {
+    /// Order of the bounded `users` lists and reports: users needing attention first.
+    pub fn attention_rank(self) -> u8 {
+        match self {
+            Self::Failed => 0,
+            Self::Missing => 1,
+            Self::Pending => 2,
+            Self::NotFound => 3,
+            Self::Compliant => 4,
+        }
+    }
+}
+
 /// Detail for one IAM user.
 #[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]

@@ -33,8 +33,12 @@ pub struct Inventory {
     pub fetched_at: Timestamp,
     /// Users by exact name.
     pub users: BTreeMap<String, IamUser>,
-    /// Every virtual device by serial.
-    pub virtual_devices: BTreeMap<String, VirtualDevice>,
+    /// Every virtual device by serial (private: `assigned` is derived from it and kept in
+    /// step by the `record_*` methods).
+    virtual_devices: BTreeMap<String, VirtualDevice>,
+    /// Serials of the virtual devices assigned to each user: the index that keeps
+    /// [`Inventory::mfa_state`] O(log n) for every selected user on every reconcile.
+    assigned: BTreeMap<String, Vec<String>>,
     /// `ListMFADevices` answers for users no assigned virtual device covers.
     other_devices: BTreeMap<String, Vec<String>>,
     /// Names of every group of the account.
@@ -52,15 +56,10 @@ impl Inventory {
         let groups = iam.list_groups().await?;
         let root_mfa_enabled = iam.root_account_mfa_enabled().await?;
         let console_users = if with_console { Some(iam.console_users().await?) } else { None };
-        Ok(Self {
-            fetched_at: now,
-            users: users.into_iter().map(|u| (u.name.clone(), u)).collect(),
-            virtual_devices: devices.into_iter().map(|d| (d.serial.clone(), d)).collect(),
-            other_devices: BTreeMap::new(),
-            groups,
-            console_users,
-            root_mfa_enabled,
-        })
+        let mut inventory = Self::from_parts(now, users, devices, console_users);
+        inventory.groups = groups;
+        inventory.root_mfa_enabled = root_mfa_enabled;
+        Ok(inventory)
     }
 
     /// An inventory built from known parts (tests and the audit command's fixtures).
@@ -70,27 +69,57 @@ impl Inventory {
         virtual_devices: Vec<VirtualDevice>,
         console_users: Option<BTreeSet<String>>,
     ) -> Self {
-        Self {
+        let mut inventory = Self {
             fetched_at: now,
             groups: users.iter().flat_map(|u| u.groups.iter().cloned()).collect(),
             users: users.into_iter().map(|u| (u.name.clone(), u)).collect(),
-            virtual_devices: virtual_devices.into_iter().map(|d| (d.serial.clone(), d)).collect(),
+            virtual_devices: BTreeMap::new(),
+            assigned: BTreeMap::new(),
             other_devices: BTreeMap::new(),
             console_users,
             root_mfa_enabled: false,
+        };
+        for device in virtual_devices {
+            inventory.put_device(device);
+        }
+        inventory
+    }
+
+    /// Adds or replaces a device, keeping the per-user index in step.
+    fn put_device(&mut self, device: VirtualDevice) {
+        self.remove_device(&device.serial);
+        if let Some(user) = &device.user {
+            self.assigned.entry(user.clone()).or_default().push(device.serial.clone());
+        }
+        self.virtual_devices.insert(device.serial.clone(), device);
+    }
+
+    fn remove_device(&mut self, serial: &str) {
+        let Some(old) = self.virtual_devices.remove(serial) else { return };
+        if let Some(user) = old.user
+            && let Some(serials) = self.assigned.get_mut(&user)
+        {
+            serials.retain(|s| s != serial);
+            if serials.is_empty() {
+                self.assigned.remove(&user);
+            }
         }
     }
 
-    /// Serials of the virtual devices assigned to `user`.
-    fn assigned_virtual(&self, user: &str) -> Vec<String> {
-        self.virtual_devices.values().filter(|d| d.user.as_deref() == Some(user)).map(|d| d.serial.clone()).collect()
+    /// The virtual device with this serial, if the account has it.
+    pub fn virtual_device(&self, serial: &str) -> Option<&VirtualDevice> {
+        self.virtual_devices.get(serial)
+    }
+
+    /// How many virtual devices the account has.
+    pub fn virtual_device_count(&self) -> usize {
+        self.virtual_devices.len()
     }
 
     /// Where `user` stands.
     pub fn mfa_state(&self, user: &str) -> MfaState {
-        let assigned = self.assigned_virtual(user);
-        if !assigned.is_empty() {
-            return MfaState::Active(assigned);
+        if let Some(serials) = self.assigned.get(user) {
+            return MfaState::Active(serials.clone());
         }
         match self.other_devices.get(user) {
             Some(serials) if !serials.is_empty() => MfaState::Active(serials.clone()),
@@ -121,21 +150,21 @@ impl Inventory {
 
     /// Records a device the operator just created (unassigned).
     pub fn record_created(&mut self, serial: &str) {
-        self.virtual_devices
-            .insert(serial.to_owned(), VirtualDevice { serial: serial.to_owned(), user: None, enabled_at: None });
+        self.put_device(VirtualDevice { serial: serial.to_owned(), user: None, enabled_at: None });
     }
 
     /// Records a device the operator just enabled for `user`.
     pub fn record_enabled(&mut self, user: &str, serial: &str, now: Timestamp) {
-        self.virtual_devices.insert(
-            serial.to_owned(),
-            VirtualDevice { serial: serial.to_owned(), user: Some(user.to_owned()), enabled_at: Some(now) },
-        );
+        self.put_device(VirtualDevice {
+            serial: serial.to_owned(),
+            user: Some(user.to_owned()),
+            enabled_at: Some(now),
+        });
     }
 
     /// Records a device the operator just deleted.
     pub fn record_deleted(&mut self, serial: &str) {
-        self.virtual_devices.remove(serial);
+        self.remove_device(serial);
     }
 
     /// The unassigned virtual devices whose serial lies directly under `device_path`.
@@ -180,6 +209,29 @@ mod tests {
         assert_eq!(device_name_in_path("arn:aws:iam::123456789012:u2f/user/alice/key", path), None);
         assert_eq!(device_name_in_path("GAHT12345678", path), None);
         assert_eq!(device_serial("123456789012", path, "a+b"), "arn:aws:iam::123456789012:mfa/mfa-operator/a+b");
+    }
+
+    #[test]
+    fn the_per_user_index_follows_every_recorded_write() {
+        let now = Timestamp::UNIX_EPOCH;
+        let serial = "arn:aws:iam::123456789012:mfa/mfa-operator/x";
+        let mut inv = Inventory::from_parts(
+            now,
+            Vec::new(),
+            vec![VirtualDevice { serial: serial.into(), user: Some("alice".into()), enabled_at: Some(now) }],
+            None,
+        );
+        assert_eq!(inv.mfa_state("alice"), MfaState::Active(vec![serial.into()]));
+        // The same serial now recorded for bob: alice loses it.
+        inv.record_enabled("bob", serial, now);
+        assert_eq!(inv.mfa_state("alice"), MfaState::Unknown);
+        assert_eq!(inv.mfa_state("bob"), MfaState::Active(vec![serial.into()]));
+        inv.record_deleted(serial);
+        assert_eq!(inv.mfa_state("bob"), MfaState::Unknown);
+        assert_eq!(inv.virtual_device_count(), 0);
+        inv.record_created(serial);
+        assert_eq!(inv.mfa_state("bob"), MfaState::Unknown, "an unassigned device covers nobody");
+        assert_eq!(inv.pending_under("/mfa-operator/").count(), 1);
     }
 
     #[test]

@@ -25,169 +25,18 @@ first use); the script re-executes itself with that venv's python.
 """
 
 import argparse
-import base64
-import concurrent.futures
-import hashlib
-import hmac
-import http.client
-import http.server
 import json
 import os
-import platform
 import shutil
 import statistics
-import struct
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-import urllib.parse
-from collections import Counter
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-VENV = os.path.expanduser("~/.cache/mfa-operator-testbed/bench-venv")
-VENV_PY = os.path.join(VENV, "bin", "python")
-PINS = ["c7n==0.9.53", "awscli==1.46.3"]
-
-
-def ensure_venv():
-    if os.path.realpath(sys.prefix) == os.path.realpath(VENV):
-        return
-    if not os.path.exists(VENV_PY):
-        print(f"creating {VENV} with {' '.join(PINS)}", file=sys.stderr)
-        subprocess.run([sys.executable, "-m", "venv", VENV], check=True)
-        subprocess.run([VENV_PY, "-m", "pip", "install", "-q", *PINS], check=True)
-        subprocess.run([VENV_PY, "-m", "pip", "check"], check=True)
-    os.execv(VENV_PY, [VENV_PY, os.path.abspath(__file__), *sys.argv[1:]])
-
-
-# ---------------------------------------------------------------- counting proxy
-
-class Proxy:
-    """Reverse proxy on 127.0.0.1:0 forwarding everything to the upstream and counting
-    requests by the `Action=` of the form body (IAM and STS speak the query protocol)."""
-
-    def __init__(self, upstream):
-        u = urllib.parse.urlsplit(upstream)
-        self.host, self.port = u.hostname, u.port or 80
-        self.lock = threading.Lock()
-        self.counts = Counter()
-        proxy = self
-        local = threading.local()
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            # Without this, headers and body go out in two writes and Nagle + delayed ACK
-            # add ~40 ms to every response for clients that do not coalesce (the Rust SDK).
-            disable_nagle_algorithm = True
-
-            def log_message(self, *a):
-                pass
-
-            def _conn(self):
-                c = getattr(local, "conn", None)
-                if c is None:
-                    c = local.conn = http.client.HTTPConnection(proxy.host, proxy.port, timeout=120)
-                return c
-
-            def _any(self):
-                n = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(n) if n else b""
-                action = None
-                if body:
-                    try:
-                        q = urllib.parse.parse_qs(body.decode("utf-8", "replace"))
-                        action = q.get("Action", [None])[0]
-                    except Exception:
-                        pass
-                if action is None:
-                    q = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
-                    action = q.get("Action", [None])[0]
-                with proxy.lock:
-                    proxy.counts[action or f"(no Action: {self.command} {self.path.split('?')[0]})"] += 1
-                headers = {k: v for k, v in self.headers.items()
-                           if k.lower() not in ("connection", "keep-alive", "proxy-connection",
-                                                "transfer-encoding", "content-length")}
-                headers["Content-Length"] = str(len(body))
-                for attempt in (0, 1):
-                    c = self._conn()
-                    try:
-                        c.request(self.command, self.path, body=body, headers=headers)
-                        r = c.getresponse()
-                        data = r.read()
-                        break
-                    except (http.client.HTTPException, OSError):
-                        c.close()
-                        local.conn = None
-                        if attempt:
-                            raise
-                self.send_response(r.status)
-                for k, v in r.getheaders():
-                    if k.lower() not in ("connection", "keep-alive", "transfer-encoding",
-                                         "content-length", "server", "date"):
-                        self.send_header(k, v)
-                self.send_header("Content-Length", str(len(data)))
-                # one write for status line, headers, blank line and body
-                self._headers_buffer.extend([b"\r\n", data])
-                self.flush_headers()
-
-            do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _any
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def take(self):
-        with self.lock:
-            c, self.counts = self.counts, Counter()
-        return c
-
-
-# ---------------------------------------------------------------- seeding
-
-def totp(secret_b32, t):
-    key = base64.b32decode(secret_b32 + "=" * (-len(secret_b32) % 8))
-    h = hmac.new(key, struct.pack(">Q", int(t) // 30), hashlib.sha1).digest()
-    o = h[-1] & 0x0F
-    return "%06d" % ((struct.unpack(">I", h[o:o + 4])[0] & 0x7FFFFFFF) % 1_000_000)
-
-
-def reset_moto(moto):
-    u = urllib.parse.urlsplit(moto)
-    c = http.client.HTTPConnection(u.hostname, u.port, timeout=60)
-    c.request("POST", "/moto-api/reset", body=b"")
-    r = c.getresponse()
-    r.read()
-    if r.status != 200:
-        sys.exit(f"moto reset failed: HTTP {r.status}")
-
-
-def seed(moto, n, workers=16):
-    import boto3
-    from botocore.config import Config
-    cfg = Config(max_pool_connections=workers, retries={"max_attempts": 10, "mode": "standard"})
-    iam = boto3.client("iam", endpoint_url=moto, config=cfg)
-    names = [f"bench-user-{i:05d}" for i in range(n)]
-    without = {names[i] for i in range(n) if i % 10 == 9}  # 10% without MFA
-
-    def one(name):
-        iam.create_user(UserName=name, Path="/")
-        if name in without:
-            return
-        dev = iam.create_virtual_mfa_device(VirtualMFADeviceName=name)["VirtualMFADevice"]
-        seed_b32 = dev["Base32StringSeed"]
-        if isinstance(seed_b32, bytes):
-            seed_b32 = seed_b32.decode()
-        now = time.time()
-        iam.enable_mfa_device(UserName=name, SerialNumber=dev["SerialNumber"],
-                              AuthenticationCode1=totp(seed_b32, now - 30),
-                              AuthenticationCode2=totp(seed_b32, now))
-
-    with concurrent.futures.ThreadPoolExecutor(workers) as ex:
-        list(ex.map(one, names))
-    return set(names), without
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchlib import (VENV, RELEASE_BINARY, Proxy, binary_version, ensure_venv, fmt_calls,  # noqa: E402
+                      machine, require_testbed, reset_moto, seed)
 
 
 # ---------------------------------------------------------------- the three tools
@@ -243,28 +92,18 @@ def run_cli_loop(env):
 
 # ---------------------------------------------------------------- main
 
-def fmt_calls(c):
-    total = sum(c.values())
-    detail = ", ".join(f"{k} {v:,}" for k, v in sorted(c.items(), key=lambda kv: (-kv[1], kv[0])))
-    return f"{total:,} ({detail})"
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="500", help="comma-separated user counts (default 500)")
     ap.add_argument("--runs", type=int, default=3, help="timed runs of audit and custodian (default 3)")
     ap.add_argument("--cli-runs", type=int, default=None,
                     help="timed runs of the AWS-CLI loop (default: --runs up to 500 users, else 1)")
-    ap.add_argument("--binary", default=os.path.join(REPO, "target", "release", "mfa-operator"))
+    ap.add_argument("--binary", default=RELEASE_BINARY)
     ap.add_argument("--seed-workers", type=int, default=16)
     args = ap.parse_args()
     ensure_venv()
 
-    moto = os.environ.get("AWS_ENDPOINT_URL")
-    if not moto or not os.environ.get("MFA_TESTBED"):
-        sys.exit('run inside the test bed: eval "$(tests/testbed/testbed env)"')
-    if not os.access(args.binary, os.X_OK):
-        sys.exit(f"{args.binary} missing: cargo build --release --bin mfa-operator")
+    moto = require_testbed(args.binary)
     sizes = [int(s) for s in args.sizes.split(",") if s]
 
     proxy = Proxy(moto)
@@ -275,20 +114,8 @@ def main():
     import awscli
     import botocore
     import c7n.version
-    ver = subprocess.run([args.binary, "--version"], capture_output=True, text=True).stdout.strip()
-    cpu = "?"
-    try:
-        cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
-    except Exception:
-        pass
-    mem = "?"
-    try:
-        mem = "%.1f GiB" % (int(next(l.split()[1] for l in open("/proc/meminfo") if l.startswith("MemTotal"))) / 2**20)
-    except Exception:
-        pass
-    print(f"machine: {cpu}, {os.cpu_count()} cores, {mem}; {platform.system()} {platform.release()}; "
-          f"python {platform.python_version()}")
-    print(f"tools: {ver or 'mfa-operator'} ({args.binary}); c7n {c7n.version.version}; awscli {awscli.__version__}; "
+    print(f"machine: {machine()}")
+    print(f"tools: {binary_version(args.binary)} ({args.binary}); c7n {c7n.version.version}; awscli {awscli.__version__}; "
           f"botocore {botocore.__version__}")
     print(f"moto {moto} behind counting proxy {proxy.url}")
     print(f"command: python3 benches/side_by_side.py {' '.join(sys.argv[1:])}")

@@ -1,0 +1,460 @@
+#!/usr/bin/env python3
+"""Steady state and time to a complete status: the release `mfa-operator run` binary on the
+local test bed, with every IAM call counted at a reverse proxy in front of moto.
+
+Seeds one account (THIS RESETS THE TEST BED'S MOTO): N users (default 5,000, the AWS
+per-account maximum), 10% without MFA, user i in group bench-team-(i % G).
+
+Part 1, a new MfaEnrollment over the whole account (`pathPrefix: /`), R runs per mode: a
+fresh operator process (no inventory yet), then the time from creating the enrollment until
+its status is complete for this generation -- every user counted, Ready=True; in Enroll mode
+also a pending device and seed Secret for every user without MFA. The enrollment is deleted
+(the operator removes its pending devices) before the next run.
+
+Part 2, steady state: one fresh operator, G enrollments (default 10, one group each, mode
+Enroll, resyncInterval --resync); once all are complete, nothing changes for --window
+seconds. Per resync interval: IAM calls at the proxy, operator CPU seconds (utime + stime
+from /proc) and resident memory; peak RSS (VmHWM) over the whole process life. Then a new
+enrollment over the whole account is timed once more, this time with the account's
+inventory already warm.
+
+Usage (needs the test bed; run it alone, not while tests/run runs):
+  tests/testbed/testbed up && eval "$(tests/testbed/testbed env)"
+  cargo build --release --bin mfa-operator
+  python3 benches/steady_state.py [--users 5000] [--groups 10] [--runs 3] [--resync 60] [--window 600]
+"""
+
+import argparse
+import http.client
+import json
+import os
+import secrets
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+from collections import Counter
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchlib import (REPO, RELEASE_BINARY, Proxy, binary_version, fmt_calls, group_name,  # noqa: E402
+                      machine, min_med_max, require_testbed, reset_moto, run_with, seed)
+
+GROUP = "iam.mfa-operator.dev"
+VERSION = "v1alpha1"
+PLURAL = "mfaenrollments"
+DEVICE_PATH = "/mfa-operator-bench/"
+WRITE_ACTIONS = ("CreateVirtualMFADevice", "DeleteVirtualMFADevice", "EnableMFADevice", "DeactivateMFADevice",
+                 "TagMFADevice", "UntagMFADevice")
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------- Kubernetes (direct HTTPS)
+
+class Kube:
+    """Just enough of a Kubernetes client: the test bed's admin token over HTTPS."""
+
+    def __init__(self):
+        u = urllib.parse.urlsplit(os.environ["MFA_TESTBED_APISERVER"])
+        self.host, self.port = u.hostname, u.port
+        self.ctx = ssl.create_default_context(cafile=os.environ["MFA_TESTBED_CA"])
+        self.headers = {"Authorization": f"Bearer {os.environ['MFA_TESTBED_ADMIN_TOKEN']}",
+                        "Accept": "application/json"}
+
+    def conn(self, timeout=60):
+        return http.client.HTTPSConnection(self.host, self.port, context=self.ctx, timeout=timeout)
+
+    def call(self, method, path, body=None, content_type="application/json", ok=(200, 201, 202)):
+        c = self.conn()
+        headers = dict(self.headers)
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers["Content-Type"] = content_type
+        c.request(method, path, body=data, headers=headers)
+        r = c.getresponse()
+        raw = r.read()
+        c.close()
+        if r.status == 404 and 404 in ok:
+            return None
+        if r.status not in ok:
+            raise RuntimeError(f"{method} {path}: HTTP {r.status}: {raw[:500]!r}")
+        return json.loads(raw) if raw else None
+
+    def apply_crd(self):
+        path = os.path.join(REPO, "crds", "mfaenrollments.iam.mfa-operator.dev.yaml")
+        subprocess.run([os.environ.get("MFA_TESTBED_KUBECTL", "kubectl"), "apply", "--server-side",
+                        "--field-manager", "mfa-bench", "-f", path], check=True, capture_output=True)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            crd = self.call("GET", f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{PLURAL}.{GROUP}")
+            if any(c["type"] == "Established" and c["status"] == "True" for c in crd.get("status", {}).get("conditions", [])):
+                return
+            time.sleep(0.2)
+        sys.exit("the MfaEnrollment CRD was not Established within 60 s")
+
+    def create_namespace(self, name):
+        self.call("POST", "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+
+    def delete_namespace(self, name):
+        self.call("DELETE", f"/api/v1/namespaces/{name}", ok=(200, 202, 404))
+
+    def enrollments(self, ns):
+        return f"/apis/{GROUP}/{VERSION}/namespaces/{ns}/{PLURAL}"
+
+    def create_enrollment(self, ns, name, spec):
+        self.call("POST", self.enrollments(ns),
+                  {"apiVersion": f"{GROUP}/{VERSION}", "kind": "MfaEnrollment", "metadata": {"name": name}, "spec": spec})
+
+    def delete_enrollment(self, ns, name, timeout):
+        """Deletes and waits (bounded) until the operator's finalizer let it go."""
+        self.call("DELETE", f"{self.enrollments(ns)}/{name}", ok=(200, 202, 404))
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.call("GET", f"{self.enrollments(ns)}/{name}", ok=(200, 404)) is None:
+                return
+            time.sleep(0.5)
+        sys.exit(f"enrollment {ns}/{name} still exists {timeout} s after its deletion")
+
+
+class Watch:
+    """A watch on the MfaEnrollments of one namespace, keeping the latest object per name and
+    noting when each event arrived (the moment the benchmark counts as "seen")."""
+
+    def __init__(self, kube, ns):
+        self.latest, self.cond, self.error = {}, threading.Condition(), None
+        listing = kube.call("GET", kube.enrollments(ns))
+        for item in listing["items"]:
+            self.latest[item["metadata"]["name"]] = item
+        rv = listing["metadata"]["resourceVersion"]
+        self.conn = kube.conn(timeout=3600)
+        self.conn.request("GET", f"{kube.enrollments(ns)}?watch=1&resourceVersion={rv}&allowWatchBookmarks=false",
+                          headers=kube.headers)
+        self.resp = self.conn.getresponse()
+        if self.resp.status != 200:
+            raise RuntimeError(f"watch failed: HTTP {self.resp.status}")
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        try:
+            for line in self.resp:
+                event = json.loads(line)
+                obj = event["object"]
+                with self.cond:
+                    if event["type"] == "DELETED":
+                        self.latest.pop(obj["metadata"]["name"], None)
+                    elif event["type"] in ("ADDED", "MODIFIED"):
+                        self.latest[obj["metadata"]["name"]] = obj
+                    self.cond.notify_all()
+        except Exception as e:  # the watch is closed at the end of a part
+            with self.cond:
+                self.error = e
+                self.cond.notify_all()
+
+    def wait(self, predicate, timeout, what):
+        """Blocks until predicate(latest objects by name) holds; returns the monotonic time
+        at which the event that made it hold arrived."""
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while not predicate(self.latest):
+                left = deadline - time.monotonic()
+                if left <= 0 or self.error:
+                    sys.exit(f"timed out after {timeout} s waiting for {what}; last statuses:\n"
+                             + "\n".join(f"  {n}: {describe(o)}" for n, o in sorted(self.latest.items())))
+                self.cond.wait(min(left, 1.0))
+            return time.monotonic()
+
+    def close(self):
+        try:
+            self.conn.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.conn.close()
+
+
+def describe(obj):
+    st = obj.get("status") or {}
+    conds = {c["type"]: f"{c['status']}/{c.get('reason')}" for c in st.get("conditions", [])}
+    return (f"generation {obj['metadata'].get('generation')} observed {st.get('observedGeneration')} "
+            f"summary {st.get('summary')} conditions {conds}")
+
+
+def complete(obj, selected, pending, compliant):
+    """Status of this generation with every selected user counted and Ready=True."""
+    st = (obj or {}).get("status") or {}
+    s = st.get("summary") or {}
+    ready = any(c["type"] == "Ready" and c["status"] == "True" for c in st.get("conditions", []))
+    return (ready and st.get("observedGeneration") == obj["metadata"]["generation"]
+            and s.get("selected") == selected and s.get("compliant") == compliant
+            and s.get("pending", 0) == pending and s.get("missing", 0) == (0 if pending else selected - compliant))
+
+
+# ---------------------------------------------------------------- the operator process
+
+class Operator:
+    def __init__(self, binary, env, ns, logdir):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.logfile = open(os.path.join(logdir, f"operator-{ns}-{int(time.time() * 1000)}.log"), "w")
+        self.proc = subprocess.Popen(
+            [binary, "run", "--namespace", ns, "--metrics-address", f"127.0.0.1:{self.port}",
+             "--log-format", "json", "--log", "info"],
+            env=env, stdout=self.logfile, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        while self.get("/readyz")[0] != 200:
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                sys.exit(f"the operator did not become ready (exit {self.proc.poll()}); log {self.logfile.name}")
+            time.sleep(0.1)
+
+    def get(self, path):
+        try:
+            c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+            c.request("GET", path)
+            r = c.getresponse()
+            return r.status, r.read().decode()
+        except OSError:
+            return 0, ""
+
+    def metric(self, name):
+        """Sum of every sample of one metric (over all label sets)."""
+        total = 0.0
+        for line in self.get("/metrics")[1].splitlines():
+            if line.startswith(name + "{") or line.startswith(name + " "):
+                total += float(line.rsplit(" ", 1)[1])
+        return total
+
+    def cpu_seconds(self):
+        fields = open(f"/proc/{self.proc.pid}/stat").read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime
+
+    def memory_kib(self):
+        """(VmRSS, VmHWM) in KiB."""
+        vals = {}
+        for line in open(f"/proc/{self.proc.pid}/status"):
+            key, _, rest = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                vals[key] = int(rest.split()[0])
+        return vals["VmRSS"], vals["VmHWM"]
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            sys.exit("the operator did not stop within 30 s of SIGTERM")
+        self.logfile.close()
+        if self.proc.returncode != 0:
+            sys.exit(f"the operator exited {self.proc.returncode}; log {self.logfile.name}")
+
+
+# ---------------------------------------------------------------- part 1
+
+def whole_account(mode):
+    return {"mode": mode, "users": {"pathPrefix": "/"}, "device": {"path": DEVICE_PATH}}
+
+
+def new_enrollment(kube, proxy, binary, env, logdir, mode, users, without, timeout):
+    """One cold run: fresh namespace and operator, create, wait for a complete status."""
+    ns = f"bench-new-{secrets.token_hex(3)}"
+    kube.create_namespace(ns)
+    op = Operator(binary, env, ns, logdir)
+    watch = Watch(kube, ns)
+    pending = len(without) if mode == "Enroll" else 0
+    proxy.take()
+    t0 = time.monotonic()
+    kube.create_enrollment(ns, "whole-account", whole_account(mode))
+    seen = watch.wait(lambda objs: complete(objs.get("whole-account"), users, pending, users - len(without)),
+                      timeout, f"{mode} enrollment over {users} users")
+    calls = proxy.take()
+    _, hwm = op.memory_kib()
+    watch.close()
+    kube.delete_enrollment(ns, "whole-account", timeout)
+    leftovers = proxy.take()
+    op.stop()
+    kube.delete_namespace(ns)
+    if mode == "Enroll" and leftovers.get("DeleteVirtualMFADevice", 0) != len(without):
+        sys.exit(f"cleanup deleted {leftovers.get('DeleteVirtualMFADevice', 0)} pending devices, "
+                 f"expected {len(without)}")
+    return seen - t0, calls, hwm
+
+
+# ---------------------------------------------------------------- part 2
+
+def steady(kube, proxy, binary, env, logdir, args, users, without):
+    ns = f"bench-steady-{secrets.token_hex(3)}"
+    kube.create_namespace(ns)
+    op = Operator(binary, env, ns, logdir)
+    watch = Watch(kube, ns)
+    per_group = {g: sum(1 for i in range(users) if i % args.groups == g) for g in range(args.groups)}
+    without_per_group = {g: sum(1 for i in range(users) if i % args.groups == g and i % 10 == 9)
+                         for g in range(args.groups)}
+    names = [f"team-{g:02d}" for g in range(args.groups)]
+    proxy.take()
+    t0 = time.monotonic()
+    for g, name in enumerate(names):
+        kube.create_enrollment(ns, name, {"mode": "Enroll", "users": {"groups": [group_name(g)]},
+                                          "device": {"path": DEVICE_PATH}, "resyncInterval": f"{args.resync}s"})
+
+    def all_complete(objs):
+        return all(complete(objs.get(n), per_group[g], without_per_group[g], per_group[g] - without_per_group[g])
+                   for g, n in enumerate(names))
+    converged = watch.wait(all_complete, args.timeout, f"{args.groups} enrollments to complete") - t0
+    converge_calls = proxy.take()
+    log(f"steady: {args.groups} enrollments complete in {converged:.2f} s; observing {args.window} s")
+
+    # Nothing changes from here on: observe per resync interval.
+    slices = []
+    reconciles0 = op.metric("mfa_operator_reconcile_duration_seconds_count")
+    cpu0, t_start = op.cpu_seconds(), time.monotonic()
+    total_calls = Counter()
+    rss_samples = []
+    end = t_start + args.window
+    next_cut = t_start + args.resync
+    cpu_prev = cpu0
+    while time.monotonic() < end:
+        time.sleep(min(5.0, max(0.0, next_cut - time.monotonic())))
+        rss_samples.append(op.memory_kib()[0])
+        if time.monotonic() >= next_cut:
+            calls = proxy.take()
+            total_calls.update(calls)
+            cpu = op.cpu_seconds()
+            slices.append((sum(calls.values()), cpu - cpu_prev, calls))
+            cpu_prev = cpu
+            next_cut += args.resync
+    observed = time.monotonic() - t_start
+    cpu_total = op.cpu_seconds() - cpu0
+    reconciles = op.metric("mfa_operator_reconcile_duration_seconds_count") - reconciles0
+    errors = op.metric("mfa_operator_reconcile_errors_total")
+    rss_now, hwm = op.memory_kib()
+    with watch.cond:
+        still_complete = all_complete(watch.latest)
+
+    # A new enrollment over the whole account while the inventory is warm.
+    proxy.take()
+    t1 = time.monotonic()
+    kube.create_enrollment(ns, "whole-account", whole_account("Report"))
+    warm = watch.wait(lambda objs: complete(objs.get("whole-account"), users, 0, users - len(without)),
+                      args.timeout, "the warm whole-account enrollment") - t1
+    warm_calls = proxy.take()
+    watch.close()
+
+    for name in ["whole-account", *names]:
+        kube.delete_enrollment(ns, name, args.timeout)
+    proxy.take()
+    op.stop()
+    kube.delete_namespace(ns)
+    return dict(converged=converged, converge_calls=converge_calls, slices=slices, observed=observed,
+                cpu_total=cpu_total, reconciles=reconciles, errors=errors, rss_samples=rss_samples,
+                rss_now=rss_now, hwm=hwm, total_calls=total_calls, still_complete=still_complete,
+                warm=warm, warm_calls=warm_calls)
+
+
+# ---------------------------------------------------------------- main
+
+def mib(kib):
+    return kib / 1024
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--users", type=int, default=5000, help="IAM users in the account (default 5000)")
+    ap.add_argument("--groups", type=int, default=10, help="groups = enrollments in part 2 (default 10)")
+    ap.add_argument("--runs", type=int, default=3, help="runs per mode in part 1 (default 3)")
+    ap.add_argument("--resync", type=int, default=60, help="resyncInterval of part 2, seconds (default 60)")
+    ap.add_argument("--window", type=int, default=600, help="seconds of steady state observed (default 600)")
+    ap.add_argument("--timeout", type=int, default=600, help="bound for every wait, seconds (default 600)")
+    ap.add_argument("--skip-new", action="store_true", help="skip part 1")
+    ap.add_argument("--binary", default=RELEASE_BINARY)
+    args = ap.parse_args()
+    if args.resync < 10 or args.window < args.resync:
+        sys.exit("--resync must be at least 10 (the CRD's minimum) and --window at least --resync")
+    moto = require_testbed(args.binary)
+    run_with(os.environ["MFA_TESTBED_PYTHON"])  # the test bed's moto venv has boto3
+
+    proxy = Proxy(moto)
+    env = dict(os.environ, AWS_ENDPOINT_URL=proxy.url)
+    env.pop("RUST_LOG", None)
+    logdir = tempfile.mkdtemp(prefix="mfa-steady-state-")
+    kube = Kube()
+    kube.apply_crd()
+
+    print(f"machine: {machine()}")
+    print(f"operator: {binary_version(args.binary)} ({args.binary}), `run --namespace NS`, release build")
+    print(f"moto {moto} behind counting proxy {proxy.url}; operator logs in {logdir}")
+    print(f"command: python3 benches/steady_state.py {' '.join(sys.argv[1:])}")
+    print("NOTE: resets moto (POST /moto-api/reset) -- the test bed's IAM state is wiped.\n")
+
+    reset_moto(moto)
+    t = time.monotonic()
+    _, without = seed(moto, args.users, groups=args.groups)
+    users = args.users
+    print(f"Seeded {users:,} users ({len(without):,} without MFA) in {args.groups} groups "
+          f"in {time.monotonic() - t:.1f} s.\n")
+
+    if not args.skip_new:
+        print(f"### A new MfaEnrollment over all {users:,} users until its status is complete\n")
+        print("Fresh operator process per run (no inventory yet); timed from the create request until the watch "
+              "delivers a status of this generation with every user counted and Ready=True (Enroll: every user "
+              "without MFA Pending with a device and seed Secret).\n")
+        print("| mode | runs | min | median | max | IAM calls per run (at the proxy) | peak RSS |")
+        print("| --- | ---: | ---: | ---: | ---: | --- | ---: |")
+        for mode in ("Report", "Enroll"):
+            times, calls, hwms = [], [], []
+            for r in range(args.runs):
+                log(f"new enrollment: {mode} run {r + 1}/{args.runs}")
+                secs, c, hwm = new_enrollment(kube, proxy, args.binary, env, logdir, mode, users, without, args.timeout)
+                times.append(secs)
+                calls.append(c)
+                hwms.append(hwm)
+            varied = "" if all(c == calls[0] for c in calls) else f" (runs varied: {[sum(c.values()) for c in calls]})"
+            print(f"| {mode} | {args.runs} | {min_med_max(times, '{:.2f} s')} | {fmt_calls(calls[0])}{varied} | "
+                  f"{mib(max(hwms)):.1f} MiB |")
+        print()
+
+    log("steady state")
+    s = steady(kube, proxy, args.binary, env, logdir, args, users, without)
+    n = len(s["slices"])
+    per_hour = 3600 / s["observed"]
+    refreshes = s["total_calls"].get("GetAccountAuthorizationDetails", 0)
+    writes = {a: s["total_calls"][a] for a in WRITE_ACTIONS if s["total_calls"].get(a)}
+    print(f"### Steady state: {users:,} users in {args.groups} MfaEnrollments (Enroll, resyncInterval "
+          f"{args.resync}s), nothing changing\n")
+    print(f"All {args.groups} enrollments complete {s['converged']:.2f} s after they were created "
+          f"(IAM calls until then: {fmt_calls(s['converge_calls'])}). Then {s['observed']:.0f} s observed, "
+          f"in {n} slices of one resync interval:\n")
+    print("| per resync interval | min | median | max |")
+    print("| --- | ---: | ---: | ---: |")
+    print(f"| IAM calls (at the proxy) | {min_med_max([x[0] for x in s['slices']], '{:,}')} |")
+    print(f"| operator CPU (user + system) | {min_med_max([x[1] for x in s['slices']], '{:.2f} s')} |")
+    print(f"| operator RSS (sampled every 5 s) | {min_med_max([mib(k) for k in s['rss_samples']], '{:.1f} MiB')} |")
+    print()
+    print(f"- IAM calls in the window: {fmt_calls(s['total_calls'])}; **{sum(s['total_calls'].values()) * per_hour:,.0f} "
+          f"per hour** at resyncInterval {args.resync}s.")
+    print(f"- Inventory refreshes (GetAccountAuthorizationDetails sweeps): {refreshes} in {s['observed']:.0f} s, "
+          f"{refreshes * per_hour:.0f} per hour for {args.groups} enrollments (one per resync interval would be "
+          f"{3600 / args.resync:.0f}).")
+    print(f"- Writes to IAM in the window: {writes or 'none'}; reconciles: {s['reconciles']:.0f} "
+          f"({s['reconciles'] * per_hour:,.0f} per hour); reconcile errors since start: {s['errors']:.0f}.")
+    print(f"- Operator CPU: {s['cpu_total']:.2f} s in {s['observed']:.0f} s "
+          f"({100 * s['cpu_total'] / s['observed']:.2f}% of one core).")
+    print(f"- Operator memory: RSS {mib(s['rss_now']):.1f} MiB at the end; **peak RSS (VmHWM, whole life incl. "
+          f"convergence) {mib(s['hwm']):.1f} MiB**.")
+    print(f"- A new Report enrollment over all {users:,} users while the inventory is warm: complete in "
+          f"{s['warm']:.2f} s with {fmt_calls(s['warm_calls'])} IAM calls.")
+    if not s["still_complete"] or writes:
+        sys.exit("FAILED: something changed during the steady-state window")
+
+
+if __name__ == "__main__":
+    main()

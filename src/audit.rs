@@ -552,14 +552,14 @@ pub async fn run(args: AuditArgs) -> Exit {
 mod tests {
     use super::*;
 
-    use std::future::{Future, ready};
     use std::sync::Mutex;
 
     use clap::Parser;
     use kube::CustomResourceExt;
     use serde_json::json;
 
-    use crate::aws::{DeviceTags, IamUser, MfaDevice, NewDevice, VirtualDevice};
+    use crate::aws::fake::ReadOnlyAccount;
+    use crate::aws::{IamUser, MfaDevice, VirtualDevice};
     use crate::crd::MfaEnrollment;
 
     #[derive(Parser, Debug)]
@@ -754,8 +754,8 @@ mod tests {
 
     /// An account: alice has a virtual device, bob a hardware key (only `ListMFADevices`
     /// knows), carol and dave nothing; erin has a pending (unassigned) device.
-    fn account() -> FakeIam {
-        FakeIam {
+    fn account() -> ReadOnlyAccount {
+        ReadOnlyAccount {
             users: vec![
                 user("alice", "/engineering/"),
                 user("bob", "/engineering/"),
@@ -783,7 +783,7 @@ mod tests {
         }
     }
 
-    fn inventory_and_selection(iam: &FakeIam, selector: &UserSelector) -> (Inventory, Selection) {
+    fn inventory_and_selection(iam: &ReadOnlyAccount, selector: &UserSelector) -> (Inventory, Selection) {
         let inventory = Inventory::from_parts(Timestamp::UNIX_EPOCH, iam.users.clone(), iam.devices.clone(), None);
         let selection = select(selector, &inventory.users, None);
         (inventory, selection)
@@ -1002,7 +1002,7 @@ root account MFA: NOT enabled
 
     #[tokio::test]
     async fn iam_errors_exit_3_and_access_denied_names_the_action() {
-        let iam = FakeIam { deny: Some("ListVirtualMFADevices"), ..account() };
+        let iam = ReadOnlyAccount { deny: Some("ListVirtualMFADevices"), ..account() };
         let selector = UserSelector { path_prefix: Some("/".into()), ..UserSelector::default() };
         let err = audit(&iam, &selector, Timestamp::UNIX_EPOCH).await.expect_err("denied");
         assert_eq!(err.exit(), Exit::AwsError);
@@ -1013,94 +1013,5 @@ root account MFA: NOT enabled
         let throttled = AuditError::Iam(IamError::Throttled { operation: "ListGroups" });
         assert_eq!(throttled.explain(), "AWS IAM ListGroups: throttled by IAM");
         assert_eq!(throttled.exit(), Exit::AwsError);
-    }
-
-    /// An account in memory that records each call.
-    struct FakeIam {
-        users: Vec<IamUser>,
-        devices: Vec<VirtualDevice>,
-        listed: BTreeMap<String, Vec<MfaDevice>>,
-        groups: BTreeSet<String>,
-        console: BTreeSet<String>,
-        root_mfa: bool,
-        calls: Mutex<Vec<String>>,
-        deny: Option<&'static str>,
-    }
-
-    impl FakeIam {
-        fn calls(&self) -> Vec<String> {
-            self.calls.lock().expect("calls lock").clone()
-        }
-
-        fn answer<T>(
-            &self,
-            call: String,
-            operation: &'static str,
-            value: T,
-        ) -> impl Future<Output = Result<T, IamError>> + Send
-        where
-            T: Send,
-        {
-            self.calls.lock().expect("calls lock").push(call);
-            if self.deny == Some(operation) {
-                let message = "not authorized to perform this action".to_owned();
-                return ready(Err(IamError::AccessDenied { operation, message }));
-            }
-            ready(Ok(value))
-        }
-    }
-
-    fn never(operation: &'static str) -> IamError {
-        IamError::Transport { operation, message: "an audit never writes".into() }
-    }
-
-    impl IamApi for FakeIam {
-        fn list_users(&self) -> impl Future<Output = Result<Vec<IamUser>, IamError>> + Send {
-            self.answer("ListUsers".into(), "GetAccountAuthorizationDetails", self.users.clone())
-        }
-
-        fn list_virtual_mfa_devices(&self) -> impl Future<Output = Result<Vec<VirtualDevice>, IamError>> + Send {
-            self.answer("ListVirtualMFADevices".into(), "ListVirtualMFADevices", self.devices.clone())
-        }
-
-        fn list_groups(&self) -> impl Future<Output = Result<BTreeSet<String>, IamError>> + Send {
-            self.answer("ListGroups".into(), "ListGroups", self.groups.clone())
-        }
-
-        fn list_mfa_devices(&self, user: &str) -> impl Future<Output = Result<Vec<MfaDevice>, IamError>> + Send {
-            let devices = self.listed.get(user).cloned().unwrap_or_default();
-            self.answer(format!("ListMFADevices {user}"), "ListMFADevices", devices)
-        }
-
-        fn console_users(&self) -> impl Future<Output = Result<BTreeSet<String>, IamError>> + Send {
-            self.answer("CredentialReport".into(), "GetCredentialReport", self.console.clone())
-        }
-
-        fn root_account_mfa_enabled(&self) -> impl Future<Output = Result<bool, IamError>> + Send {
-            self.answer("GetAccountSummary".into(), "GetAccountSummary", self.root_mfa)
-        }
-
-        fn create_virtual_mfa_device(
-            &self,
-            _path: &str,
-            _name: &str,
-            _tags: &DeviceTags,
-        ) -> impl Future<Output = Result<NewDevice, IamError>> + Send {
-            ready(Err(never("CreateVirtualMFADevice")))
-        }
-
-        fn delete_virtual_mfa_device(&self, _serial: &str) -> impl Future<Output = Result<(), IamError>> + Send {
-            ready(Err(never("DeleteVirtualMFADevice")))
-        }
-
-        fn enable_mfa_device(
-            &self,
-            _user: &str,
-            _serial: &str,
-            _code1: &str,
-            _code2: &str,
-        ) -> impl Future<Output = Result<(), IamError>> + Send {
-            ready(Err(never("EnableMFADevice")))
-        }
     }
 }

@@ -6,6 +6,8 @@
 
 mod calls;
 mod error;
+#[cfg(test)]
+pub mod fake;
 mod sdk;
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -7,12 +7,12 @@
 //! user unresolved on purpose.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::future::{Future, ready};
 
 use jiff::{SignedDuration, Timestamp};
 
 use super::*;
-use crate::aws::{DeviceTags, IamApi, IamError, IamUser, MfaDevice, NewDevice, Seed, VirtualDevice};
+use crate::aws::fake::ReadOnlyAccount;
+use crate::aws::{IamUser, MfaDevice, Seed, VirtualDevice};
 use crate::crd::{DeviceSpec, UserSelector};
 use crate::totp::{CodeRejection, MAX_AGE_STEPS, MAX_AHEAD_STEPS, WhichCode, code_at, step_of};
 
@@ -127,63 +127,6 @@ fn codes_not_in_window() -> (String, String) {
 }
 
 /// `ListMFADevices` answers for `Inventory::resolve`; nothing else is ever called.
-struct FakeIam {
-    listed: BTreeMap<String, Vec<MfaDevice>>,
-}
-
-fn unused(operation: &'static str) -> IamError {
-    IamError::Transport { operation, message: "not used by the planner tests".into() }
-}
-
-impl IamApi for FakeIam {
-    fn list_users(&self) -> impl Future<Output = Result<Vec<IamUser>, IamError>> + Send {
-        ready(Err(unused("ListUsers")))
-    }
-
-    fn list_virtual_mfa_devices(&self) -> impl Future<Output = Result<Vec<VirtualDevice>, IamError>> + Send {
-        ready(Err(unused("ListVirtualMFADevices")))
-    }
-
-    fn list_groups(&self) -> impl Future<Output = Result<BTreeSet<String>, IamError>> + Send {
-        ready(Err(unused("ListGroups")))
-    }
-
-    fn list_mfa_devices(&self, user: &str) -> impl Future<Output = Result<Vec<MfaDevice>, IamError>> + Send {
-        ready(Ok(self.listed.get(user).cloned().unwrap_or_default()))
-    }
-
-    fn console_users(&self) -> impl Future<Output = Result<BTreeSet<String>, IamError>> + Send {
-        ready(Err(unused("GetCredentialReport")))
-    }
-
-    fn root_account_mfa_enabled(&self) -> impl Future<Output = Result<bool, IamError>> + Send {
-        ready(Err(unused("GetAccountSummary")))
-    }
-
-    fn create_virtual_mfa_device(
-        &self,
-        _path: &str,
-        _name: &str,
-        _tags: &DeviceTags,
-    ) -> impl Future<Output = Result<NewDevice, IamError>> + Send {
-        ready(Err(unused("CreateVirtualMFADevice")))
-    }
-
-    fn delete_virtual_mfa_device(&self, _serial: &str) -> impl Future<Output = Result<(), IamError>> + Send {
-        ready(Err(unused("DeleteVirtualMFADevice")))
-    }
-
-    fn enable_mfa_device(
-        &self,
-        _user: &str,
-        _serial: &str,
-        _code1: &str,
-        _code2: &str,
-    ) -> impl Future<Output = Result<(), IamError>> + Send {
-        ready(Err(unused("EnableMFADevice")))
-    }
-}
-
 /// One account, one enrollment's view of it, and its peers' claims and ownership.
 #[derive(Clone)]
 struct World {
@@ -293,7 +236,7 @@ impl World {
         let mut inventory = Inventory::from_parts(NOW, users, self.devices.clone(), None);
         let to_resolve =
             inventory.unresolved(&self.selection.users).into_iter().filter(|u| !self.unresolved.contains(u)).collect();
-        let iam = FakeIam { listed: self.listed.clone() };
+        let iam = ReadOnlyAccount { listed: self.listed.clone(), ..ReadOnlyAccount::default() };
         futures::executor::block_on(inventory.resolve(&iam, to_resolve)).expect("the fake ListMFADevices never fails");
         inventory
     }

@@ -1,0 +1,100 @@
+//! A read-only account in memory for unit tests of code that reads IAM through
+//! [`IamApi`] (the audit, the inventory's resolve step): it answers from its fields,
+//! records every call, can refuse one operation with AccessDenied, and refuses every
+//! write (nothing that reads may write).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::{Future, ready};
+use std::sync::Mutex;
+
+use super::{DeviceTags, IamApi, IamError, IamUser, MfaDevice, NewDevice, VirtualDevice};
+
+#[derive(Debug, Default)]
+pub struct ReadOnlyAccount {
+    pub users: Vec<IamUser>,
+    pub devices: Vec<VirtualDevice>,
+    /// What `ListMFADevices` answers per user (empty when absent).
+    pub listed: BTreeMap<String, Vec<MfaDevice>>,
+    pub groups: BTreeSet<String>,
+    /// Users with a console password (the credential report).
+    pub console: BTreeSet<String>,
+    pub root_mfa: bool,
+    /// Every call in order: the operation, with the user name for `ListMFADevices`.
+    pub calls: Mutex<Vec<String>>,
+    /// The IAM operation to refuse with AccessDenied.
+    pub deny: Option<&'static str>,
+}
+
+impl ReadOnlyAccount {
+    pub fn calls(&self) -> Vec<String> {
+        self.calls.lock().expect("calls lock").clone()
+    }
+
+    fn answer<T: Send>(
+        &self,
+        call: String,
+        operation: &'static str,
+        value: T,
+    ) -> impl Future<Output = Result<T, IamError>> + Send {
+        self.calls.lock().expect("calls lock").push(call);
+        if self.deny == Some(operation) {
+            let message = "not authorized to perform this action".to_owned();
+            return ready(Err(IamError::AccessDenied { operation, message }));
+        }
+        ready(Ok(value))
+    }
+}
+
+fn refused(operation: &'static str) -> IamError {
+    IamError::Transport { operation, message: "a read-only fake account refuses writes".into() }
+}
+
+impl IamApi for ReadOnlyAccount {
+    fn list_users(&self) -> impl Future<Output = Result<Vec<IamUser>, IamError>> + Send {
+        self.answer("ListUsers".into(), "GetAccountAuthorizationDetails", self.users.clone())
+    }
+
+    fn list_virtual_mfa_devices(&self) -> impl Future<Output = Result<Vec<VirtualDevice>, IamError>> + Send {
+        self.answer("ListVirtualMFADevices".into(), "ListVirtualMFADevices", self.devices.clone())
+    }
+
+    fn list_groups(&self) -> impl Future<Output = Result<BTreeSet<String>, IamError>> + Send {
+        self.answer("ListGroups".into(), "ListGroups", self.groups.clone())
+    }
+
+    fn list_mfa_devices(&self, user: &str) -> impl Future<Output = Result<Vec<MfaDevice>, IamError>> + Send {
+        let devices = self.listed.get(user).cloned().unwrap_or_default();
+        self.answer(format!("ListMFADevices {user}"), "ListMFADevices", devices)
+    }
+
+    fn console_users(&self) -> impl Future<Output = Result<BTreeSet<String>, IamError>> + Send {
+        self.answer("CredentialReport".into(), "GetCredentialReport", self.console.clone())
+    }
+
+    fn root_account_mfa_enabled(&self) -> impl Future<Output = Result<bool, IamError>> + Send {
+        self.answer("GetAccountSummary".into(), "GetAccountSummary", self.root_mfa)
+    }
+
+    fn create_virtual_mfa_device(
+        &self,
+        _path: &str,
+        _name: &str,
+        _tags: &DeviceTags,
+    ) -> impl Future<Output = Result<NewDevice, IamError>> + Send {
+        ready(Err(refused("CreateVirtualMFADevice")))
+    }
+
+    fn delete_virtual_mfa_device(&self, _serial: &str) -> impl Future<Output = Result<(), IamError>> + Send {
+        ready(Err(refused("DeleteVirtualMFADevice")))
+    }
+
+    fn enable_mfa_device(
+        &self,
+        _user: &str,
+        _serial: &str,
+        _code1: &str,
+        _code2: &str,
+    ) -> impl Future<Output = Result<(), IamError>> + Send {
+        ready(Err(refused("EnableMFADevice")))
+    }
+}

@@ -174,15 +174,10 @@ async fn operator_recovers_from_apiserver_restarts_and_misses_no_code() {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
 
     let operator = Operator::start(&ns);
-    let object = serde_json::json!({
-        "apiVersion": "iam.mfa-operator.dev/v1alpha1", "kind": "MfaEnrollment",
-        "metadata": { "name": "restart" },
-        "spec": { "mode": "Enroll", "device": { "path": format!("/{tag}/") }, "users": { "names": [&a, &b, &c] } },
+    let spec = serde_json::json!({
+        "mode": "Enroll", "device": { "path": format!("/{tag}/") }, "users": { "names": [&a, &b, &c] },
     });
-    enrollments
-        .patch("restart", &PatchParams::apply(common::TEST_MANAGER).force(), &Patch::Apply(&object))
-        .await
-        .expect("apply enrollment");
+    common::apply_enrollment(&enrollments, "restart", spec).await;
     wait_states(&enrollments, &[&a, &b, &c], UserState::Pending, common::WAIT * 2).await;
     let pending = enrollments.get("restart").await.expect("get enrollment");
     let mut seeds = std::collections::HashMap::new();

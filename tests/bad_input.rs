@@ -816,14 +816,7 @@ struct Bed {
 
 impl Bed {
     async fn apply(&self, name: &str, spec: Value) {
-        let object = json!({
-            "apiVersion": "iam.mfa-operator.dev/v1alpha1", "kind": "MfaEnrollment",
-            "metadata": { "name": name }, "spec": spec,
-        });
-        self.enrollments
-            .patch(name, &PatchParams::apply(common::TEST_MANAGER).force(), &Patch::Apply(&object))
-            .await
-            .unwrap_or_else(|e| panic!("apply enrollment {name}: {e}"));
+        common::apply_enrollment(&self.enrollments, name, spec).await;
     }
 
     async fn wait(&self, name: &str, what: &str, check: impl Fn(&MfaEnrollment) -> bool) -> MfaEnrollment {

@@ -62,19 +62,12 @@ impl Bed {
     }
 
     async fn apply_enrollment(&self) {
-        let object = serde_json::json!({
-            "apiVersion": "iam.mfa-operator.dev/v1alpha1", "kind": "MfaEnrollment",
-            "metadata": { "name": ENROLLMENT },
-            "spec": {
-                "mode": "Enroll",
-                "users": { "pathPrefix": format!("/{}/", self.tag) },
-                "device": { "path": self.device_path },
-            },
+        let spec = serde_json::json!({
+            "mode": "Enroll",
+            "users": { "pathPrefix": format!("/{}/", self.tag) },
+            "device": { "path": self.device_path },
         });
-        self.enrollments
-            .patch(ENROLLMENT, &PatchParams::apply(common::TEST_MANAGER).force(), &Patch::Apply(&object))
-            .await
-            .unwrap_or_else(|e| panic!("apply enrollment: {e}"));
+        common::apply_enrollment(&self.enrollments, ENROLLMENT, spec).await;
     }
 
     fn start(&self, failpoint: Option<&str>) -> Operator {

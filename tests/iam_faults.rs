@@ -77,15 +77,8 @@ impl Bed {
     }
 
     async fn apply(&self, name: &str) {
-        let object = serde_json::json!({
-            "apiVersion": "iam.mfa-operator.dev/v1alpha1", "kind": "MfaEnrollment",
-            "metadata": { "name": name },
-            "spec": { "mode": "Enroll", "users": { "pathPrefix": self.path }, "device": { "path": self.path } },
-        });
-        self.enrollments
-            .patch(name, &PatchParams::apply(common::TEST_MANAGER).force(), &Patch::Apply(&object))
-            .await
-            .unwrap_or_else(|e| panic!("apply {name}: {e}"));
+        let spec = serde_json::json!({ "mode": "Enroll", "users": { "pathPrefix": self.path }, "device": { "path": self.path } });
+        common::apply_enrollment(&self.enrollments, name, spec).await;
     }
 
     async fn wait(&self, name: &str, what: &str, check: impl Fn(&MfaEnrollment) -> bool) -> MfaEnrollment {

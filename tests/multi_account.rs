@@ -55,13 +55,7 @@ async fn each_account_gets_its_own_device_for_a_user_of_the_same_name() {
         if !aws.is_null() {
             spec["aws"] = aws;
         }
-        let object = serde_json::json!({
-            "apiVersion": "iam.mfa-operator.dev/v1alpha1", "kind": "MfaEnrollment",
-            "metadata": { "name": name }, "spec": spec,
-        });
-        api.patch(name, &PatchParams::apply(common::TEST_MANAGER).force(), &Patch::Apply(&object))
-            .await
-            .unwrap_or_else(|e| panic!("apply {name}: {e}"));
+        common::apply_enrollment(&api, name, spec).await;
     }
     let pending = |e: Option<&MfaEnrollment>| e.is_some_and(|e| user_state(e, &user) == Some(UserState::Pending));
     let home = common::wait_until(&api, "home", common::WAIT, "home Pending", pending).await;

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use common::iam;
 use common::operator::Operator;
 use k8s_openapi::api::coordination::v1::Lease;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 use mfa_operator::crd::MfaEnrollment;
 
 fn free_port() -> u16 {
@@ -41,16 +41,6 @@ async fn eventually<T>(what: &str, timeout: Duration, mut check: impl FnMut() ->
     }
 }
 
-async fn apply(api: &Api<MfaEnrollment>, name: &str, spec: serde_json::Value) {
-    let object = serde_json::json!({
-        "apiVersion": "iam.mfa-operator.dev/v1alpha1", "kind": "MfaEnrollment",
-        "metadata": { "name": name }, "spec": spec,
-    });
-    api.patch(name, &PatchParams::apply(common::TEST_MANAGER).force(), &Patch::Apply(&object))
-        .await
-        .unwrap_or_else(|e| panic!("apply {name}: {e}"));
-}
-
 fn pending(e: &MfaEnrollment) -> u32 {
     e.status.as_ref().and_then(|s| s.summary.as_ref()).map_or(0, |s| s.pending)
 }
@@ -68,7 +58,7 @@ async fn metrics_and_probes_are_served_on_one_port() {
     let port = free_port();
     let _operator = Operator::start_args(&ns, &["--metrics-address", &format!("127.0.0.1:{port}")], &[]);
     let api: Api<MfaEnrollment> = Api::namespaced(client.clone(), &ns);
-    apply(&api, "m", serde_json::json!({ "mode": "Enroll", "users": { "pathPrefix": format!("/{tag}/") }, "device": { "path": format!("/{tag}/") } })).await;
+    common::apply_enrollment(&api, "m", serde_json::json!({ "mode": "Enroll", "users": { "pathPrefix": format!("/{tag}/") }, "device": { "path": format!("/{tag}/") } })).await;
     common::wait_until(&api, "m", common::WAIT, "2 pending", |e: Option<&MfaEnrollment>| {
         e.is_some_and(|e| pending(e) == 2)
     })
@@ -137,7 +127,7 @@ async fn two_replicas_elect_one_leader_and_a_standby_takes_over() {
 
     let api: Api<MfaEnrollment> = Api::namespaced(client.clone(), &ns);
     let spec = |prefix: &str| serde_json::json!({ "mode": "Enroll", "users": { "pathPrefix": prefix }, "device": { "path": format!("/{tag}/") } });
-    apply(&api, "first", spec(&format!("/{tag}/"))).await;
+    common::apply_enrollment(&api, "first", spec(&format!("/{tag}/"))).await;
     common::wait_until(&api, "first", common::WAIT, "10 pending", |e: Option<&MfaEnrollment>| {
         e.is_some_and(|e| pending(e) == 10)
     })
@@ -163,7 +153,7 @@ async fn two_replicas_elect_one_leader_and_a_standby_takes_over() {
     )
     .await;
     println!("replica-b took over {:?} after the leader was killed", killed_at.elapsed());
-    apply(&api, "second", spec(&format!("/{tag}/"))).await;
+    common::apply_enrollment(&api, "second", spec(&format!("/{tag}/"))).await;
     // "second" selects the same users: "first" (older) still owns all 15.
     common::wait_until(
         &api,

@@ -317,15 +317,8 @@ async fn full_enrollment(admin: &Client, pod: &mut Pod, watch_ns: &str, release_
 
     let enrollments: Api<MfaEnrollment> = Api::namespaced(admin.clone(), watch_ns);
     let secrets: Api<Secret> = Api::namespaced(admin.clone(), watch_ns);
-    let object = serde_json::json!({
-        "apiVersion": "iam.mfa-operator.dev/v1alpha1", "kind": "MfaEnrollment",
-        "metadata": { "name": "chart" },
-        "spec": { "mode": "Enroll", "users": { "names": [user] }, "device": { "path": device_path } },
-    });
-    enrollments
-        .patch("chart", &PatchParams::apply(common::TEST_MANAGER).force(), &Patch::Apply(&object))
-        .await
-        .expect("apply enrollment");
+    let spec = serde_json::json!({ "mode": "Enroll", "users": { "names": [user] }, "device": { "path": device_path } });
+    common::apply_enrollment(&enrollments, "chart", spec).await;
 
     let pending =
         common::wait_until(&enrollments, "chart", common::WAIT * 2, "user Pending", |o: Option<&MfaEnrollment>| {

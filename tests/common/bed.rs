@@ -68,14 +68,7 @@ impl Bed {
     pub async fn apply(&self, name: &str, spec: Value) -> MfaEnrollment {
         let mut full = json!({ "device": { "path": self.device_path } });
         merge(&mut full, spec);
-        let object = json!({
-            "apiVersion": "iam.mfa-operator.dev/v1alpha1", "kind": "MfaEnrollment",
-            "metadata": { "name": name }, "spec": full,
-        });
-        self.enrollments
-            .patch(name, &PatchParams::apply(super::TEST_MANAGER).force(), &Patch::Apply(&object))
-            .await
-            .unwrap_or_else(|e| panic!("apply enrollment {name}: {e}"))
+        super::apply_enrollment(&self.enrollments, name, full).await
     }
 
     /// Waits up to twice [`super::WAIT`] until the enrollment `name` passes `check`.

@@ -11,6 +11,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::wait::{await_condition, conditions};
 use kube::{Client, ResourceExt};
+use mfa_operator::crd::MfaEnrollment;
 
 /// Field manager of everything the tests write.
 pub const TEST_MANAGER: &str = "mfa-operator-tests";
@@ -57,6 +58,17 @@ pub fn committed_crd() -> CustomResourceDefinition {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/crds/mfaenrollments.iam.mfa-operator.dev.yaml");
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {path}: {e}"));
     serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("parse {path}: {e}"))
+}
+
+/// Applies (server-side, forced) the MfaEnrollment `name` with `spec` through `api`.
+pub async fn apply_enrollment(api: &Api<MfaEnrollment>, name: &str, spec: serde_json::Value) -> MfaEnrollment {
+    let object = serde_json::json!({
+        "apiVersion": "iam.mfa-operator.dev/v1alpha1", "kind": "MfaEnrollment",
+        "metadata": { "name": name }, "spec": spec,
+    });
+    api.patch(name, &PatchParams::apply(TEST_MANAGER).force(), &Patch::Apply(&object))
+        .await
+        .unwrap_or_else(|e| panic!("apply enrollment {name}: {e}"))
 }
 
 /// Applies the committed CRD (idempotent) and waits until the apiserver serves it.

@@ -18,6 +18,7 @@ pub mod seed_secret;
 pub mod selection;
 pub mod status;
 pub mod vocabulary;
+mod watch_backoff;
 
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
@@ -184,7 +185,8 @@ pub async fn run(
         },
     );
     let (reconcile_all, reconcile_all_requests) = futures::channel::mpsc::unbounded();
-    let controller = controller.reconcile_all_on(reconcile_all_requests);
+    let controller =
+        controller.reconcile_all_on(reconcile_all_requests).trigger_backoff(watch_backoff::watch_backoff());
     let reporter = Reporter { controller: config.reporter.clone(), instance: std::env::var("POD_NAME").ok() };
     let context = Arc::new(Context {
         recorder: Recorder::new(client.clone(), reporter),

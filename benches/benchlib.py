@@ -151,25 +151,37 @@ def group_name(g):
     return f"bench-team-{g:02d}"
 
 
+class Seeded:
+    """What `seed` made: every user name, the names without MFA, and each user's group
+    index (None without groups)."""
+
+    def __init__(self, names, without, group_of):
+        self.names, self.without, self.group_of = names, without, group_of
+
+    def in_group(self, g):
+        """(users, users without MFA) of group `g`."""
+        members = [n for n in self.names if self.group_of[n] == g]
+        return len(members), sum(1 for n in members if n in self.without)
+
+
 def seed(moto, n, workers=16, groups=0):
     """N users `bench-user-NNNNN` at path `/`, every tenth (10%) without MFA, the others with
-    an enabled virtual MFA device; with `groups`, user i is in group `bench-team-(i % groups)`.
-    Returns (all names, names without MFA)."""
+    an enabled virtual MFA device; with `groups`, users are dealt into groups
+    `bench-team-GG` ten at a time, so the users without MFA spread evenly over them."""
     import boto3
     from botocore.config import Config
     cfg = Config(max_pool_connections=workers, retries={"max_attempts": 10, "mode": "standard"})
     iam = boto3.client("iam", endpoint_url=moto, config=cfg)
     names = [f"bench-user-{i:05d}" for i in range(n)]
     without = {names[i] for i in range(n) if i % 10 == 9}  # 10% without MFA
-
+    group_of = {names[i]: (i // 10) % groups if groups else None for i in range(n)}
     for g in range(groups):
         iam.create_group(GroupName=group_name(g))
 
-    def one(i):
-        name = names[i]
+    def one(name):
         iam.create_user(UserName=name, Path="/")
         if groups:
-            iam.add_user_to_group(GroupName=group_name(i % groups), UserName=name)
+            iam.add_user_to_group(GroupName=group_name(group_of[name]), UserName=name)
         if name in without:
             return
         dev = iam.create_virtual_mfa_device(VirtualMFADeviceName=name)["VirtualMFADevice"]
@@ -182,8 +194,8 @@ def seed(moto, n, workers=16, groups=0):
                               AuthenticationCode2=totp(seed_b32, now))
 
     with concurrent.futures.ThreadPoolExecutor(workers) as ex:
-        list(ex.map(one, range(n)))
-    return set(names), without
+        list(ex.map(one, names))
+    return Seeded(names, without, group_of)
 
 
 # ---------------------------------------------------------------- report helpers

@@ -8,12 +8,12 @@ per-account maximum), 10% without MFA, user i in group bench-team-(i % G).
 Part 1, a new MfaEnrollment over the whole account (`pathPrefix: /`), R runs per mode: a
 fresh operator process (no inventory yet), then the time from creating the enrollment until
 its status is complete for this generation -- every user counted, Ready=True; in Enroll mode
-also a pending device and seed Secret for every user without MFA. The enrollment is deleted
-(the operator removes its pending devices) before the next run.
+every user without MFA Pending (a device and its seed Secret, whose number is checked). The
+enrollment is deleted (the operator removes its pending devices) before the next run.
 
 Part 2, steady state: one fresh operator, G enrollments (default 10, one group each, mode
 Enroll, resyncInterval --resync); once all are complete, nothing changes for --window
-seconds. Per resync interval: IAM calls at the proxy, operator CPU seconds (utime + stime
+seconds (rounded down to whole resync intervals). Per resync interval: IAM calls at the proxy, operator CPU seconds (utime + stime
 from /proc) and resident memory; peak RSS (VmHWM) over the whole process life. Then a new
 enrollment over the whole account is timed once more, this time with the account's
 inventory already warm.
@@ -25,6 +25,7 @@ Usage (needs the test bed; run it alone, not while tests/run runs):
 """
 
 import argparse
+import atexit
 import http.client
 import json
 import os
@@ -44,6 +45,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from benchlib import (REPO, RELEASE_BINARY, Proxy, binary_version, fmt_calls, group_name,  # noqa: E402
                       machine, min_med_max, require_testbed, reset_moto, run_with, seed)
 
+# Operators still running; killed at exit, so a failed run leaves none behind.
+RUNNING = []
+
 GROUP = "iam.mfa-operator.dev"
 VERSION = "v1alpha1"
 PLURAL = "mfaenrollments"
@@ -51,6 +55,7 @@ DEVICE_PATH = "/mfa-operator-bench/"
 WRITE_ACTIONS = ("CreateVirtualMFADevice", "DeleteVirtualMFADevice", "EnableMFADevice", "DeactivateMFADevice",
                  "TagMFADevice", "UntagMFADevice")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+SEED_SECRETS = "app.kubernetes.io/managed-by=mfa-operator"
 
 
 def log(msg):
@@ -107,6 +112,11 @@ class Kube:
     def delete_namespace(self, name):
         self.call("DELETE", f"/api/v1/namespaces/{name}", ok=(200, 202, 404))
 
+    def seed_secrets(self, ns):
+        """How many seed Secrets the namespace holds."""
+        sel = urllib.parse.quote(SEED_SECRETS)
+        return len(self.call("GET", f"/api/v1/namespaces/{ns}/secrets?labelSelector={sel}")["items"])
+
     def enrollments(self, ns):
         return f"/apis/{GROUP}/{VERSION}/namespaces/{ns}/{PLURAL}"
 
@@ -131,6 +141,8 @@ class Watch:
 
     def __init__(self, kube, ns):
         self.latest, self.cond, self.error = {}, threading.Condition(), None
+        self.modified = 0  # MODIFIED events seen
+        self.last_event = time.monotonic()
         listing = kube.call("GET", kube.enrollments(ns))
         for item in listing["items"]:
             self.latest[item["metadata"]["name"]] = item
@@ -146,15 +158,21 @@ class Watch:
     def _read(self):
         try:
             for line in self.resp:
+                arrived = time.monotonic()
                 event = json.loads(line)
                 obj = event["object"]
+                if event["type"] == "ERROR":
+                    raise RuntimeError(f"watch error: {obj.get('message')}")
                 with self.cond:
+                    self.last_event = arrived
                     if event["type"] == "DELETED":
                         self.latest.pop(obj["metadata"]["name"], None)
                     elif event["type"] in ("ADDED", "MODIFIED"):
+                        self.modified += event["type"] == "MODIFIED"
                         self.latest[obj["metadata"]["name"]] = obj
                     self.cond.notify_all()
-        except Exception as e:  # the watch is closed at the end of a part
+            raise EOFError("the apiserver ended the watch")
+        except Exception as e:  # also how `close` ends it
             with self.cond:
                 self.error = e
                 self.cond.notify_all()
@@ -167,10 +185,11 @@ class Watch:
             while not predicate(self.latest):
                 left = deadline - time.monotonic()
                 if left <= 0 or self.error:
-                    sys.exit(f"timed out after {timeout} s waiting for {what}; last statuses:\n"
+                    why = f"the watch failed ({self.error})" if self.error else f"timed out after {timeout} s"
+                    sys.exit(f"{why} waiting for {what}; last statuses:\n"
                              + "\n".join(f"  {n}: {describe(o)}" for n, o in sorted(self.latest.items())))
                 self.cond.wait(min(left, 1.0))
-            return time.monotonic()
+            return self.last_event
 
     def close(self):
         try:
@@ -201,19 +220,33 @@ def complete(obj, selected, pending, compliant):
 
 class Operator:
     def __init__(self, binary, env, ns, logdir):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.logfile = open(os.path.join(logdir, f"operator-{ns}-{int(time.time() * 1000)}.log"), "w")
+        self.logpath = os.path.join(logdir, f"operator-{ns}-{int(time.time() * 1000)}.log")
+        self.logfile = open(self.logpath, "w")
         self.proc = subprocess.Popen(
-            [binary, "run", "--namespace", ns, "--metrics-address", f"127.0.0.1:{self.port}",
+            [binary, "run", "--namespace", ns, "--metrics-address", "127.0.0.1:0",
              "--log-format", "json", "--log", "info"],
             env=env, stdout=self.logfile, stderr=subprocess.STDOUT)
+        RUNNING.append(self.proc)
+        self.port = None
         deadline = time.monotonic() + 60
-        while self.get("/readyz")[0] != 200:
+        while self.port is None or self.get("/readyz")[0] != 200:
             if self.proc.poll() is not None or time.monotonic() > deadline:
-                sys.exit(f"the operator did not become ready (exit {self.proc.poll()}); log {self.logfile.name}")
+                sys.exit(f"the operator did not become ready (exit {self.proc.poll()}); log {self.logpath}")
+            self.port = self.port or self.metrics_port()
             time.sleep(0.1)
+
+    def metrics_port(self):
+        """The port the operator bound for /metrics, from its `serving` log line."""
+        with open(self.logpath) as f:
+            for line in f:
+                try:
+                    fields = json.loads(line)
+                except ValueError:
+                    continue
+                fields = fields.get("fields", fields)  # flattened or not
+                if str(fields.get("message", "")).startswith("serving /metrics"):
+                    return int(fields["address"].rsplit(":", 1)[1])
+        return None
 
     def get(self, path):
         try:
@@ -254,8 +287,15 @@ class Operator:
             self.proc.wait()
             sys.exit("the operator did not stop within 30 s of SIGTERM")
         self.logfile.close()
+        RUNNING.remove(self.proc)
         if self.proc.returncode != 0:
-            sys.exit(f"the operator exited {self.proc.returncode}; log {self.logfile.name}")
+            sys.exit(f"the operator exited {self.proc.returncode}; log {self.logpath}")
+
+
+@atexit.register
+def kill_operators():
+    for proc in RUNNING:
+        proc.kill()
 
 
 # ---------------------------------------------------------------- part 1
@@ -265,7 +305,8 @@ def whole_account(mode):
 
 
 def new_enrollment(kube, proxy, binary, env, logdir, mode, users, without, timeout):
-    """One cold run: fresh namespace and operator, create, wait for a complete status."""
+    """One cold run: fresh namespace and operator, create, wait for a complete status.
+    Returns (seconds, IAM calls, peak RSS in KiB)."""
     ns = f"bench-new-{secrets.token_hex(3)}"
     kube.create_namespace(ns)
     op = Operator(binary, env, ns, logdir)
@@ -279,6 +320,8 @@ def new_enrollment(kube, proxy, binary, env, logdir, mode, users, without, timeo
     calls = proxy.take()
     _, hwm = op.memory_kib()
     watch.close()
+    if kube.seed_secrets(ns) != pending:
+        sys.exit(f"{kube.seed_secrets(ns)} seed Secrets for {pending} pending users")
     kube.delete_enrollment(ns, "whole-account", timeout)
     leftovers = proxy.take()
     op.stop()
@@ -291,14 +334,13 @@ def new_enrollment(kube, proxy, binary, env, logdir, mode, users, without, timeo
 
 # ---------------------------------------------------------------- part 2
 
-def steady(kube, proxy, binary, env, logdir, args, users, without):
+def steady(kube, proxy, binary, env, logdir, args, seeded):
+    users, without = len(seeded.names), seeded.without
     ns = f"bench-steady-{secrets.token_hex(3)}"
     kube.create_namespace(ns)
     op = Operator(binary, env, ns, logdir)
     watch = Watch(kube, ns)
-    per_group = {g: sum(1 for i in range(users) if i % args.groups == g) for g in range(args.groups)}
-    without_per_group = {g: sum(1 for i in range(users) if i % args.groups == g and i % 10 == 9)
-                         for g in range(args.groups)}
+    counts = {g: seeded.in_group(g) for g in range(args.groups)}  # (users, without MFA)
     names = [f"team-{g:02d}" for g in range(args.groups)]
     proxy.take()
     t0 = time.monotonic()
@@ -307,31 +349,33 @@ def steady(kube, proxy, binary, env, logdir, args, users, without):
                                           "device": {"path": DEVICE_PATH}, "resyncInterval": f"{args.resync}s"})
 
     def all_complete(objs):
-        return all(complete(objs.get(n), per_group[g], without_per_group[g], per_group[g] - without_per_group[g])
+        return all(complete(objs.get(n), counts[g][0], counts[g][1], counts[g][0] - counts[g][1])
                    for g, n in enumerate(names))
     converged = watch.wait(all_complete, args.timeout, f"{args.groups} enrollments to complete") - t0
     converge_calls = proxy.take()
+    if kube.seed_secrets(ns) != len(without):
+        sys.exit(f"{kube.seed_secrets(ns)} seed Secrets for {len(without)} pending users")
     log(f"steady: {args.groups} enrollments complete in {converged:.2f} s; observing {args.window} s")
 
-    # Nothing changes from here on: observe per resync interval.
+    # Nothing changes from here on: observe whole resync intervals.
     slices = []
     reconciles0 = op.metric("mfa_operator_reconcile_duration_seconds_count")
+    modified0 = watch.modified
+    proxy.take()
     cpu0, t_start = op.cpu_seconds(), time.monotonic()
     total_calls = Counter()
     rss_samples = []
-    end = t_start + args.window
-    next_cut = t_start + args.resync
     cpu_prev = cpu0
-    while time.monotonic() < end:
-        time.sleep(min(5.0, max(0.0, next_cut - time.monotonic())))
-        rss_samples.append(op.memory_kib()[0])
-        if time.monotonic() >= next_cut:
-            calls = proxy.take()
-            total_calls.update(calls)
-            cpu = op.cpu_seconds()
-            slices.append((sum(calls.values()), cpu - cpu_prev, calls))
-            cpu_prev = cpu
-            next_cut += args.resync
+    for k in range(1, args.window // args.resync + 1):
+        cut = t_start + k * args.resync
+        while (left := cut - time.monotonic()) > 0:
+            time.sleep(min(5.0, left))
+            rss_samples.append(op.memory_kib()[0])
+        calls = proxy.take()
+        total_calls.update(calls)
+        cpu = op.cpu_seconds()
+        slices.append((sum(calls.values()), cpu - cpu_prev, calls))
+        cpu_prev = cpu
     observed = time.monotonic() - t_start
     cpu_total = op.cpu_seconds() - cpu0
     reconciles = op.metric("mfa_operator_reconcile_duration_seconds_count") - reconciles0
@@ -339,6 +383,7 @@ def steady(kube, proxy, binary, env, logdir, args, users, without):
     rss_now, hwm = op.memory_kib()
     with watch.cond:
         still_complete = all_complete(watch.latest)
+        status_writes = watch.modified - modified0
 
     # A new enrollment over the whole account while the inventory is warm.
     proxy.take()
@@ -357,6 +402,7 @@ def steady(kube, proxy, binary, env, logdir, args, users, without):
     return dict(converged=converged, converge_calls=converge_calls, slices=slices, observed=observed,
                 cpu_total=cpu_total, reconciles=reconciles, errors=errors, rss_samples=rss_samples,
                 rss_now=rss_now, hwm=hwm, total_calls=total_calls, still_complete=still_complete,
+                status_writes=status_writes,
                 warm=warm, warm_calls=warm_calls)
 
 
@@ -397,8 +443,8 @@ def main():
 
     reset_moto(moto)
     t = time.monotonic()
-    _, without = seed(moto, args.users, groups=args.groups)
-    users = args.users
+    seeded = seed(moto, args.users, groups=args.groups)
+    users, without = args.users, seeded.without
     print(f"Seeded {users:,} users ({len(without):,} without MFA) in {args.groups} groups "
           f"in {time.monotonic() - t:.1f} s.\n")
 
@@ -423,7 +469,7 @@ def main():
         print()
 
     log("steady state")
-    s = steady(kube, proxy, args.binary, env, logdir, args, users, without)
+    s = steady(kube, proxy, args.binary, env, logdir, args, seeded)
     n = len(s["slices"])
     per_hour = 3600 / s["observed"]
     refreshes = s["total_calls"].get("GetAccountAuthorizationDetails", 0)
@@ -443,16 +489,17 @@ def main():
           f"per hour** at resyncInterval {args.resync}s.")
     print(f"- Inventory refreshes (GetAccountAuthorizationDetails sweeps): {refreshes} in {s['observed']:.0f} s, "
           f"{refreshes * per_hour:.0f} per hour for {args.groups} enrollments (one per resync interval would be "
-          f"{3600 / args.resync:.0f}).")
+          f"{3600 / args.resync:.0f}); {sum(s['total_calls'].values()) / max(refreshes, 1):,.0f} IAM calls per refresh.")
     print(f"- Writes to IAM in the window: {writes or 'none'}; reconciles: {s['reconciles']:.0f} "
-          f"({s['reconciles'] * per_hour:,.0f} per hour); reconcile errors since start: {s['errors']:.0f}.")
+          f"({s['reconciles'] * per_hour:,.0f} per hour); MfaEnrollment changes seen by a watch: "
+          f"{s['status_writes']}; reconcile errors since start: {s['errors']:.0f}.")
     print(f"- Operator CPU: {s['cpu_total']:.2f} s in {s['observed']:.0f} s "
           f"({100 * s['cpu_total'] / s['observed']:.2f}% of one core).")
     print(f"- Operator memory: RSS {mib(s['rss_now']):.1f} MiB at the end; **peak RSS (VmHWM, whole life incl. "
           f"convergence) {mib(s['hwm']):.1f} MiB**.")
     print(f"- A new Report enrollment over all {users:,} users while the inventory is warm: complete in "
           f"{s['warm']:.2f} s with {fmt_calls(s['warm_calls'])} IAM calls.")
-    if not s["still_complete"] or writes:
+    if not s["still_complete"] or writes or s["status_writes"]:
         sys.exit("FAILED: something changed during the steady-state window")
 
 

@@ -126,7 +126,6 @@ fn codes_not_in_window() -> (String, String) {
     (first, second)
 }
 
-/// `ListMFADevices` answers for `Inventory::resolve`; nothing else is ever called.
 /// One account, one enrollment's view of it, and its peers' claims and ownership.
 #[derive(Clone)]
 struct World {
@@ -238,6 +237,7 @@ impl World {
             inventory.unresolved(&self.selection.users).into_iter().filter(|u| !self.unresolved.contains(u)).collect();
         let iam = ReadOnlyAccount { listed: self.listed.clone(), ..ReadOnlyAccount::default() };
         futures::executor::block_on(inventory.resolve(&iam, to_resolve)).expect("the fake ListMFADevices never fails");
+        assert!(iam.calls().iter().all(|c| c.starts_with("ListMFADevices ")), "resolve only lists MFA devices");
         inventory
     }
 

@@ -552,8 +552,6 @@ pub async fn run(args: AuditArgs) -> Exit {
 mod tests {
     use super::*;
 
-    use std::sync::Mutex;
-
     use clap::Parser;
     use kube::CustomResourceExt;
     use serde_json::json;
@@ -778,8 +776,7 @@ mod tests {
             groups: BTreeSet::from(["developers".into()]),
             console: BTreeSet::from(["carol".into()]),
             root_mfa: true,
-            calls: Mutex::new(Vec::new()),
-            deny: None,
+            ..ReadOnlyAccount::default()
         }
     }
 

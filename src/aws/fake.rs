@@ -1,11 +1,15 @@
 //! A read-only account in memory for unit tests of code that reads IAM through
 //! [`IamApi`] (the audit, the inventory's resolve step): it answers from its fields,
-//! records every call, can refuse one operation with AccessDenied, and refuses every
-//! write (nothing that reads may write).
+//! records every call and the most calls it had in flight at once (each answer yields
+//! once, so concurrent callers overlap), can refuse one operation with AccessDenied, and
+//! refuses every write (nothing that reads may write).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::{Future, ready};
+use std::pin::Pin;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
 
 use super::{DeviceTags, IamApi, IamError, IamUser, MfaDevice, NewDevice, VirtualDevice};
 
@@ -23,11 +27,19 @@ pub struct ReadOnlyAccount {
     pub calls: Mutex<Vec<String>>,
     /// The IAM operation to refuse with AccessDenied.
     pub deny: Option<&'static str>,
+    /// Calls in flight now, and the most at once (see [`Self::max_in_flight`]).
+    pub in_flight: AtomicUsize,
+    pub max_in_flight: AtomicUsize,
 }
 
 impl ReadOnlyAccount {
     pub fn calls(&self) -> Vec<String> {
         self.calls.lock().expect("calls lock").clone()
+    }
+
+    /// The most calls that were in flight at the same time.
+    pub fn max_in_flight(&self) -> usize {
+        self.max_in_flight.load(Ordering::SeqCst)
     }
 
     fn answer<T: Send>(
@@ -37,11 +49,34 @@ impl ReadOnlyAccount {
         value: T,
     ) -> impl Future<Output = Result<T, IamError>> + Send {
         self.calls.lock().expect("calls lock").push(call);
-        if self.deny == Some(operation) {
-            let message = "not authorized to perform this action".to_owned();
-            return ready(Err(IamError::AccessDenied { operation, message }));
+        let denied = self.deny == Some(operation);
+        async move {
+            let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+            self.max_in_flight.fetch_max(now, Ordering::SeqCst);
+            YieldOnce(false).await;
+            self.in_flight.fetch_sub(1, Ordering::SeqCst);
+            if denied {
+                let message = "not authorized to perform this action".to_owned();
+                return Err(IamError::AccessDenied { operation, message });
+            }
+            Ok(value)
         }
-        ready(Ok(value))
+    }
+}
+
+/// Pending once, then ready: lets every other ready future of the caller start first.
+struct YieldOnce(bool);
+
+impl Future for YieldOnce {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.0 {
+            return Poll::Ready(());
+        }
+        self.0 = true;
+        cx.waker().wake_by_ref();
+        Poll::Pending
     }
 }
 

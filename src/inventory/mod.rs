@@ -8,12 +8,21 @@
 //! and FIDO devices), once per refresh. Between refreshes the controller updates the
 //! inventory in place after its own writes, so reconciles triggered by a code
 //! submission make no listing call at all.
+//!
+//! The sweeps run concurrently, and `ListMFADevices` calls a few at a time: against AWS
+//! every call is a network round trip, so 500 users without a virtual device cost about
+//! as long as 500 / RESOLVE_CONCURRENCY calls in a row. The SDK's retries back off if IAM
+//! throttles.
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use futures::{StreamExt, TryStreamExt};
 use jiff::Timestamp;
 
 use crate::aws::{IamApi, IamError, IamUser, VirtualDevice};
+
+/// `ListMFADevices` calls in flight at once while resolving users.
+pub const RESOLVE_CONCURRENCY: usize = 8;
 
 /// What the inventory knows about one user's MFA.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -51,11 +60,15 @@ pub struct Inventory {
 impl Inventory {
     /// Sweeps the account. `with_console` fetches the credential report too.
     pub async fn load(iam: &impl IamApi, with_console: bool, now: Timestamp) -> Result<Self, IamError> {
-        let users = iam.list_users().await?;
-        let devices = iam.list_virtual_mfa_devices().await?;
-        let groups = iam.list_groups().await?;
-        let root_mfa_enabled = iam.root_account_mfa_enabled().await?;
-        let console_users = if with_console { Some(iam.console_users().await?) } else { None };
+        // Independent sweeps: a refresh takes as long as the longest, not their sum.
+        let console = async { if with_console { iam.console_users().await.map(Some) } else { Ok(None) } };
+        let (users, devices, groups, root_mfa_enabled, console_users) = futures::try_join!(
+            iam.list_users(),
+            iam.list_virtual_mfa_devices(),
+            iam.list_groups(),
+            iam.root_account_mfa_enabled(),
+            console,
+        )?;
         let mut inventory = Self::from_parts(now, users, devices, console_users);
         inventory.groups = groups;
         inventory.root_mfa_enabled = root_mfa_enabled;
@@ -133,15 +146,22 @@ impl Inventory {
         users.into_iter().filter(|u| self.mfa_state(u) == MfaState::Unknown).cloned().collect()
     }
 
-    /// Asks `ListMFADevices` for each of `users` (callers pass [`Self::unresolved`]).
+    /// Asks `ListMFADevices` for each of `users` (callers pass [`Self::unresolved`]),
+    /// [`RESOLVE_CONCURRENCY`] at a time.
     pub async fn resolve(&mut self, iam: &impl IamApi, users: Vec<String>) -> Result<(), IamError> {
-        for user in users {
-            let devices = match iam.list_mfa_devices(&user).await {
-                Ok(devices) => devices,
-                // Deleted since the sweep: it has no device, and selection drops it next refresh.
-                Err(IamError::NoSuchEntity { .. }) => Vec::new(),
-                Err(e) => return Err(e),
-            };
+        let mut answers = futures::stream::iter(users)
+            .map(|user| async move {
+                let devices = match iam.list_mfa_devices(&user).await {
+                    Ok(devices) => devices,
+                    // Deleted since the sweep: it has no device, and selection drops it next refresh.
+                    Err(IamError::NoSuchEntity { .. }) => Vec::new(),
+                    Err(e) => return Err(e),
+                };
+                Ok((user, devices))
+            })
+            .buffer_unordered(RESOLVE_CONCURRENCY);
+        // On an error the answers already in are kept; the rest are asked again next time.
+        while let Some((user, devices)) = answers.try_next().await? {
             let active = devices.into_iter().filter(|d| d.enabled_at.is_some()).map(|d| d.serial).collect();
             self.other_devices.insert(user, active);
         }
@@ -209,6 +229,33 @@ mod tests {
         assert_eq!(device_name_in_path("arn:aws:iam::123456789012:u2f/user/alice/key", path), None);
         assert_eq!(device_name_in_path("GAHT12345678", path), None);
         assert_eq!(device_serial("123456789012", path, "a+b"), "arn:aws:iam::123456789012:mfa/mfa-operator/a+b");
+    }
+
+    #[tokio::test]
+    async fn resolve_asks_a_bounded_number_of_users_at_once_and_keeps_every_answer() {
+        use crate::aws::MfaDevice;
+        use crate::aws::fake::ReadOnlyAccount;
+        let users: Vec<String> = (0..50).map(|i| format!("user-{i:02}")).collect();
+        let hardware = MfaDevice { serial: "GAHT12345678".into(), enabled_at: Some(Timestamp::UNIX_EPOCH) };
+        let iam = ReadOnlyAccount {
+            listed: BTreeMap::from([("user-07".into(), vec![hardware.clone()])]),
+            ..ReadOnlyAccount::default()
+        };
+        let mut inv = Inventory::from_parts(Timestamp::UNIX_EPOCH, Vec::new(), Vec::new(), None);
+        inv.resolve(&iam, users.clone()).await.expect("resolve");
+        assert_eq!(iam.calls().len(), 50, "one call per user");
+        assert_eq!(iam.max_in_flight(), RESOLVE_CONCURRENCY);
+        assert_eq!(inv.mfa_state("user-07"), MfaState::Active(vec![hardware.serial]));
+        assert!(users.iter().filter(|u| *u != "user-07").all(|u| inv.mfa_state(u) == MfaState::None));
+    }
+
+    #[tokio::test]
+    async fn the_sweeps_of_a_refresh_run_at_once() {
+        use crate::aws::fake::ReadOnlyAccount;
+        let iam = ReadOnlyAccount::default();
+        Inventory::load(&iam, true, Timestamp::UNIX_EPOCH).await.expect("load");
+        assert_eq!(iam.calls().len(), 5);
+        assert_eq!(iam.max_in_flight(), 5, "users, virtual devices, groups, summary and credential report together");
     }
 
     #[test]

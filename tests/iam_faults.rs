@@ -163,6 +163,13 @@ fn pending(e: &MfaEnrollment) -> u32 {
     e.status.as_ref().and_then(|s| s.summary.as_ref()).map_or(0, |s| s.pending)
 }
 
+/// Every user Pending in a status that is Ready (no work left, no issue).
+fn all_pending_and_ready(e: &MfaEnrollment, users: usize) -> bool {
+    let ready =
+        e.status.as_ref().is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+    ready && pending(e) == users as u32
+}
+
 #[tokio::test]
 async fn throttling_errors_and_resets_back_off_and_converge_without_duplicates() {
     const USERS: usize = 20;
@@ -179,7 +186,7 @@ async fn throttling_errors_and_resets_back_off_and_converge_without_duplicates()
     bed.set_faults(NO_FAULTS);
     let stopped = Instant::now();
     let before = bed.proxy.total();
-    let done = bed.wait("faulty", "every user Pending after faults stop", |e| pending(e) == USERS as u32).await;
+    let done = bed.wait("faulty", "every user Pending after faults stop", |e| all_pending_and_ready(e, USERS)).await;
     let converging = (bed.proxy.total() - before) as f64 / stopped.elapsed().as_secs_f64();
     println!(
         "[{}] converged {:?} after faults stopped, {} requests = {converging:.1} requests/s",
@@ -207,7 +214,7 @@ async fn codes_submitted_while_iam_throttles_and_resets_still_enable_one_device(
     let (bed, users) = Bed::new("iamhuman", USERS).await;
     let _operator = Operator::start_with(&bed.ns, &[("AWS_ENDPOINT_URL", &bed.proxy.url())]);
     bed.apply("human").await;
-    let ready = bed.wait("human", "every user Pending", |e| pending(e) == USERS as u32).await;
+    let ready = bed.wait("human", "every user Pending", |e| all_pending_and_ready(e, USERS)).await;
     bed.check_all_pending(&ready, &users).await;
 
     bed.set_faults(Faults { throttle: 0.3, server_error: 0.0, timeout: 0.0, reset: 0.3 });
@@ -280,7 +287,7 @@ async fn two_replicas_under_iam_faults_never_create_two_devices_for_one_user() {
     bed.print_counts("under faults");
 
     bed.set_faults(NO_FAULTS);
-    let done = bed.wait("shared", "every user Pending under b", |e| pending(e) == USERS as u32).await;
+    let done = bed.wait("shared", "every user Pending under b", |e| all_pending_and_ready(e, USERS)).await;
     bed.check_all_pending(&done, &users).await;
 }
 
@@ -300,7 +307,7 @@ async fn a_hung_iam_connection_is_cut_short_by_the_attempt_timeout() {
     let held = bed.proxy.total();
     bed.set_faults(NO_FAULTS);
     println!("[{}] {held} requests held unanswered in the first 3 s ({held_before} before applying)", bed.tag);
-    let done = bed.wait("hang", "every user Pending after the hold", |e| pending(e) == USERS as u32).await;
+    let done = bed.wait("hang", "every user Pending after the hold", |e| all_pending_and_ready(e, USERS)).await;
     let took = started.elapsed();
     println!(
         "[{}] converged {took:?} after applying; faults stopped after 3 s, the held request was closed after {:?}",

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use aws_sdk_iam::config::interceptors::FinalizerInterceptorContextRef;
 use aws_sdk_iam::config::{ConfigBag, Intercept, RuntimeComponents};
@@ -45,6 +46,8 @@ pub type Observer = Arc<dyn Fn(&str, Outcome) + Send + Sync>;
 pub struct CallCounter {
     counts: Arc<Mutex<BTreeMap<String, u64>>>,
     outcomes: Arc<Mutex<BTreeMap<(String, Outcome), u64>>>,
+    /// When IAM last pushed back (throttled, 5xx, or no answer).
+    trouble: Arc<Mutex<Option<Instant>>>,
     observer: Option<Observer>,
 }
 
@@ -70,6 +73,11 @@ impl CallCounter {
         self.outcomes.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// Whether IAM has answered every request normally for at least `period`.
+    pub fn calm_for(&self, period: Duration) -> bool {
+        self.trouble.lock().unwrap_or_else(|p| p.into_inner()).is_none_or(|at| at.elapsed() >= period)
+    }
+
     /// Total requests so far.
     pub fn total(&self) -> u64 {
         self.snapshot().values().sum()
@@ -79,6 +87,9 @@ impl CallCounter {
         *self.counts.lock().unwrap_or_else(|p| p.into_inner()).entry(operation.to_owned()).or_default() += 1;
         *self.outcomes.lock().unwrap_or_else(|p| p.into_inner()).entry((operation.to_owned(), outcome)).or_default() +=
             1;
+        if matches!(outcome, Outcome::Throttled | Outcome::ServerError | Outcome::TransportError) {
+            *self.trouble.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+        }
         if let Some(observer) = &self.observer {
             observer(operation, outcome);
         }
@@ -126,6 +137,23 @@ impl Intercept for CallCounter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn calm_until_iam_pushes_back() {
+        let counter = CallCounter::default();
+        assert!(counter.calm_for(Duration::from_secs(60)), "no request yet");
+        counter.record("ListMFADevices", Outcome::Success);
+        counter.record("ListMFADevices", Outcome::ClientError);
+        assert!(counter.calm_for(Duration::from_secs(60)), "answers, even refusals, are calm");
+        for trouble in [Outcome::Throttled, Outcome::ServerError, Outcome::TransportError] {
+            let counter = CallCounter::default();
+            counter.record("ListMFADevices", trouble);
+            assert!(!counter.calm_for(Duration::from_secs(60)), "{trouble:?}");
+            assert!(counter.calm_for(Duration::ZERO), "calm again once the period passed");
+            let clone = counter.clone();
+            assert!(!clone.calm_for(Duration::from_secs(60)), "clones share what they saw");
+        }
+    }
 
     #[test]
     fn outcomes_follow_status_and_error_code() {

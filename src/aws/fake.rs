@@ -85,6 +85,10 @@ fn refused(operation: &'static str) -> IamError {
 }
 
 impl IamApi for ReadOnlyAccount {
+    fn read_concurrency(&self) -> usize {
+        super::READ_CONCURRENCY
+    }
+
     fn list_users(&self) -> impl Future<Output = Result<Vec<IamUser>, IamError>> + Send {
         self.answer("ListUsers".into(), "GetAccountAuthorizationDetails", self.users.clone())
     }

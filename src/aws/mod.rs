@@ -20,6 +20,13 @@ pub use calls::{CallCounter, Observer, Outcome};
 pub use error::{IamError, sanitize};
 pub use sdk::{IAM_ATTEMPT_TIMEOUT, IAM_OPERATION_TIMEOUT, SdkIam, load_sdk_config};
 
+/// Per-user read calls (`ListMFADevices`) in flight at once while IAM is healthy: against
+/// AWS every call is a network round trip.
+pub const READ_CONCURRENCY: usize = 8;
+/// After IAM pushed back (throttling, 5xx, no answer), reads go one at a time for this
+/// long: IAM's rate limits are per account, shared with every person and tool in it.
+pub const CALM_BEFORE_CONCURRENCY: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// An IAM user with what selection needs: path, group memberships and tags.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct IamUser {
@@ -90,6 +97,11 @@ pub type DeviceTags = BTreeMap<String, String>;
 /// inventory calls the sweeps once per refresh and `list_mfa_devices` only for selected
 /// users not covered by an assigned virtual device.
 pub trait IamApi: Send + Sync {
+    /// How many `list_mfa_devices` calls to have in flight at once right now.
+    fn read_concurrency(&self) -> usize {
+        1
+    }
+
     /// Every IAM user of the account, with group memberships and tags
     /// (`GetAccountAuthorizationDetails` with `Filter=User`, all pages).
     fn list_users(&self) -> impl Future<Output = Result<Vec<IamUser>, IamError>> + Send;

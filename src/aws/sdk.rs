@@ -259,6 +259,10 @@ fn seed_from_blob(operation: &'static str, blob: Option<aws_smithy_types::Blob>)
 }
 
 impl IamApi for SdkIam {
+    fn read_concurrency(&self) -> usize {
+        if self.calls.calm_for(super::CALM_BEFORE_CONCURRENCY) { super::READ_CONCURRENCY } else { 1 }
+    }
+
     async fn list_users(&self) -> Result<Vec<IamUser>, IamError> {
         const OP: &str = "GetAccountAuthorizationDetails";
         let mut pages = self

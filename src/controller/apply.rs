@@ -76,6 +76,14 @@ impl StepError {
     }
 }
 
+/// Whether a failed step voids the user's planned status entry. A stale inventory is
+/// re-read at once and usually leaves the plan true (an enable that another replica
+/// already did), except when a pending device and Secret that never came to be
+/// (`unrun`: the failed action and those after it) would be shown.
+fn planned_status_is_void(error: &StepError, unrun: &[Action]) -> bool {
+    !matches!(error, StepError::StaleInventory(_)) || unrun.iter().any(|a| matches!(a, Action::CreatePending { .. }))
+}
+
 /// The state a user is left in when their work failed: permanent refusals are Failed,
 /// anything else stays as it was before the work (Missing when nothing was pending).
 fn failed_state(error: &StepError) -> UserState {
@@ -124,14 +132,14 @@ pub async fn apply(
     let mut changed_account = false;
     for Work { user, actions, note } in work {
         let mut failed = None;
-        for action in &actions {
+        for (index, action) in actions.iter().enumerate() {
             if let Err(e) = runner.run(action).await {
-                failed = Some((action, e));
+                failed = Some((index, action, e));
                 break;
             }
             changed_account |= !matches!(action, Action::DeleteSecret { .. } | Action::RejectCodes { .. });
         }
-        let Some((action, error)) = failed else {
+        let Some((index, action, error)) = failed else {
             if let Some(note) = note {
                 publish(ctx, enrollment, note.reason, note.message).await;
             }
@@ -153,7 +161,7 @@ pub async fn apply(
         }
         tracing::warn!(enrollment = %runner.id, user = user.as_deref().unwrap_or("-"), error = %error.message(), "work failed");
         publish(ctx, enrollment, EventReason::ReconcileFailed, error.message()).await;
-        if let (Some(status), false) = (status, matches!(error, StepError::StaleInventory(_))) {
+        if let (Some(status), true) = (status, planned_status_is_void(&error, &actions[index..])) {
             status.state = failed_state(&error);
             status.message = Some(error.message());
             status.serial = None;
@@ -324,5 +332,25 @@ impl Runner<'_> {
             .await
             .map_err(|e| StepError::Kube("clear refused codes", e))?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stale_inventory_voids_the_plan_only_when_a_promised_device_was_not_created() {
+        let stale = StepError::StaleInventory("re-reading the account".into());
+        let create = Action::CreatePending { user: "alice".into(), at: jiff::Timestamp::UNIX_EPOCH };
+        let delete = Action::DeleteDevice { serial: "arn:aws:iam::123456789012:mfa/p/alice".into() };
+        // The create itself or a delete before it (rotation) failed: no new device exists.
+        assert!(planned_status_is_void(&stale, std::slice::from_ref(&create)));
+        assert!(planned_status_is_void(&stale, &[delete.clone(), create]));
+        // Nothing promised is missing: keep the plan, the re-read corrects the rest.
+        assert!(!planned_status_is_void(&stale, std::slice::from_ref(&delete)));
+        // Any other failure always voids it.
+        let throttled = StepError::Iam(IamError::Throttled { operation: "CreateVirtualMFADevice" });
+        assert!(planned_status_is_void(&throttled, &[delete]));
     }
 }

@@ -9,10 +9,9 @@
 //! inventory in place after its own writes, so reconciles triggered by a code
 //! submission make no listing call at all.
 //!
-//! The sweeps run concurrently, and `ListMFADevices` calls a few at a time: against AWS
-//! every call is a network round trip, so 500 users without a virtual device cost about
-//! as long as 500 / RESOLVE_CONCURRENCY calls in a row. The SDK's retries back off if IAM
-//! throttles.
+//! The sweeps run concurrently, and `ListMFADevices` calls a few at a time while IAM is
+//! healthy (one at a time for a while after it throttled or failed, see
+//! [`IamApi::read_concurrency`]): against AWS every call is a network round trip.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -20,9 +19,6 @@ use futures::{StreamExt, TryStreamExt};
 use jiff::Timestamp;
 
 use crate::aws::{IamApi, IamError, IamUser, VirtualDevice};
-
-/// `ListMFADevices` calls in flight at once while resolving users.
-pub const RESOLVE_CONCURRENCY: usize = 8;
 
 /// What the inventory knows about one user's MFA.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -147,7 +143,7 @@ impl Inventory {
     }
 
     /// Asks `ListMFADevices` for each of `users` (callers pass [`Self::unresolved`]),
-    /// [`RESOLVE_CONCURRENCY`] at a time.
+    /// [`IamApi::read_concurrency`] at a time.
     pub async fn resolve(&mut self, iam: &impl IamApi, users: Vec<String>) -> Result<(), IamError> {
         let mut answers = futures::stream::iter(users)
             .map(|user| async move {
@@ -159,7 +155,7 @@ impl Inventory {
                 };
                 Ok((user, devices))
             })
-            .buffer_unordered(RESOLVE_CONCURRENCY);
+            .buffer_unordered(iam.read_concurrency().max(1));
         // On an error the answers already in are kept; the rest are asked again next time.
         while let Some((user, devices)) = answers.try_next().await? {
             let active = devices.into_iter().filter(|d| d.enabled_at.is_some()).map(|d| d.serial).collect();
@@ -244,7 +240,7 @@ mod tests {
         let mut inv = Inventory::from_parts(Timestamp::UNIX_EPOCH, Vec::new(), Vec::new(), None);
         inv.resolve(&iam, users.clone()).await.expect("resolve");
         assert_eq!(iam.calls().len(), 50, "one call per user");
-        assert_eq!(iam.max_in_flight(), RESOLVE_CONCURRENCY);
+        assert_eq!(iam.max_in_flight(), crate::aws::READ_CONCURRENCY);
         assert_eq!(inv.mfa_state("user-07"), MfaState::Active(vec![hardware.serial]));
         assert!(users.iter().filter(|u| *u != "user-07").all(|u| inv.mfa_state(u) == MfaState::None));
     }

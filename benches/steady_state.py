@@ -142,6 +142,7 @@ class Watch:
     def __init__(self, kube, ns):
         self.latest, self.cond, self.error = {}, threading.Condition(), None
         self.modified = 0  # MODIFIED events seen
+        self.changes = []  # (name, what changed) of each MODIFIED event
         self.last_event = time.monotonic()
         listing = kube.call("GET", kube.enrollments(ns))
         for item in listing["items"]:
@@ -168,8 +169,11 @@ class Watch:
                     if event["type"] == "DELETED":
                         self.latest.pop(obj["metadata"]["name"], None)
                     elif event["type"] in ("ADDED", "MODIFIED"):
-                        self.modified += event["type"] == "MODIFIED"
-                        self.latest[obj["metadata"]["name"]] = obj
+                        name = obj["metadata"]["name"]
+                        if event["type"] == "MODIFIED":
+                            self.modified += 1
+                            self.changes.append((name, changed_fields(self.latest.get(name), obj)))
+                        self.latest[name] = obj
                     self.cond.notify_all()
             raise EOFError("the apiserver ended the watch")
         except Exception as e:  # also how `close` ends it
@@ -197,6 +201,31 @@ class Watch:
         except OSError:
             pass
         self.conn.close()
+
+
+def changed_fields(old, new):
+    """Which parts of an MfaEnrollment differ: metadata.generation, status keys, and for
+    conditions the type and field (never values: statuses hold no secrets, but keep it short)."""
+    if old is None:
+        return ["(not seen before)"]
+    out = []
+    if old["metadata"].get("generation") != new["metadata"].get("generation"):
+        out.append("metadata.generation")
+    so, sn = old.get("status") or {}, new.get("status") or {}
+    for key in sorted(set(so) | set(sn)):
+        if so.get(key) == sn.get(key):
+            continue
+        if key == "conditions":
+            before = {c["type"]: c for c in so.get(key, [])}
+            for c in sn.get(key, []):
+                was = before.get(c["type"], {})
+                out += [f"conditions[{c['type']}].{f}" for f in sorted(set(c) | set(was)) if c.get(f) != was.get(f)]
+        elif key == "users":
+            ou, nu = {u["name"]: u for u in so.get(key, [])}, {u["name"]: u for u in sn.get(key, [])}
+            out += [f"users[{n}]" for n in sorted(set(ou) | set(nu)) if ou.get(n) != nu.get(n)][:5]
+        else:
+            out.append(f"status.{key}")
+    return out or ["(metadata only)"]
 
 
 def describe(obj):
@@ -361,6 +390,7 @@ def steady(kube, proxy, binary, env, logdir, args, seeded):
     slices = []
     reconciles0 = op.metric("mfa_operator_reconcile_duration_seconds_count")
     modified0 = watch.modified
+    changes0 = len(watch.changes)
     proxy.take()
     cpu0, t_start = op.cpu_seconds(), time.monotonic()
     total_calls = Counter()
@@ -374,7 +404,7 @@ def steady(kube, proxy, binary, env, logdir, args, seeded):
         calls = proxy.take()
         total_calls.update(calls)
         cpu = op.cpu_seconds()
-        slices.append((sum(calls.values()), cpu - cpu_prev, calls))
+        slices.append((sum(calls.values()), cpu - cpu_prev, calls, op.memory_kib()[0]))
         cpu_prev = cpu
     observed = time.monotonic() - t_start
     cpu_total = op.cpu_seconds() - cpu0
@@ -384,6 +414,7 @@ def steady(kube, proxy, binary, env, logdir, args, seeded):
     with watch.cond:
         still_complete = all_complete(watch.latest)
         status_writes = watch.modified - modified0
+        changes = watch.changes[changes0:]
 
     # A new enrollment over the whole account while the inventory is warm.
     proxy.take()
@@ -402,7 +433,7 @@ def steady(kube, proxy, binary, env, logdir, args, seeded):
     return dict(converged=converged, converge_calls=converge_calls, slices=slices, observed=observed,
                 cpu_total=cpu_total, reconciles=reconciles, errors=errors, rss_samples=rss_samples,
                 rss_now=rss_now, hwm=hwm, total_calls=total_calls, still_complete=still_complete,
-                status_writes=status_writes,
+                status_writes=status_writes, changes=changes,
                 warm=warm, warm_calls=warm_calls)
 
 
@@ -497,6 +528,9 @@ def main():
           f"({100 * s['cpu_total'] / s['observed']:.2f}% of one core).")
     print(f"- Operator memory: RSS {mib(s['rss_now']):.1f} MiB at the end; **peak RSS (VmHWM, whole life incl. "
           f"convergence) {mib(s['hwm']):.1f} MiB**.")
+    print(f"- Operator RSS at the end of each slice: {', '.join(f'{mib(x[3]):.1f}' for x in s['slices'])} MiB.")
+    for name, what in s["changes"]:
+        print(f"- Status change seen during the window: {name}: {', '.join(what)}")
     print(f"- A new Report enrollment over all {users:,} users while the inventory is warm: complete in "
           f"{s['warm']:.2f} s with {fmt_calls(s['warm_calls'])} IAM calls.")
     if not s["still_complete"] or writes or s["status_writes"]:

@@ -36,7 +36,7 @@ use kube::runtime::{Controller, watcher};
 use kube::{Client, ResourceExt};
 
 use crate::aws::{CallCounter, IamError};
-use crate::crd::MfaEnrollment;
+use crate::crd::{MfaEnrollment, MfaEnrollmentStatus};
 use crate::metrics::Metrics;
 
 pub use accounts::{AccountKey, Accounts};
@@ -114,7 +114,15 @@ pub struct Context {
     /// Users each enrollment last saw Compliant, beyond the bounded status list, so drift
     /// is noticed for every user (falls back to the status list after a restart).
     compliant: std::sync::Mutex<HashMap<plan::EnrollmentId, BTreeSet<String>>>,
+    /// The status last written for each enrollment (with the object's uid). Right after a
+    /// write the cached object can still be the older version; building on that would
+    /// reset every condition's lastTransitionTime and write the status again.
+    statuses: std::sync::Mutex<HashMap<ObjectRef<MfaEnrollment>, WrittenStatus>>,
 }
+
+/// A status as written, with the uid of the object it was written to (a re-created
+/// enrollment of the same name starts afresh).
+type WrittenStatus = (Option<String>, MfaEnrollmentStatus);
 
 impl Context {
     pub fn now(&self) -> Timestamp {
@@ -151,6 +159,24 @@ impl Context {
 
     fn forget_compliant(&self, id: &plan::EnrollmentId) {
         self.compliant.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+    }
+
+    /// The status this operator last wrote for `object`, else the one the cache holds.
+    fn last_status(&self, object: &MfaEnrollment) -> Option<MfaEnrollmentStatus> {
+        let statuses = self.statuses.lock().unwrap_or_else(|p| p.into_inner());
+        match statuses.get(&ObjectRef::from(object)) {
+            Some((uid, status)) if *uid == object.uid() => Some(status.clone()),
+            _ => object.status.clone(),
+        }
+    }
+
+    fn remember_status(&self, object: &MfaEnrollment, status: MfaEnrollmentStatus) {
+        let mut statuses = self.statuses.lock().unwrap_or_else(|p| p.into_inner());
+        statuses.insert(ObjectRef::from(object), (object.uid(), status));
+    }
+
+    fn forget_status(&self, object: &MfaEnrollment) {
+        self.statuses.lock().unwrap_or_else(|p| p.into_inner()).remove(&ObjectRef::from(object));
     }
 
     fn reset_backoff(&self, object: &MfaEnrollment) {
@@ -199,6 +225,7 @@ pub async fn run(
         reconcile_all,
         failures: std::sync::Mutex::default(),
         compliant: std::sync::Mutex::default(),
+        statuses: std::sync::Mutex::default(),
     });
     tracing::info!(namespace = ?context.config.namespace, "controller starting");
     controller

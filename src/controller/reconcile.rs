@@ -36,8 +36,15 @@ pub async fn reconcile(enrollment: Arc<MfaEnrollment>, ctx: Arc<Context>) -> Res
             Finalizer::Cleanup(e) => cleanup(&e, &ctx).await,
         }
     })
-    .await
-    .map_err(|e| Error::Finalizer(Box::new(e)));
+    .await;
+    let result = match result {
+        // A second cleanup read a cached object that still had the finalizer the first
+        // one removed: the object is gone, which is what cleanup is for.
+        Err(kube::runtime::finalizer::Error::RemoveFinalizer(kube::Error::Api(status))) if status.code == 404 => {
+            Ok(Requeue::await_change())
+        }
+        other => other.map_err(|e| Error::Finalizer(Box::new(e))),
+    };
     ctx.metrics.observe_reconcile(started.elapsed().as_secs_f64());
     if result.is_ok() {
         ctx.reset_backoff(&enrollment);
@@ -152,7 +159,8 @@ async fn reconcile_apply(enrollment: &MfaEnrollment, ctx: &Context) -> Result<Re
         (Some(spec), _) => Some(spec),
         (None, applied) => applied,
     };
-    let previous = enrollment.status.as_ref();
+    let last = ctx.last_status(enrollment);
+    let previous = last.as_ref();
     // Only a reconcile that saw the whole picture may say a user lost MFA.
     let clean = issue.is_none() && !stale_inventory;
     let before = ctx.remembered_compliant(&id).unwrap_or_else(|| {
@@ -273,7 +281,7 @@ async fn report_iam_failure(enrollment: &MfaEnrollment, ctx: &Context, error: Ia
         _ => ConditionReason::TransientError,
     };
     let issue = Issue { reason, message: error.to_string() };
-    let previous = enrollment.status.clone().unwrap_or_default();
+    let previous = ctx.last_status(enrollment).unwrap_or_default();
     let status = build(StatusInput {
         mode: enrollment.spec.mode,
         generation: enrollment.meta().generation,
@@ -317,7 +325,7 @@ fn previous_users(previous: &MfaEnrollmentStatus) -> Vec<super::plan::UserPlan> 
 
 /// Writes the status with server-side apply, only when it changed.
 async fn write_status(enrollment: &MfaEnrollment, ctx: &Context, status: MfaEnrollmentStatus) -> Result<()> {
-    if enrollment.status.as_ref() == Some(&status) {
+    if ctx.last_status(enrollment).as_ref() == Some(&status) {
         return Ok(());
     }
     let namespace = enrollment.namespace().ok_or(Error::NoNamespace)?;
@@ -330,6 +338,7 @@ async fn write_status(enrollment: &MfaEnrollment, ctx: &Context, status: MfaEnro
     api.patch_status(&enrollment.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
         .await
         .map_err(Error::kube("patch MfaEnrollment status"))?;
+    ctx.remember_status(enrollment, status);
     Ok(())
 }
 
@@ -356,6 +365,7 @@ async fn cleanup(enrollment: &MfaEnrollment, ctx: &Context) -> Result<Requeue> {
     let secrets = list_seed_secrets(ctx, &id).await?;
     if secrets.is_empty() {
         ctx.forget_compliant(&id);
+        ctx.forget_status(enrollment);
         ctx.metrics.forget_enrollment(&id.namespace, &id.name);
         return Ok(Requeue::await_change());
     }
@@ -384,6 +394,7 @@ async fn cleanup(enrollment: &MfaEnrollment, ctx: &Context) -> Result<Requeue> {
         }
     }
     ctx.forget_compliant(&id);
+    ctx.forget_status(enrollment);
     ctx.metrics.forget_enrollment(&id.namespace, &id.name);
     tracing::info!(enrollment = %id, removed = secrets.len(), "removed pending devices and seed Secrets");
     Ok(Requeue::await_change())

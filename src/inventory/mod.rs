@@ -56,15 +56,19 @@ pub struct Inventory {
 impl Inventory {
     /// Sweeps the account. `with_console` fetches the credential report too.
     pub async fn load(iam: &impl IamApi, with_console: bool, now: Timestamp) -> Result<Self, IamError> {
-        // Independent sweeps: a refresh takes as long as the longest, not their sum.
+        // Independent sweeps: a refresh takes as long as the longest, not their sum. All
+        // finish before any error is reported, so the error named is always the first in
+        // this order, whichever failed first on the wire.
         let console = async { if with_console { iam.console_users().await.map(Some) } else { Ok(None) } };
-        let (users, devices, groups, root_mfa_enabled, console_users) = futures::try_join!(
+        let (users, devices, groups, root_mfa_enabled, console_users) = futures::join!(
             iam.list_users(),
             iam.list_virtual_mfa_devices(),
             iam.list_groups(),
             iam.root_account_mfa_enabled(),
             console,
-        )?;
+        );
+        let (users, devices, groups, root_mfa_enabled, console_users) =
+            (users?, devices?, groups?, root_mfa_enabled?, console_users?);
         let mut inventory = Self::from_parts(now, users, devices, console_users);
         inventory.groups = groups;
         inventory.root_mfa_enabled = root_mfa_enabled;

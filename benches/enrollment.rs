@@ -317,7 +317,7 @@ async fn inventory_benchmark(
     writeln!(
         r,
         "Each run uses a fresh client and counts the HTTP requests it really sends (SDK interceptor, retries \
-         included). Runs alternate between the two approaches; both run one request at a time.\n"
+         included). Runs alternate between the two approaches; the operator sends up to 8 `ListMFADevices` at once (as against a calm IAM), the loop one request at a time.\n"
     )?;
     writeln!(
         r,

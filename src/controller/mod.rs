@@ -19,6 +19,7 @@ pub mod selection;
 pub mod status;
 pub mod vocabulary;
 mod watch_backoff;
+mod written;
 
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
@@ -114,15 +115,9 @@ pub struct Context {
     /// Users each enrollment last saw Compliant, beyond the bounded status list, so drift
     /// is noticed for every user (falls back to the status list after a restart).
     compliant: std::sync::Mutex<HashMap<plan::EnrollmentId, BTreeSet<String>>>,
-    /// The status last written for each enrollment (with the object's uid). Right after a
-    /// write the cached object can still be the older version; building on that would
-    /// reset every condition's lastTransitionTime and write the status again.
-    statuses: std::sync::Mutex<HashMap<ObjectRef<MfaEnrollment>, WrittenStatus>>,
+    /// The status last written for each enrollment (see `written.rs`).
+    statuses: written::WrittenStatuses,
 }
-
-/// A status as written, with the uid of the object it was written to (a re-created
-/// enrollment of the same name starts afresh).
-type WrittenStatus = (Option<String>, MfaEnrollmentStatus);
 
 impl Context {
     pub fn now(&self) -> Timestamp {
@@ -163,20 +158,15 @@ impl Context {
 
     /// The status this operator last wrote for `object`, else the one the cache holds.
     fn last_status(&self, object: &MfaEnrollment) -> Option<MfaEnrollmentStatus> {
-        let statuses = self.statuses.lock().unwrap_or_else(|p| p.into_inner());
-        match statuses.get(&ObjectRef::from(object)) {
-            Some((uid, status)) if *uid == object.uid() => Some(status.clone()),
-            _ => object.status.clone(),
-        }
+        self.statuses.last(object)
     }
 
     fn remember_status(&self, object: &MfaEnrollment, status: MfaEnrollmentStatus) {
-        let mut statuses = self.statuses.lock().unwrap_or_else(|p| p.into_inner());
-        statuses.insert(ObjectRef::from(object), (object.uid(), status));
+        self.statuses.remember(object, status);
     }
 
     fn forget_status(&self, object: &MfaEnrollment) {
-        self.statuses.lock().unwrap_or_else(|p| p.into_inner()).remove(&ObjectRef::from(object));
+        self.statuses.forget(object);
     }
 
     fn reset_backoff(&self, object: &MfaEnrollment) {
@@ -225,7 +215,7 @@ pub async fn run(
         reconcile_all,
         failures: std::sync::Mutex::default(),
         compliant: std::sync::Mutex::default(),
-        statuses: std::sync::Mutex::default(),
+        statuses: written::WrittenStatuses::default(),
     });
     tracing::info!(namespace = ?context.config.namespace, "controller starting");
     controller

@@ -18,10 +18,9 @@ use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common::bed::{Bed, condition as find_condition, is_true, state};
+use common::bed::{Bed, condition as find_condition, data, is_true, state};
 use common::iam;
 use common::operator::Operator;
-use kube::api::{Patch, PatchParams};
 use mfa_operator::crd::UserState;
 use serde_json::{Value, json};
 
@@ -566,22 +565,10 @@ async fn kstatus_and_argo_cd_follow_an_enrollment_through_its_life() {
     let _operator = Operator::start(&bed.ns);
     let ready = bed.wait("life", "Ready for generation 2", |e| is_true(e, "Ready")).await;
     assert_eq!(kstatus(&bed.object("life").await), health(("Current", "Resource is Ready")));
-    let secret_name = ready
-        .status
-        .as_ref()
-        .and_then(|s| s.users.iter().find(|u| &u.name == user))
-        .and_then(|u| u.seed_secret.clone())
-        .expect("seed Secret named in status");
-    let secret = bed.secrets.get(&secret_name).await.expect("get seed Secret");
-    let seed = secret
-        .data
-        .as_ref()
-        .and_then(|d| d.get("seed"))
-        .map(|v| String::from_utf8_lossy(&v.0).into_owned())
-        .expect("seed in the Secret");
+    let secret = bed.seed_secret(&ready, user).await;
+    let seed = data(&secret, "seed").expect("seed in the Secret");
     let (code1, code2) = iam::codes_now(&seed);
-    let codes = json!({ "stringData": { "code1": code1, "code2": code2 } });
-    bed.secrets.patch(&secret_name, &PatchParams::default(), &Patch::Merge(&codes)).await.expect("submit codes");
+    bed.submit(secret.metadata.name.as_deref().expect("Secret name"), &code1, &code2).await;
     bed.wait("life", "Compliant", |e| is_true(e, "Compliant") && is_true(e, "Ready")).await;
     let done = bed.object("life").await;
     assert_eq!(kstatus(&done), health(("Current", "Resource is Ready")));

@@ -249,25 +249,7 @@ async fn two_replicas_under_iam_faults_never_create_two_devices_for_one_user() {
     const USERS: usize = 12;
     let (bed, users) = Bed::new("iamleader", USERS).await;
     let url = bed.proxy.url();
-    let start = |identity: &str| {
-        Operator::start_args(
-            &bed.ns,
-            &[
-                "--metrics-address",
-                "127.0.0.1:0",
-                "--leader-election",
-                "--lease-namespace",
-                &bed.ns,
-                "--identity",
-                identity,
-                "--lease-duration-seconds",
-                "6",
-                "--lease-grace-seconds",
-                "2",
-            ],
-            &[("AWS_ENDPOINT_URL", &url)],
-        )
-    };
+    let start = |identity: &str| Operator::start_replica(&bed.ns, identity, &[("AWS_ENDPOINT_URL", &url)]);
     let holder = |want: &'static str| {
         move |l: Option<&Lease>| l.and_then(|l| l.spec.as_ref()?.holder_identity.as_deref()) == Some(want)
     };

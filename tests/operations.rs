@@ -92,26 +92,7 @@ async fn two_replicas_elect_one_leader_and_a_standby_takes_over() {
     for i in 0..10 {
         iam::create_user(&raw, &format!("{tag}-u{i}"), &format!("/{tag}/")).await;
     }
-    let lease_args = |identity: &'static str| {
-        vec![
-            "--metrics-address",
-            "127.0.0.1:0",
-            "--leader-election",
-            "--lease-namespace",
-            "LEASE_NS",
-            "--identity",
-            identity,
-            "--lease-duration-seconds",
-            "6",
-            "--lease-grace-seconds",
-            "2",
-        ]
-    };
-    let args = |identity: &'static str| -> Vec<String> {
-        lease_args(identity).into_iter().map(|a| if a == "LEASE_NS" { ns.clone() } else { a.to_owned() }).collect()
-    };
-    let first_args = args("replica-a");
-    let first = Operator::start_args(&ns, &first_args.iter().map(String::as_str).collect::<Vec<_>>(), &[]);
+    let first = Operator::start_replica(&ns, "replica-a", &[]);
     let leases: Api<Lease> = Api::namespaced(client.clone(), &ns);
     let lease = common::wait_until(
         &leases,
@@ -122,8 +103,7 @@ async fn two_replicas_elect_one_leader_and_a_standby_takes_over() {
     )
     .await;
     println!("lease held by {:?}", lease.spec.and_then(|s| s.holder_identity));
-    let second_args = args("replica-b");
-    let second = Operator::start_args(&ns, &second_args.iter().map(String::as_str).collect::<Vec<_>>(), &[]);
+    let second = Operator::start_replica(&ns, "replica-b", &[]);
 
     let api: Api<MfaEnrollment> = Api::namespaced(client.clone(), &ns);
     let spec = |prefix: &str| serde_json::json!({ "mode": "Enroll", "users": { "pathPrefix": prefix }, "device": { "path": format!("/{tag}/") } });

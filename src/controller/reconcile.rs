@@ -187,7 +187,7 @@ async fn reconcile_apply(enrollment: &MfaEnrollment, ctx: &Context) -> Result<Re
     if let Some(summary) = &status.summary {
         ctx.metrics.set_users(&id.namespace, &id.name, summary);
     }
-    write_status(enrollment, ctx, status).await?;
+    write_status(enrollment, ctx, previous, status).await?;
 
     match issue {
         Some(issue) if !issue.needs_person() => Err(Error::WorkFailed(issue.message)),
@@ -297,7 +297,7 @@ async fn report_iam_failure(enrollment: &MfaEnrollment, ctx: &Context, error: Ia
         users_omitted: previous.users_omitted,
         ..status
     };
-    write_status(enrollment, ctx, status).await?;
+    write_status(enrollment, ctx, Some(&previous), status).await?;
     publish(ctx, enrollment, EventReason::ReconcileFailed, issue.message.clone()).await;
     if issue.needs_person() {
         Ok(Requeue::requeue(enrollment.spec.resync_interval.into()))
@@ -324,8 +324,15 @@ fn previous_users(previous: &MfaEnrollmentStatus) -> Vec<super::plan::UserPlan> 
 }
 
 /// Writes the status with server-side apply, only when it changed.
-async fn write_status(enrollment: &MfaEnrollment, ctx: &Context, status: MfaEnrollmentStatus) -> Result<()> {
-    if ctx.last_status(enrollment).as_ref() == Some(&status) {
+/// Writes `status` unless it equals `previous` (the status last written, see
+/// [`Context::last_status`]).
+async fn write_status(
+    enrollment: &MfaEnrollment,
+    ctx: &Context,
+    previous: Option<&MfaEnrollmentStatus>,
+    status: MfaEnrollmentStatus,
+) -> Result<()> {
+    if previous == Some(&status) {
         return Ok(());
     }
     let namespace = enrollment.namespace().ok_or(Error::NoNamespace)?;

@@ -20,6 +20,14 @@ impl Operator {
         Self::start_args(namespace, &["--metrics-address", "127.0.0.1:0"], env)
     }
 
+    /// Starts one replica with leader election: the Lease in `namespace`, held as
+    /// `identity`, with a short lease (6 s, renewed 2 s before expiry) so take-overs are quick.
+    pub fn start_replica(namespace: &str, identity: &str, env: &[(&str, &str)]) -> Self {
+        let args = ["--metrics-address", "127.0.0.1:0", "--leader-election", "--lease-namespace", namespace];
+        let lease = ["--identity", identity, "--lease-duration-seconds", "6", "--lease-grace-seconds", "2"];
+        Self::start_args(namespace, &[&args[..], &lease[..]].concat(), env)
+    }
+
     /// Starts `mfa-operator run -n <namespace> <args>`.
     pub fn start_args(namespace: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
         super::require_testbed();

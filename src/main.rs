@@ -81,6 +81,16 @@ struct RunArgs {
     /// Identity of this replica in the Lease (default: POD_NAME, else host name and pid).
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
+
+    /// Secret holding the key that signs seed Secrets, in the operator's namespace (the
+    /// Lease's); created with a random key on first start.
+    #[arg(long, env = "MFA_OPERATOR_INTEGRITY_KEY_SECRET", default_value = "mfa-operator-integrity-key")]
+    integrity_key_secret: String,
+
+    /// Namespace of that Secret (default: the operator's own, as for the Lease). Never a
+    /// namespace whose Secrets tenants may read.
+    #[arg(long, env = "MFA_OPERATOR_INTEGRITY_KEY_NAMESPACE")]
+    integrity_key_namespace: Option<String>,
 }
 
 /// Resolves on SIGTERM or SIGINT.
@@ -108,7 +118,14 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {} for metrics and probes: {e}", args.metrics_address))?;
     let server = tokio::spawn(mfa_operator::http::serve(listener, metrics.clone(), readiness.clone()));
-    let config = controller::Config { namespace: args.namespace.clone(), reporter: "mfa-operator".into() };
+    // The operator's own namespace: where its Lease and integrity key live.
+    let own_namespace = args.lease_namespace.clone().or(args.namespace.clone()).unwrap_or_else(|| "default".into());
+    let config = controller::Config {
+        namespace: args.namespace.clone(),
+        reporter: "mfa-operator".into(),
+        key_namespace: args.integrity_key_namespace.clone().unwrap_or_else(|| own_namespace.clone()),
+        key_secret: args.integrity_key_secret.clone(),
+    };
     if !args.leader_election {
         readiness.set(true);
         let result = controller::run(client, config, metrics, termination()).await;
@@ -117,7 +134,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
 
     let lease = LeaseConfig {
-        namespace: args.lease_namespace.or(args.namespace).unwrap_or_else(|| "default".into()),
+        namespace: own_namespace,
         name: args.lease_name,
         identity: args.identity.unwrap_or_else(default_identity),
         duration_secs: args.lease_duration_seconds,

@@ -17,6 +17,7 @@ use data_encoding::{BASE32_NOPAD, DecodeKind};
 use hmac::digest::Key;
 use hmac::{Hmac, KeyInit, Mac};
 use sha1::{Digest, Sha1};
+use subtle::{Choice, ConstantTimeEq};
 
 /// Number of digits in a code.
 pub const DIGITS: usize = 6;
@@ -174,8 +175,6 @@ pub enum CodeRejection {
     /// A consecutive pair from the future: the authenticator's clock runs ahead.
     /// `ahead_secs` is how far ahead, at least.
     ClockAhead { ahead_secs: u64 },
-    /// One code is valid for this device around now, the other is not (likely a typo).
-    WrongCode { which: WhichCode },
     /// Neither code is valid for this device around now: a different authenticator entry,
     /// or codes much older than [`MAX_AGE_STEPS`].
     Mismatch,
@@ -190,7 +189,6 @@ impl CodeRejection {
             Self::NotConsecutive => "CodesNotConsecutive",
             Self::Stale { .. } => "CodesTooOld",
             Self::ClockAhead { .. } => "AuthenticatorClockAhead",
-            Self::WrongCode { .. } => "WrongCode",
             Self::Mismatch => "CodesDoNotMatchDevice",
         }
     }
@@ -223,11 +221,6 @@ impl fmt::Display for CodeRejection {
                 "the codes are from {} in the future: the authenticator device's clock is \
                  ahead; set it to automatic time, then enter two new consecutive codes",
                 HumanDuration(*ahead_secs)
-            ),
-            Self::WrongCode { which } => write!(
-                f,
-                "the {which} code does not match this MFA device (the other one does): check it \
-                 for a typo, then enter two new consecutive codes"
             ),
             Self::Mismatch => f.write_str(
                 "the codes do not match this MFA device: use the authenticator entry created \
@@ -263,8 +256,9 @@ impl fmt::Display for HumanDuration {
 ///   up to [`MAX_AHEAD_STEPS`] ahead is [`ClockAhead`](CodeRejection::ClockAhead); anything
 ///   else is classified so the message can tell the human what went wrong.
 ///
-/// The codes are public to whoever submits them (they hold the seed), so plain comparisons
-/// are fine here: there is nothing for a timing side channel to reveal.
+/// The comparisons run in constant time and every code of the window is compared, and a
+/// refusal never says which of the two codes matched: a guesser learns nothing about one
+/// code from the answer or its timing.
 pub fn verify_pair(secret: &[u8], code1: &str, code2: &str, now_unix_secs: i64) -> Result<Verified, CodeRejection> {
     let first = parse_code(code1).ok_or(CodeRejection::Malformed { which: WhichCode::First })?;
     let second = parse_code(code2).ok_or(CodeRejection::Malformed { which: WhichCode::Second })?;
@@ -279,7 +273,7 @@ pub fn verify_pair(secret: &[u8], code1: &str, code2: &str, now_unix_secs: i64) 
     // Steps of the second code of every consecutive pair in the window, oldest first.
     let pair_ends: Vec<u64> = window
         .windows(2)
-        .filter(|adjacent| adjacent[0].1 == first && adjacent[1].1 == second)
+        .filter(|adjacent| bool::from(adjacent[0].1.ct_eq(&first) & adjacent[1].1.ct_eq(&second)))
         .map(|adjacent| adjacent[1].0)
         .collect();
 
@@ -301,23 +295,25 @@ pub fn verify_pair(secret: &[u8], code1: &str, code2: &str, now_unix_secs: i64) 
     if first == second {
         return Err(CodeRejection::SameCodeTwice);
     }
-    let first_known = window.iter().any(|&(_, code)| code == first);
-    let second_known = window.iter().any(|&(_, code)| code == second);
-    Err(match (first_known, second_known) {
+    let known = |code: u32| bool::from(window.iter().fold(Choice::from(0), |seen, &(_, c)| seen | c.ct_eq(&code)));
+    Err(match (known(first), known(second)) {
         (true, true) => CodeRejection::NotConsecutive,
-        (true, false) => CodeRejection::WrongCode { which: WhichCode::Second },
-        (false, true) => CodeRejection::WrongCode { which: WhichCode::First },
-        (false, false) => CodeRejection::Mismatch,
+        // One matching code must not be told apart from none: it would let a guesser
+        // find each code on its own.
+        _ => CodeRejection::Mismatch,
     })
 }
 
 /// The numeric value of a code that is exactly [`DIGITS`] ASCII digits after trimming.
-fn parse_code(code: &str) -> Option<u32> {
+/// A code as the person wrote it, without surrounding whitespace, if it is then exactly
+/// six ASCII digits: what is checked, and all that is ever sent to AWS.
+pub fn normalize_code(code: &str) -> Option<&str> {
     let code = code.trim();
-    if code.len() != DIGITS || !code.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    code.parse().ok()
+    (code.len() == DIGITS && code.bytes().all(|b| b.is_ascii_digit())).then_some(code)
+}
+
+fn parse_code(code: &str) -> Option<u32> {
+    normalize_code(code)?.parse().ok()
 }
 
 #[cfg(test)]
@@ -568,17 +564,25 @@ mod tests {
     }
 
     #[test]
-    fn verify_pair_reports_one_wrong_code() {
+    fn verify_pair_never_says_which_code_matched() {
         let wrong = code_not_in_window();
         let (c1, c2) = pair_ending_at(n());
+        // One right code answers exactly as none: no oracle for guessing codes one by one.
+        assert_eq!(verify_pair(RFC_SECRET, &c1, &wrong, NOW), Err(CodeRejection::Mismatch));
+        assert_eq!(verify_pair(RFC_SECRET, &wrong, &c2, NOW), Err(CodeRejection::Mismatch));
         assert_eq!(
-            verify_pair(RFC_SECRET, &c1, &wrong, NOW),
-            Err(CodeRejection::WrongCode { which: WhichCode::Second })
+            verify_pair(RFC_SECRET, &c1, &wrong, NOW).map_err(|e| e.to_string()),
+            verify_pair(RFC_SECRET, &wrong, &c2, NOW).map_err(|e| e.to_string())
         );
-        assert_eq!(
-            verify_pair(RFC_SECRET, &wrong, &c2, NOW),
-            Err(CodeRejection::WrongCode { which: WhichCode::First })
-        );
+    }
+
+    #[test]
+    fn normalize_code_keeps_exactly_six_digits() {
+        assert_eq!(normalize_code("123456\n"), Some("123456"));
+        assert_eq!(normalize_code(" 012345 "), Some("012345"));
+        for bad in ["12345", "1234567", "12 456", "abcdef", "１２３４５６", ""] {
+            assert_eq!(normalize_code(bad), None, "{bad:?}");
+        }
     }
 
     #[test]
@@ -680,7 +684,7 @@ mod tests {
             }
         }
         // Every variant was produced, each with its own reason.
-        assert_eq!(reasons.len(), 7);
+        assert_eq!(reasons.len(), 6);
     }
 
     #[test]

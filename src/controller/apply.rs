@@ -9,11 +9,9 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Resource, ResourceExt};
 
-use super::plan::{Action, Claims, EnrollmentId, Plan, UserPlan, Work};
+use super::plan::{Action, Claims, EnrollmentId, MAX_FAILED_ATTEMPTS, Plan, REFUSAL_PREFIX, UserPlan, Work};
 use super::reconcile::publish;
-use super::seed_secret::{
-    self, ANNOTATION_FAILED_ATTEMPTS, ANNOTATION_LAST_REJECTION, KEY_CODE1, KEY_CODE2, SeedSecret,
-};
+use super::seed_secret::{self, ANNOTATION_LAST_REJECTION, KEY_CODE1, KEY_CODE2, SeedSecret};
 use super::status::Issue;
 use super::vocabulary::{ConditionReason, EventReason};
 use super::{Context, FIELD_MANAGER};
@@ -50,6 +48,8 @@ enum StepError {
     /// AWS refused the codes: recorded on the Secret like a local refusal.
     CodesRefused,
     StaleInventory(String),
+    /// The enrollment cannot own what the step would create (it has no uid yet).
+    NoOwner,
 }
 
 impl StepError {
@@ -59,6 +59,7 @@ impl StepError {
             Self::Kube(what, e) => format!("Kubernetes {what}: {e}"),
             Self::CodesRefused => "AWS refused the codes".into(),
             Self::StaleInventory(m) => m.clone(),
+            Self::NoOwner => "the MfaEnrollment has no uid to own a seed Secret".into(),
         }
     }
 
@@ -127,6 +128,8 @@ pub async fn apply(
         api,
     };
     let Plan { work, mut users } = plan;
+    let ttl = jiff::SignedDuration::try_from(std::time::Duration::from(enrollment.spec.pending_ttl))
+        .unwrap_or(jiff::SignedDuration::MAX);
     let mut issue: Option<Issue> = None;
     let mut stale_inventory = false;
     let mut changed_account = false;
@@ -148,11 +151,23 @@ pub async fn apply(
         let status = user.as_ref().and_then(|u| users.iter_mut().find(|p| &p.name == u));
         if let StepError::CodesRefused = error {
             // Recorded on the Secret by `run`; the user stays Pending with the reason.
-            if let (Some(status), Action::Enable { secret, .. }) = (status, action) {
-                let attempts = runner.secrets.get(secret.as_str()).map_or(1, |s| s.failed_attempts + 1);
-                status.state = UserState::Pending;
-                status.message =
-                    Some(format!("codes refused by AWS: {} (refused submission {attempts})", REFUSED_BY_AWS));
+            // A refusal by AWS counts like a refusal by the local check.
+            if let (Some(status), Action::Enable { secret, .. }) = (status, action)
+                && let Some(seed) = runner.secrets.get(secret.as_str())
+            {
+                let attempts = status.failed_attempts + 1;
+                *status = UserPlan {
+                    state: UserState::Pending,
+                    serial: Some(seed.serial.clone()),
+                    secret: Some(seed.name.clone()),
+                    pending_since: Some(seed.created),
+                    expires_at: seed.created.checked_add(ttl).ok(),
+                    message: Some(format!(
+                        "{REFUSAL_PREFIX} by AWS: {REFUSED_BY_AWS} (refused submission {attempts} of {MAX_FAILED_ATTEMPTS})"
+                    )),
+                    failed_attempts: attempts,
+                    ..status.clone()
+                };
             }
             continue;
         }
@@ -181,6 +196,16 @@ pub async fn apply(
     Applied { users, issue, stale_inventory, changed_account }
 }
 
+/// IAM's answers that mean "these codes are not accepted": the person's to fix with new
+/// codes, not a step to retry.
+fn codes_refused(error: &IamError) -> bool {
+    match error {
+        IamError::InvalidAuthenticationCode { .. } => true,
+        IamError::Service { code, .. } => code == "ValidationError",
+        _ => false,
+    }
+}
+
 /// What people read when AWS refuses codes the local check accepted.
 const REFUSED_BY_AWS: &str =
     "wait for a new code, then submit two fresh consecutive codes (AWS may consider these too old)";
@@ -194,9 +219,10 @@ impl Runner<'_> {
             Action::Enable { user, serial, secret, codes } => {
                 match self.iam.enable_mfa_device(user, serial, &codes.code1, &codes.code2).await {
                     Ok(()) => {}
-                    Err(IamError::InvalidAuthenticationCode { .. }) => {
-                        let attempts = self.secrets.get(secret.as_str()).map_or(1, |s| s.failed_attempts + 1);
-                        self.reject(secret, attempts, REFUSED_BY_AWS).await?;
+                    // AWS refused the codes (or their form): a rejection like a local
+                    // one, never a step to retry with backoff.
+                    Err(e) if codes_refused(&e) => {
+                        self.reject(secret, REFUSED_BY_AWS).await?;
                         publish(
                             self.ctx,
                             self.enrollment,
@@ -216,12 +242,12 @@ impl Runner<'_> {
                 failpoint::hit("after-mfa-enabled");
                 let now = self.ctx.now();
                 self.inventory.record_enabled(user, serial, now);
-                if let Some(created) = self.secrets.get(secret.as_str()).and_then(|s| s.created) {
-                    self.ctx.metrics.observe_enrollment(now.duration_since(created).as_secs_f64());
+                if let Some(seed) = self.secrets.get(secret.as_str()) {
+                    self.ctx.metrics.observe_enrollment(now.duration_since(seed.created).as_secs_f64());
                 }
                 self.delete_secret(secret).await
             }
-            Action::RejectCodes { secret, attempts, message } => self.reject(secret, *attempts, message).await,
+            Action::RejectCodes { secret, message, .. } => self.reject(secret, message).await,
         }
     }
 
@@ -252,17 +278,26 @@ impl Runner<'_> {
                 Vec::new()
             }
         };
-        let secret = seed_secret::build(seed_secret::NewSeedSecret {
-            namespace: &self.id.namespace,
-            enrollment: &self.id.name,
-            owner: self.enrollment.controller_owner_ref(&()),
-            user,
-            serial: &device.serial,
-            seed: &device.seed,
-            otpauth_uri: &uri,
-            qr_png: png,
-            created_at: at,
-        });
+        let Some(owner) = self.enrollment.controller_owner_ref(&()) else {
+            if self.iam.delete_virtual_mfa_device(&device.serial).await.is_ok() {
+                self.inventory.record_deleted(&device.serial);
+            }
+            return Err(StepError::NoOwner);
+        };
+        let secret = seed_secret::build(
+            seed_secret::NewSeedSecret {
+                namespace: &self.id.namespace,
+                enrollment: &self.id.name,
+                owner,
+                user,
+                serial: &device.serial,
+                seed: &device.seed,
+                otpauth_uri: &uri,
+                qr_png: png,
+                created_at: at,
+            },
+            &self.ctx.integrity,
+        );
         let params = PostParams { field_manager: Some(FIELD_MANAGER.to_owned()), ..PostParams::default() };
         if let Err(e) = self.api.create(&params, &secret).await {
             // Without its Secret the device is useless: remove it now rather than leave
@@ -311,15 +346,14 @@ impl Runner<'_> {
 
     /// Clears the code keys and records the refusal, only if the Secret is still the
     /// version that was checked (a newer submission is checked on the next reconcile).
-    async fn reject(&mut self, name: &str, attempts: u32, message: &str) -> Result<(), StepError> {
+    /// The count of refusals is the operator's, in status; the annotation only tells the
+    /// person (and the plugin) why.
+    async fn reject(&mut self, name: &str, message: &str) -> Result<(), StepError> {
         let resource_version = self.secrets.get(name).and_then(|s| s.resource_version.clone());
         let patch = serde_json::json!({
             "metadata": {
                 "resourceVersion": resource_version,
-                "annotations": {
-                    ANNOTATION_FAILED_ATTEMPTS: attempts.to_string(),
-                    ANNOTATION_LAST_REJECTION: message,
-                },
+                "annotations": { ANNOTATION_LAST_REJECTION: message },
             },
             "data": { KEY_CODE1: null, KEY_CODE2: null },
         });

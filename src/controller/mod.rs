@@ -4,7 +4,8 @@
 //! - [`plan`]: pure planning (spec + inventory + Secrets -> work and users' status)
 //! - [`status`]: pure status and condition building
 //! - [`selection`]: which users a selector picks
-//! - [`seed_secret`]: the seed Secret's name, shape and parsing
+//! - [`seed_secret`]: the seed Secret's name, shape, parsing and verification
+//! - [`integrity`]: the operator's key and the tag that proves a seed Secret is its own
 //! - [`reconcile`]: the reconcile loop and finalizer
 //! - [`apply`]: runs planned work against IAM and Kubernetes
 //! - [`accounts`]: per-account IAM client, inventory and lock
@@ -12,6 +13,7 @@
 
 pub mod accounts;
 mod apply;
+pub mod integrity;
 pub mod plan;
 mod reconcile;
 pub mod seed_secret;
@@ -67,6 +69,8 @@ pub enum Error {
     WorkFailed(String),
     #[error("MfaEnrollment has no namespace")]
     NoNamespace,
+    #[error("integrity key: {0}")]
+    Integrity(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -86,6 +90,7 @@ impl Error {
             Self::WorkFailed(_) => "work_failed",
             Self::Finalizer(_) => "finalizer",
             Self::NoNamespace => "invalid_object",
+            Self::Integrity(_) => "integrity_key",
         }
     }
 }
@@ -97,12 +102,17 @@ pub struct Config {
     pub namespace: Option<String>,
     /// Name reported on Events (`reportingController`).
     pub reporter: String,
+    /// Where the integrity key lives: a Secret in the operator's own namespace.
+    pub key_namespace: String,
+    pub key_secret: String,
 }
 
 /// Shared by every reconcile.
 pub struct Context {
     pub client: Client,
     pub config: Config,
+    /// Signs and verifies the seed Secrets the operator writes.
+    pub integrity: integrity::IntegrityKey,
     pub accounts: Accounts,
     pub recorder: Recorder,
     pub store: Store<MfaEnrollment>,
@@ -195,16 +205,20 @@ pub async fn run(
         secrets,
         watcher::Config::default().labels(&seed_secret::managed_selector()),
         |secret| {
+            // The owner names the enrollment even when its name is too long for a label.
             let namespace = secret.namespace()?;
-            let enrollment = secret.labels().get(seed_secret::LABEL_ENROLLMENT)?;
-            Some(ObjectRef::new(enrollment).within(&namespace))
+            let owner = secret.owner_references().iter().find(|o| o.kind == "MfaEnrollment").map(|o| o.name.clone());
+            let enrollment = owner.or_else(|| secret.labels().get(seed_secret::LABEL_ENROLLMENT).cloned())?;
+            Some(ObjectRef::new(&enrollment).within(&namespace))
         },
     );
     let (reconcile_all, reconcile_all_requests) = futures::channel::mpsc::unbounded();
     let controller =
         controller.reconcile_all_on(reconcile_all_requests).trigger_backoff(watch_backoff::watch_backoff());
     let reporter = Reporter { controller: config.reporter.clone(), instance: std::env::var("POD_NAME").ok() };
+    let integrity = integrity::load_or_create(client.clone(), &config.key_namespace, &config.key_secret).await?;
     let context = Arc::new(Context {
+        integrity,
         recorder: Recorder::new(client.clone(), reporter),
         store: controller.store(),
         client,

@@ -7,7 +7,7 @@ use std::fmt;
 
 use jiff::Timestamp;
 
-use super::seed_secret::{SeedSecret, secret_name};
+use super::seed_secret::{SeedSecret, Untrusted, secret_name};
 use super::selection::Selection;
 use super::vocabulary::EventReason;
 use crate::crd::{MfaEnrollmentSpec, Mode, UserState};
@@ -62,7 +62,8 @@ pub enum Action {
     DeleteDevice { serial: String },
     /// Delete a seed Secret of this enrollment.
     DeleteSecret { name: String },
-    /// Enable the device with the two codes, then delete the seed Secret.
+    /// Enable the device with the two codes (exactly the six digits each that the local
+    /// check accepted), then delete the seed Secret.
     Enable { user: String, serial: String, secret: String, codes: Codes },
     /// Clear the code keys and record the refusal on the Secret.
     RejectCodes { secret: String, attempts: u32, message: String },
@@ -85,6 +86,8 @@ pub struct UserPlan {
     pub pending_since: Option<Timestamp>,
     pub expires_at: Option<Timestamp>,
     pub message: Option<String>,
+    /// Refused submissions for the pending device (the operator's own count).
+    pub failed_attempts: u32,
 }
 
 impl UserPlan {
@@ -97,6 +100,7 @@ impl UserPlan {
             pending_since: None,
             expires_at: None,
             message: None,
+            failed_attempts: 0,
         }
     }
 
@@ -124,6 +128,20 @@ pub struct Plan {
     pub users: Vec<UserPlan>,
 }
 
+/// What the operator recorded about a user's refused submissions in the status it last
+/// wrote (never in the Secret, which the person submitting codes can edit).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Refusals {
+    /// `pendingSince` of the device the count belongs to: a new device starts at zero.
+    pub pending_since: Option<Timestamp>,
+    pub failed_attempts: u32,
+    /// The last refusal's message, shown until the next submission.
+    pub last: Option<String>,
+}
+
+/// How a status message about refused codes starts (also how [`Refusals::last`] is found).
+pub const REFUSAL_PREFIX: &str = "codes refused";
+
 /// The inputs of [`plan`].
 pub struct PlanInput<'a> {
     pub id: &'a EnrollmentId,
@@ -133,8 +151,12 @@ pub struct PlanInput<'a> {
     pub selection: &'a Selection,
     /// Owner of each user that some Enroll-mode enrollment of the account selects.
     pub owners: &'a BTreeMap<String, EnrollmentId>,
-    /// This enrollment's seed Secrets.
+    /// This enrollment's seed Secrets whose integrity tag verified.
     pub secrets: &'a [SeedSecret],
+    /// Secrets with this enrollment's labels that are not what the operator wrote.
+    pub untrusted: &'a [Untrusted],
+    /// Each user's refused submissions, from the status last written.
+    pub refusals: &'a BTreeMap<String, Refusals>,
     pub claims: &'a Claims,
 }
 
@@ -145,15 +167,17 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
     let mut out = Plan::default();
     let mut handled_secrets = BTreeSet::new();
     let mut handled_serials = BTreeSet::new();
-    // Report mode never writes: no device or Secret is created, changed or removed (a
-    // Report enrollment that used to enroll keeps its pending devices and Secrets until
-    // it is deleted or enrolls again).
+    // Report mode writes nothing but the deletion of seeds whose device is enabled: no
+    // device or other Secret is created, changed or removed (a Report enrollment that
+    // used to enroll keeps its pending devices and Secrets until it is deleted or
+    // enrolls again).
     let enroll = input.spec.mode == Mode::Enroll;
 
     for user in &input.selection.users {
-        let secret = input.secrets.iter().find(|s| &s.user == user);
+        let name = secret_name(&input.id.name, user);
+        handled_secrets.insert(name.clone());
+        let secret = input.secrets.iter().find(|s| &s.user == user && s.name == name);
         if let Some(secret) = secret {
-            handled_secrets.insert(secret.name.clone());
             handled_serials.insert(secret.serial.clone());
         }
         // The user's own device under our path is this enrollment's business only while
@@ -164,7 +188,8 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
         if enrolls_user && let Some(account) = input.inventory.account_id() {
             handled_serials.insert(device_serial(account, &input.spec.device.path, user));
         }
-        let (status, work) = plan_user(input, user, secret);
+        let tampered = input.untrusted.iter().find(|u| u.name == name);
+        let (status, work) = plan_user(input, user, secret, tampered);
         out.users.push(status);
         out.work.extend(work);
     }
@@ -189,15 +214,25 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
             }),
         });
     }
+    // Look-alikes that stand where no selected user's Secret would: never obeyed, removed.
+    // Their devices, if any, are orphans for the sweep below.
+    for untrusted in input.untrusted.iter().filter(|u| !handled_secrets.contains(&u.name)) {
+        out.work.push(Work {
+            user: None,
+            actions: vec![Action::DeleteSecret { name: untrusted.name.clone() }],
+            note: Some(Note {
+                reason: EventReason::SeedSecretTampered,
+                message: format!("deleted Secret {}: it {}", untrusted.name, untrusted.why),
+            }),
+        });
+    }
 
     // Unassigned devices under our path that no other enrollment's seed Secret claims
     // (our own Secrets were read fresh above): the seed is lost, nobody can enable them.
     // Reconciles of one account run one at a time, so an owner elsewhere simply creates
     // a fresh device on its next reconcile.
     for device in input.inventory.pending_under(&input.spec.device.path) {
-        let claimed_by_others =
-            input.claims.get(&device.serial).is_some_and(|holders| holders.iter().any(|h| h != input.id));
-        if handled_serials.contains(&device.serial) || claimed_by_others {
+        if handled_serials.contains(&device.serial) || held_by_others(input, &device.serial) {
             continue;
         }
         out.work.push(Work {
@@ -212,30 +247,44 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
     out
 }
 
+/// Whether another enrollment's (verified) seed Secret holds the device `serial`.
+fn held_by_others(input: &PlanInput<'_>, serial: &str) -> bool {
+    input.claims.get(serial).is_some_and(|holders| holders.iter().any(|h| h != input.id))
+}
+
+/// `DeleteDevice` for `serial` when it is an unassigned device nobody else holds.
+fn delete_if_unheld(input: &PlanInput<'_>, serial: &str) -> Option<Action> {
+    let unassigned = input.inventory.virtual_device(serial).is_some_and(|d| d.user.is_none());
+    (unassigned && !held_by_others(input, serial)).then(|| Action::DeleteDevice { serial: serial.to_owned() })
+}
+
 /// Actions that remove one of this enrollment's seed Secrets, and its device when the
-/// device is unassigned and nobody else holds it.
+/// device is unassigned and nobody else holds it. The serial is the one the operator
+/// recorded (the tag proves it), so a device under a former device path is found too.
 fn release(input: &PlanInput<'_>, secret: &SeedSecret) -> Vec<Action> {
-    let mut actions = Vec::new();
-    let unassigned = input.inventory.virtual_device(&secret.serial).is_some_and(|d| d.user.is_none());
-    let held_by_others = input.claims.get(&secret.serial).is_some_and(|holders| holders.iter().any(|h| h != input.id));
-    if unassigned && !held_by_others {
-        actions.push(Action::DeleteDevice { serial: secret.serial.clone() });
-    }
+    let mut actions: Vec<Action> = delete_if_unheld(input, &secret.serial).into_iter().collect();
     actions.push(Action::DeleteSecret { name: secret.name.clone() });
     actions
 }
 
-fn plan_user(input: &PlanInput<'_>, user: &str, secret: Option<&SeedSecret>) -> (UserPlan, Vec<Work>) {
+fn plan_user(
+    input: &PlanInput<'_>,
+    user: &str,
+    secret: Option<&SeedSecret>,
+    tampered: Option<&Untrusted>,
+) -> (UserPlan, Vec<Work>) {
     let mfa = input.inventory.mfa_state(user);
     if let MfaState::Active(_) = mfa {
         // Compliant. A leftover Secret (crash after enabling, or the person enabled a
-        // device elsewhere) and its unassigned device are no longer needed.
-        let work = secret
-            .filter(|_| input.spec.mode == Mode::Enroll)
-            .map(|s| Work { user: None, actions: release(input, s), note: None })
-            .into_iter()
-            .collect();
-        return (UserPlan::new(user, UserState::Compliant), work);
+        // device elsewhere) holds a live or useless seed: it goes in every mode; its
+        // unassigned device only where this enrollment writes.
+        let actions = match secret {
+            Some(s) if input.spec.mode == Mode::Enroll => release(input, s),
+            Some(s) => vec![Action::DeleteSecret { name: s.name.clone() }],
+            None => Vec::new(),
+        };
+        let work = (!actions.is_empty()).then_some(Work { user: None, actions, note: None });
+        return (UserPlan::new(user, UserState::Compliant), work.into_iter().collect());
     }
     if input.spec.mode == Mode::Report {
         return (UserPlan::new(user, UserState::Missing).message("no active MFA device"), Vec::new());
@@ -255,144 +304,151 @@ fn plan_user(input: &PlanInput<'_>, user: &str, secret: Option<&SeedSecret>) -> 
     let Some(account) = input.inventory.account_id() else {
         return (UserPlan::new(user, UserState::Missing), Vec::new());
     };
+    // The only device the operator ever enables for this user: derived, never read.
     let serial = device_serial(account, &input.spec.device.path, user);
-    let device = input.inventory.virtual_device(&serial);
+    if let Some(tampered) = tampered {
+        let mut before = vec![Action::DeleteSecret { name: tampered.name.clone() }];
+        before.extend(delete_if_unheld(input, &serial));
+        let why = format!("{tampered}; it was replaced");
+        let (mut status, work) = create(input, user, &serial, before, Some((EventReason::SeedSecretTampered, &why)));
+        status.message = Some(format!("{why}: scan the new QR code in Secret {}", tampered.name));
+        return (status, work);
+    }
+    match secret {
+        Some(secret) => plan_pending(input, user, &serial, secret),
+        None => plan_without_secret(input, user, &serial),
+    }
+}
 
-    let Some(secret) = secret else {
-        // No seed Secret. A device of ours without one has lost its seed (crash between
-        // the two writes, or the Secret was deleted): replace it.
-        if device.is_some_and(|d| d.user.is_none()) {
-            // Our own claim is stale (the fresh Secret list has none); another
-            // enrollment's Secret for it means that enrollment holds the device.
-            let others: Vec<String> = input
-                .claims
-                .get(&serial)
-                .into_iter()
-                .flatten()
-                .filter(|h| *h != input.id)
-                .map(ToString::to_string)
-                .collect();
-            if !others.is_empty() {
-                let names = others;
-                return (
-                    UserPlan::new(user, UserState::Pending)
-                        .message(format!("pending device is held by {}", names.join(", "))),
-                    Vec::new(),
-                );
-            }
-            return create(
-                input,
-                user,
-                &serial,
-                vec![Action::DeleteDevice { serial: serial.clone() }],
-                Some((EventReason::SeedRotated, "its seed Secret was missing")),
-            );
-        }
-        return create(input, user, &serial, Vec::new(), None);
-    };
-
-    let secret_device = input.inventory.virtual_device(&secret.serial);
-    if secret_device.is_none_or(|d| d.user.is_some()) {
-        // The Secret's device is gone (deleted out of band) or assigned elsewhere.
-        let mut actions = Vec::new();
-        actions.push(Action::DeleteSecret { name: secret.name.clone() });
-        if secret.serial != serial && device.is_some_and(|d| d.user.is_none()) {
-            actions.push(Action::DeleteDevice { serial: serial.clone() });
-        }
-        return create(
-            input,
-            user,
-            &serial,
-            actions,
-            Some((EventReason::SeedRotated, "its pending device no longer exists")),
+/// No seed Secret. A device of ours without one has lost its seed (crash between the two
+/// writes, or the Secret was deleted): replace it, unless another enrollment holds it.
+fn plan_without_secret(input: &PlanInput<'_>, user: &str, serial: &str) -> (UserPlan, Vec<Work>) {
+    if input.inventory.virtual_device(serial).is_none_or(|d| d.user.is_some()) {
+        return create(input, user, serial, Vec::new(), None);
+    }
+    let others: Vec<String> =
+        input.claims.get(serial).into_iter().flatten().filter(|h| *h != input.id).map(ToString::to_string).collect();
+    if !others.is_empty() {
+        return (
+            UserPlan::new(user, UserState::Pending).message(format!("pending device is held by {}", others.join(", "))),
+            Vec::new(),
         );
     }
+    let delete = vec![Action::DeleteDevice { serial: serial.to_owned() }];
+    create(input, user, serial, delete, Some((EventReason::SeedRotated, "its seed Secret was missing")))
+}
 
-    let pending_since = secret.created;
-    let expires_at = pending_since.and_then(|t| t.checked_add(ttl(input.spec)).ok());
-    let mut pending = UserPlan {
+/// A pending device with its (verified) seed Secret: wait, check submitted codes, or
+/// rotate the device.
+fn plan_pending(input: &PlanInput<'_>, user: &str, serial: &str, secret: &SeedSecret) -> (UserPlan, Vec<Work>) {
+    let rotate = |why: &str| {
+        let mut before: Vec<Action> = delete_if_unheld(input, &secret.serial).into_iter().collect();
+        before.push(Action::DeleteSecret { name: secret.name.clone() });
+        if secret.serial != serial {
+            before.extend(delete_if_unheld(input, serial));
+        }
+        create(input, user, serial, before, Some((EventReason::SeedRotated, why)))
+    };
+    if secret.serial != serial {
+        return rotate("the device path changed");
+    }
+    if input.inventory.virtual_device(serial).is_none_or(|d| d.user.is_some()) {
+        // Deleted out of band (AWS deletes every unassigned virtual device of the account
+        // when anyone adds one in the console) or assigned elsewhere: the person's seed is
+        // void. Tell them plainly; it is not their fault.
+        let (mut status, work) = rotate("its pending device no longer exists");
+        status.message = Some(format!(
+            "the pending device was removed from AWS (for example by the console's clean-up of unassigned \
+             devices), so its codes cannot work: scan the new QR code in Secret {} and write two consecutive \
+             codes as code1 and code2",
+            secret.name
+        ));
+        return (status, work);
+    }
+    // Refused submissions count against this device only (same pendingSince).
+    let refusals =
+        input.refusals.get(user).filter(|r| r.pending_since == Some(secret.created)).cloned().unwrap_or_default();
+    if refusals.failed_attempts >= MAX_FAILED_ATTEMPTS {
+        return rotate(&format!("{} code submissions were refused", refusals.failed_attempts));
+    }
+    let expires_at = secret.created.checked_add(ttl(input.spec)).ok();
+    let pending = UserPlan {
         serial: Some(secret.serial.clone()),
         secret: Some(secret.name.clone()),
-        pending_since,
+        pending_since: Some(secret.created),
         expires_at,
+        failed_attempts: refusals.failed_attempts,
         ..UserPlan::new(user, UserState::Pending)
     };
-    let rotate = |why: &str| {
-        create(
-            input,
-            user,
-            &serial,
-            vec![
-                Action::DeleteDevice { serial: secret.serial.clone() },
-                Action::DeleteSecret { name: secret.name.clone() },
-            ],
-            Some((EventReason::SeedRotated, why)),
-        )
-    };
-
     if let Some((code1, code2)) = &secret.codes {
-        let verdict = totp::decode_seed(secret.seed.expose())
-            .map_err(|_| None)
-            .and_then(|seed| totp::verify_pair(&seed, code1, code2, input.now.as_second()).map_err(Some));
-        return match verdict {
-            Ok(_) => (
-                UserPlan { message: None, ..UserPlan::new(user, UserState::Compliant) },
-                vec![Work {
-                    user: Some(user.to_owned()),
-                    actions: vec![Action::Enable {
-                        user: user.to_owned(),
-                        serial: secret.serial.clone(),
-                        secret: secret.name.clone(),
-                        codes: Codes { code1: code1.clone(), code2: code2.clone() },
-                    }],
-                    note: Some(Note { reason: EventReason::MfaEnabled, message: format!("MFA enabled for {user}") }),
-                }],
-            ),
-            Err(None) => rotate("its seed could not be read"),
-            Err(Some(rejection)) => {
-                // Late or early codes prove the person holds the seed; only guesses count
-                // towards replacing the device.
-                let timing =
-                    matches!(rejection, totp::CodeRejection::Stale { .. } | totp::CodeRejection::ClockAhead { .. });
-                let attempts = secret.failed_attempts + u32::from(!timing);
-                if attempts >= MAX_FAILED_ATTEMPTS {
-                    return rotate(&format!("{attempts} code submissions were refused"));
-                }
-                let message = if timing {
-                    rejection.to_string()
-                } else {
-                    format!("{rejection} (refused submission {attempts} of {MAX_FAILED_ATTEMPTS})")
-                };
-                pending.message = Some(format!("codes refused: {message}"));
-                (
-                    pending,
-                    vec![Work {
-                        user: Some(user.to_owned()),
-                        actions: vec![Action::RejectCodes {
-                            secret: secret.name.clone(),
-                            attempts,
-                            message: message.clone(),
-                        }],
-                        note: Some(Note {
-                            reason: EventReason::CodesRejected,
-                            message: format!("codes for {user} refused: {message}"),
-                        }),
-                    }],
-                )
-            }
-        };
+        return plan_submission(input, user, secret, pending, (code1, code2), &rotate);
     }
     if expires_at.is_some_and(|t| t <= input.now) {
         return rotate("it was not enabled within pendingTTL");
     }
-    pending.message = Some(if secret.partial_codes {
+    let message = if secret.partial_codes {
         format!("only one code in Secret {}: write both code1 and code2", secret.name)
-    } else if let Some(rejection) = &secret.last_rejection {
-        format!("codes refused: {rejection}")
+    } else if let Some(last) = refusals.last {
+        last
     } else {
         format!("scan the QR code in Secret {} and write two consecutive codes as code1 and code2", secret.name)
-    });
-    (pending, Vec::new())
+    };
+    (UserPlan { message: Some(message), ..pending }, Vec::new())
+}
+
+/// Two codes were written: enable with exactly the digits checked, or refuse and count.
+fn plan_submission(
+    input: &PlanInput<'_>,
+    user: &str,
+    secret: &SeedSecret,
+    mut pending: UserPlan,
+    (code1, code2): (&str, &str),
+    rotate: &dyn Fn(&str) -> (UserPlan, Vec<Work>),
+) -> (UserPlan, Vec<Work>) {
+    let Ok(seed) = totp::decode_seed(secret.seed.expose()) else {
+        return rotate("its seed could not be read");
+    };
+    let verdict = totp::verify_pair(&seed, code1, code2, input.now.as_second())
+        .map(|_| (totp::normalize_code(code1), totp::normalize_code(code2)));
+    match verdict {
+        Ok((Some(code1), Some(code2))) => (
+            // The prediction; an AWS refusal turns it back into Pending with the count.
+            UserPlan { failed_attempts: pending.failed_attempts, ..UserPlan::new(user, UserState::Compliant) },
+            vec![Work {
+                user: Some(user.to_owned()),
+                actions: vec![Action::Enable {
+                    user: user.to_owned(),
+                    serial: secret.serial.clone(),
+                    secret: secret.name.clone(),
+                    codes: Codes { code1: code1.to_owned(), code2: code2.to_owned() },
+                }],
+                note: Some(Note { reason: EventReason::MfaEnabled, message: format!("MFA enabled for {user}") }),
+            }],
+        ),
+        // verify_pair accepts only codes that normalise; kept total for the compiler.
+        Ok(_) => rotate("its codes could not be read"),
+        Err(rejection) => {
+            // Late or early codes prove the person holds the seed; only guesses count
+            // towards replacing the device.
+            let timing =
+                matches!(rejection, totp::CodeRejection::Stale { .. } | totp::CodeRejection::ClockAhead { .. });
+            let attempts = pending.failed_attempts + u32::from(!timing);
+            if attempts >= MAX_FAILED_ATTEMPTS {
+                return rotate(&format!("{attempts} code submissions were refused"));
+            }
+            let message = if timing {
+                rejection.to_string()
+            } else {
+                format!("{rejection} (refused submission {attempts} of {MAX_FAILED_ATTEMPTS})")
+            };
+            pending.message = Some(format!("{REFUSAL_PREFIX}: {message}"));
+            pending.failed_attempts = attempts;
+            let action = Action::RejectCodes { secret: secret.name.clone(), attempts, message: message.clone() };
+            let note =
+                Note { reason: EventReason::CodesRejected, message: format!("codes for {user} refused: {message}") };
+            (pending, vec![Work { user: Some(user.to_owned()), actions: vec![action], note: Some(note) }])
+        }
+    }
 }
 
 /// Creates a new pending device (after `before`), planning the user as Pending.

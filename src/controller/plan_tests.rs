@@ -13,6 +13,7 @@ use jiff::{SignedDuration, Timestamp};
 use super::*;
 use crate::aws::fake::ReadOnlyAccount;
 use crate::aws::{IamUser, MfaDevice, Seed, VirtualDevice};
+use crate::controller::seed_secret::Untrusted;
 use crate::crd::{DeviceSpec, UserSelector};
 use crate::totp::{CodeRejection, MAX_AGE_STEPS, MAX_AHEAD_STEPS, WhichCode, code_at, step_of};
 
@@ -86,16 +87,13 @@ fn seed_secret(user: &str) -> SeedSecret {
         seed: Seed::new(SEED),
         codes: None,
         partial_codes: false,
-        failed_attempts: 0,
-        last_rejection: None,
-        created: Some(CREATED),
+        created: CREATED,
         resource_version: Some("42".into()),
     }
 }
 
-fn with_codes(mut secret: SeedSecret, codes: (String, String), failed_attempts: u32) -> SeedSecret {
+fn with_codes(mut secret: SeedSecret, codes: (String, String)) -> SeedSecret {
     secret.codes = Some(codes);
-    secret.failed_attempts = failed_attempts;
     secret
 }
 
@@ -139,6 +137,8 @@ struct World {
     selection: Selection,
     owners: BTreeMap<String, EnrollmentId>,
     secrets: Vec<SeedSecret>,
+    untrusted: Vec<Untrusted>,
+    refusals: BTreeMap<String, Refusals>,
     claims: Claims,
 }
 
@@ -161,6 +161,8 @@ impl World {
             selection: Selection { users, ..Selection::default() },
             owners,
             secrets: Vec::new(),
+            untrusted: Vec::new(),
+            refusals: BTreeMap::new(),
             claims: Claims::new(),
         }
     }
@@ -224,6 +226,20 @@ impl World {
         self
     }
 
+    /// The status last written counts `failed` refused submissions (the last with
+    /// `message`) for `user`'s device created at `CREATED`.
+    fn refused(mut self, user: &str, failed: u32, last: Option<&str>) -> Self {
+        let refusals = Refusals { pending_since: Some(CREATED), failed_attempts: failed, last: last.map(Into::into) };
+        self.refusals.insert(user.into(), refusals);
+        self
+    }
+
+    /// A Secret at `name` with this enrollment's labels whose tag does not verify.
+    fn untrusted(mut self, name: &str) -> Self {
+        self.untrusted.push(Untrusted { name: name.into(), why: "was changed by someone other than the operator" });
+        self
+    }
+
     /// A seed Secret of `holder` (which may be a stale one of ours) claims `serial`.
     fn claim(mut self, serial: &str, holder: EnrollmentId) -> Self {
         self.claims.entry(serial.into()).or_default().push(holder);
@@ -253,6 +269,8 @@ impl World {
             selection: &self.selection,
             owners: &self.owners,
             secrets: &self.secrets,
+            untrusted: &self.untrusted,
+            refusals: &self.refusals,
             claims: &self.claims,
         })
     }
@@ -267,6 +285,7 @@ fn status(name: &str, state: UserState, message: Option<&str>) -> UserPlan {
         pending_since: None,
         expires_at: None,
         message: message.map(Into::into),
+        failed_attempts: 0,
     }
 }
 
@@ -291,12 +310,13 @@ fn created(user: &str) -> UserPlan {
         pending_since: Some(NOW),
         expires_at: Some(NOW + TTL),
         message: Some(scan_message(user)),
+        failed_attempts: 0,
     }
 }
 
 /// The status of a user whose pending device (from `secret`) waits for codes.
 fn waiting(secret: &SeedSecret, message: &str) -> UserPlan {
-    let created = secret.created.expect("test Secrets have a creation time");
+    let created = secret.created;
     UserPlan {
         name: secret.user.clone(),
         state: UserState::Pending,
@@ -305,6 +325,7 @@ fn waiting(secret: &SeedSecret, message: &str) -> UserPlan {
         pending_since: Some(created),
         expires_at: Some(created + TTL),
         message: Some(message.into()),
+        failed_attempts: 0,
     }
 }
 
@@ -412,6 +433,99 @@ fn report_mode_never_writes_even_with_leftovers_from_enrolling() {
     assert_eq!(plan.users, [status("alice", UserState::Missing, Some("no active MFA device")), compliant("bob")]);
 }
 
+#[test]
+fn seeds_die_with_enablement_in_report_mode_too() {
+    // The device was enabled but the Secret survived (lost response, crash, then the
+    // enrollment switched to Report): the live seed goes; the device is never touched.
+    let alice = seed_secret("alice");
+    let plan = World::report(&["alice"]).assigned("alice").secret(alice.clone()).run();
+    assert_eq!(plan.work, [work(None, vec![delete_secret("alice")], None)]);
+    assert_eq!(plan.users, [compliant("alice")]);
+    // Enabled another device: the pending one stays (Report never writes to AWS).
+    let plan = World::report(&["alice"])
+        .device(assigned_to("arn:aws:iam::123456789012:mfa/alice-phone", "alice"))
+        .device(unassigned(&alice.serial))
+        .secret(alice)
+        .run();
+    assert_eq!(plan.work, [work(None, vec![delete_secret("alice")], None)]);
+}
+
+// ---------------------------------------------------------------------------------------
+// Untrusted Secrets: replaced and reported, never obeyed
+
+#[test]
+fn a_tampered_secret_of_a_selected_user_is_replaced_with_a_new_device() {
+    let name = secret_name(&me().name, "alice");
+    let plan = World::enroll(&["alice"]).device(unassigned(&serial("alice"))).untrusted(&name).run();
+    let why = format!("Secret {name} was changed by someone other than the operator; it was replaced");
+    assert_eq!(
+        plan.work,
+        [work(
+            Some("alice"),
+            vec![delete_secret("alice"), delete_device(&serial("alice")), create_pending("alice")],
+            note(EventReason::SeedSecretTampered, &format!("new pending device for alice: {why}")),
+        )]
+    );
+    let message = format!("{why}: scan the new QR code in Secret {name}");
+    assert_eq!(plan.users, [UserPlan { message: Some(message), ..created("alice") }]);
+    // The device it replaces is derived: no Secret content chose it, and another
+    // enrollment's device is never deleted for it.
+    let plan = World::enroll(&["alice"])
+        .device(unassigned(&serial("alice")))
+        .claim(&serial("alice"), other())
+        .untrusted(&name)
+        .run();
+    assert_eq!(deleted_devices(&plan), Vec::<String>::new());
+}
+
+#[test]
+fn a_look_alike_secret_elsewhere_is_deleted_and_never_touches_a_device() {
+    let plan = World::enroll(&["alice"]).assigned("alice").untrusted("mfa-seed-forged").run();
+    assert_eq!(
+        plan.work,
+        [work(
+            None,
+            vec![Action::DeleteSecret { name: "mfa-seed-forged".into() }],
+            note(
+                EventReason::SeedSecretTampered,
+                "deleted Secret mfa-seed-forged: it was changed by someone other than the operator",
+            ),
+        )]
+    );
+    // Report mode writes nothing for it.
+    assert_eq!(World::report(&["alice"]).assigned("alice").untrusted("mfa-seed-forged").run().work, []);
+}
+
+#[test]
+fn refusals_by_aws_count_towards_rotation_and_only_for_the_same_device() {
+    let alice = seed_secret("alice");
+    // Five refusals recorded (the last by AWS) for this device: rotated at once.
+    let plan = World::enroll(&["alice"])
+        .device(unassigned(&alice.serial))
+        .refused("alice", MAX_FAILED_ATTEMPTS, None)
+        .secret(alice.clone())
+        .run();
+    assert_eq!(plan.work, [rotation(&alice, "5 code submissions were refused")]);
+    // Refusals recorded for an older device of alice's do not count against this one.
+    let mut world = World::enroll(&["alice"]).device(unassigned(&alice.serial)).refused("alice", 4, None);
+    world.refusals.get_mut("alice").expect("recorded").pending_since = Some(CREATED - SignedDuration::from_hours(1));
+    let plan = world.secret(alice.clone()).run();
+    assert_eq!(plan.work, []);
+    assert_eq!(plan.users, [waiting(&alice, &scan_message("alice"))]);
+}
+
+#[test]
+fn codes_are_sent_exactly_as_the_six_digits_checked() {
+    let (code1, code2) = pair_ending(n());
+    let alice = with_codes(seed_secret("alice"), (format!(" {code1}\n"), format!("{code2}\r\n")));
+    let plan = World::enroll(&["alice"]).device(unassigned(&alice.serial)).secret(alice).run();
+    let [Work { actions, .. }] = plan.work.as_slice() else { panic!("{:?}", plan.work) };
+    assert!(
+        matches!(actions.as_slice(), [Action::Enable { codes, .. }] if codes.code1 == code1 && codes.code2 == code2),
+        "{actions:?}"
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // Enroll mode: first device, compliant users, unresolved users
 
@@ -496,6 +610,7 @@ fn pending_user_without_codes_waits_with_serial_secret_and_expiry() {
         pending_since: Some(CREATED),
         expires_at: Some(Timestamp::constant(1_750_000_000 - 3600 + 168 * 3600, 0)),
         message: Some(scan_message("alice")),
+        failed_attempts: 0,
     };
     assert_eq!(plan.users, [expected]);
 }
@@ -504,23 +619,27 @@ fn pending_user_without_codes_waits_with_serial_secret_and_expiry() {
 fn pending_message_explains_a_partial_submission_and_the_last_refusal() {
     let mut alice = seed_secret("alice");
     alice.partial_codes = true;
-    alice.last_rejection = Some("an older refusal".into());
-    let plan = World::enroll(&["alice"]).device(unassigned(&alice.serial)).secret(alice.clone()).run();
+    let world = World::enroll(&["alice"]).device(unassigned(&alice.serial)).refused(
+        "alice",
+        1,
+        Some("codes refused: an older refusal"),
+    );
+    let plan = world.clone().secret(alice.clone()).run();
     assert_eq!(plan.work, []);
     let partial = format!("only one code in Secret {}: write both code1 and code2", alice.name);
-    assert_eq!(plan.users, [waiting(&alice, &partial)]);
+    assert_eq!(plan.users, [UserPlan { failed_attempts: 1, ..waiting(&alice, &partial) }]);
 
     alice.partial_codes = false;
-    let plan = World::enroll(&["alice"]).device(unassigned(&alice.serial)).secret(alice.clone()).run();
+    let plan = world.secret(alice.clone()).run();
     assert_eq!(plan.work, []);
-    assert_eq!(plan.users, [waiting(&alice, "codes refused: an older refusal")]);
+    assert_eq!(plan.users, [UserPlan { failed_attempts: 1, ..waiting(&alice, "codes refused: an older refusal") }]);
 }
 
 #[test]
 fn fresh_valid_codes_enable_the_device_within_one_step_of_skew() {
     for end in [n() - 1, n(), n() + 1] {
         let codes = pair_ending(end);
-        let alice = with_codes(seed_secret("alice"), codes.clone(), 2);
+        let alice = with_codes(seed_secret("alice"), codes.clone());
         let plan = World::enroll(&["alice"]).device(unassigned(&alice.serial)).secret(alice.clone()).run();
         assert_eq!(
             plan.work,
@@ -544,8 +663,8 @@ fn fresh_valid_codes_enable_the_device_within_one_step_of_skew() {
 #[test]
 fn valid_codes_still_enable_a_device_past_its_ttl() {
     let codes = pair_ending(n());
-    let mut alice = with_codes(seed_secret("alice"), codes, 0);
-    alice.created = Some(NOW - TTL - SignedDuration::from_hours(1));
+    let mut alice = with_codes(seed_secret("alice"), codes);
+    alice.created = NOW - TTL - SignedDuration::from_hours(1);
     let plan = World::enroll(&["alice"]).device(unassigned(&alice.serial)).secret(alice.clone()).run();
     assert!(
         matches!(plan.work.as_slice(), [Work { actions, .. }] if matches!(actions.as_slice(), [Action::Enable { .. }])),
@@ -577,7 +696,8 @@ fn refused_codes_are_rejected_with_the_reason_and_the_submission_count() {
             pair_ending(n() + 3),
             CodeRejection::ClockAhead { ahead_secs: 80 },
         ),
-        ((fresh.0.clone(), outside2.clone()), CodeRejection::WrongCode { which: WhichCode::Second }),
+        // One right code is refused exactly as none.
+        ((fresh.0.clone(), outside2.clone()), CodeRejection::Mismatch),
         ((outside1, outside2), CodeRejection::Mismatch),
     ];
     // Codes of another authenticator entry are refused too (whatever the classification).
@@ -586,8 +706,12 @@ fn refused_codes_are_rejected_with_the_reason_and_the_submission_count() {
 
     for failed_attempts in 0..MAX_FAILED_ATTEMPTS - 1 {
         for (codes, rejection) in &cases {
-            let alice = with_codes(seed_secret("alice"), codes.clone(), failed_attempts);
-            let plan = World::enroll(&["alice"]).device(unassigned(&alice.serial)).secret(alice.clone()).run();
+            let alice = with_codes(seed_secret("alice"), codes.clone());
+            let plan = World::enroll(&["alice"])
+                .device(unassigned(&alice.serial))
+                .refused("alice", failed_attempts, None)
+                .secret(alice.clone())
+                .run();
             // Late or early codes prove the person holds the seed: they are explained but
             // do not count towards replacing the device.
             let timing = matches!(rejection, CodeRejection::Stale { .. } | CodeRejection::ClockAhead { .. });
@@ -608,12 +732,16 @@ fn refused_codes_are_rejected_with_the_reason_and_the_submission_count() {
             );
             assert_eq!(
                 plan.users,
-                [waiting(&alice, &format!("codes refused: {message}"))],
+                [UserPlan { failed_attempts: attempts, ..waiting(&alice, &format!("codes refused: {message}")) }],
                 "{rejection:?} after {failed_attempts} refusals"
             );
         }
-        let alice = with_codes(seed_secret("alice"), foreign.clone(), failed_attempts);
-        let plan = World::enroll(&["alice"]).device(unassigned(&alice.serial)).secret(alice).run();
+        let alice = with_codes(seed_secret("alice"), foreign.clone());
+        let plan = World::enroll(&["alice"])
+            .device(unassigned(&alice.serial))
+            .refused("alice", failed_attempts, None)
+            .secret(alice)
+            .run();
         assert!(
             matches!(plan.work.as_slice(), [Work { actions, .. }] if matches!(actions.as_slice(), [Action::RejectCodes { .. }])),
             "{:?}",
@@ -625,7 +753,7 @@ fn refused_codes_are_rejected_with_the_reason_and_the_submission_count() {
 #[test]
 fn refusal_messages_never_contain_the_codes_or_the_seed() {
     let (outside1, outside2) = codes_not_in_window();
-    let alice = with_codes(seed_secret("alice"), (outside1.clone(), outside2.clone()), 1);
+    let alice = with_codes(seed_secret("alice"), (outside1.clone(), outside2.clone()));
     let plan = World::enroll(&["alice"]).device(unassigned(&alice.serial)).secret(alice).run();
     let text = format!("{plan:?}");
     for secret in [outside1.as_str(), outside2.as_str(), SEED] {
@@ -636,9 +764,15 @@ fn refusal_messages_never_contain_the_codes_or_the_seed() {
 #[test]
 fn fifth_refused_submission_rotates_the_device() {
     let (outside1, outside2) = codes_not_in_window();
-    for (failed_attempts, why) in [(4, "5 code submissions were refused"), (9, "10 code submissions were refused")] {
-        let alice = with_codes(seed_secret("alice"), (outside1.clone(), outside2.clone()), failed_attempts);
-        let plan = World::enroll(&["alice"]).device(unassigned(&alice.serial)).secret(alice.clone()).run();
+    // The fifth refusal rotates; a count already at the limit (AWS refused the last codes)
+    // rotates before anything is checked.
+    for (failed_attempts, why) in [(4, "5 code submissions were refused"), (9, "9 code submissions were refused")] {
+        let alice = with_codes(seed_secret("alice"), (outside1.clone(), outside2.clone()));
+        let plan = World::enroll(&["alice"])
+            .device(unassigned(&alice.serial))
+            .refused("alice", failed_attempts, None)
+            .secret(alice.clone())
+            .run();
         assert_eq!(plan.work, [replacement("alice", vec![delete_device(&alice.serial), delete_secret("alice")], why)]);
         assert_eq!(plan.work, [rotation(&alice, why)]);
         assert_eq!(plan.users, [created("alice")]);
@@ -647,7 +781,7 @@ fn fifth_refused_submission_rotates_the_device() {
 
 #[test]
 fn submitted_codes_with_an_unreadable_seed_rotate_the_device() {
-    let mut alice = with_codes(seed_secret("alice"), pair_ending(n()), 0);
+    let mut alice = with_codes(seed_secret("alice"), pair_ending(n()));
     alice.seed = Seed::new("not base32!");
     let plan = World::enroll(&["alice"]).device(unassigned(&alice.serial)).secret(alice.clone()).run();
     assert_eq!(plan.work, [rotation(&alice, "its seed could not be read")]);
@@ -658,13 +792,13 @@ fn submitted_codes_with_an_unreadable_seed_rotate_the_device() {
 fn pending_device_is_rotated_once_its_ttl_is_reached() {
     // Exactly at the TTL: rotated.
     let mut alice = seed_secret("alice");
-    alice.created = Some(NOW - TTL);
+    alice.created = NOW - TTL;
     let plan = World::enroll(&["alice"]).device(unassigned(&alice.serial)).secret(alice.clone()).run();
     assert_eq!(plan.work, [rotation(&alice, "it was not enabled within pendingTTL")]);
     assert_eq!(plan.users, [created("alice")]);
 
     // A second before: still waiting.
-    alice.created = Some(NOW - TTL + SignedDuration::from_secs(1));
+    alice.created = NOW - TTL + SignedDuration::from_secs(1);
     let plan = World::enroll(&["alice"]).device(unassigned(&alice.serial)).secret(alice.clone()).run();
     assert_eq!(plan.work, []);
     assert_eq!(plan.users, [waiting(&alice, &scan_message("alice"))]);
@@ -679,7 +813,11 @@ fn secret_whose_device_is_gone_is_replaced() {
     let alice = seed_secret("alice");
     let plan = World::enroll(&["alice"]).secret(alice.clone()).run();
     assert_eq!(plan.work, [replacement("alice", vec![delete_secret("alice")], "its pending device no longer exists")]);
-    assert_eq!(plan.users, [created("alice")]);
+    let [user] = plan.users.as_slice() else { panic!("{:?}", plan.users) };
+    assert_eq!(UserPlan { message: None, ..user.clone() }, UserPlan { message: None, ..created("alice") });
+    let message = user.message.as_deref().unwrap_or_default();
+    assert!(message.starts_with("the pending device was removed from AWS"), "{message}");
+    assert!(message.contains("scan the new QR code"), "{message}");
 }
 
 #[test]
@@ -694,7 +832,7 @@ fn secret_for_a_device_under_an_old_path_that_is_gone_clears_the_new_path_too() 
         [replacement(
             "alice",
             vec![delete_secret("alice"), delete_device(&serial("alice"))],
-            "its pending device no longer exists"
+            "the device path changed"
         )]
     );
     assert_eq!(plan.users, [created("alice")]);
@@ -914,16 +1052,16 @@ fn assigned_devices_are_never_deleted_in_any_scenario() {
     let secrets: Vec<Option<SeedSecret>> = vec![
         None,
         Some(seed_secret("alice")),
-        Some(with_codes(seed_secret("alice"), pair_ending(n()), 0)),
-        Some(with_codes(seed_secret("alice"), (outside1.clone(), outside2.clone()), 0)),
-        Some(with_codes(seed_secret("alice"), (outside1, outside2), 4)),
+        Some(with_codes(seed_secret("alice"), pair_ending(n()))),
+        Some(with_codes(seed_secret("alice"), (outside1.clone(), outside2.clone()))),
+        Some(with_codes(seed_secret("alice"), (outside1, outside2))),
         Some({
             let mut expired = seed_secret("alice");
-            expired.created = Some(NOW - TTL);
+            expired.created = NOW - TTL;
             expired
         }),
         Some({
-            let mut unreadable = with_codes(seed_secret("alice"), pair_ending(n()), 0);
+            let mut unreadable = with_codes(seed_secret("alice"), pair_ending(n()));
             unreadable.seed = Seed::new("!!");
             unreadable
         }),

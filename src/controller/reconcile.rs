@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Action as Requeue;
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
@@ -15,8 +16,8 @@ use kube::{Resource, ResourceExt};
 
 use super::accounts::{AccountKey, AccountState};
 use super::apply::{Applied, apply};
-use super::plan::{Claims, EnrollmentId, PlanInput, owners, plan};
-use super::seed_secret::{self, SeedSecret};
+use super::plan::{Claims, EnrollmentId, PlanInput, REFUSAL_PREFIX, Refusals, owners, plan};
+use super::seed_secret::{self, SeedSecret, Untrusted};
 use super::selection::{Selection, select};
 use super::status::{Issue, StatusInput, build, compliant_users, lost_mfa};
 use super::vocabulary::{ConditionReason, EventReason};
@@ -125,7 +126,9 @@ async fn reconcile_apply(enrollment: &MfaEnrollment, ctx: &Context) -> Result<Re
         }
     }
 
-    let secrets = list_seed_secrets(ctx, &id).await?;
+    let (secrets, untrusted) = list_seed_secrets(ctx, enrollment).await?;
+    let last = ctx.last_status(enrollment);
+    let refusals = refusals(last.as_ref());
     let AccountState { iam, inventory, claims } = &mut *account;
     let Some(inventory) = inventory.as_mut() else {
         return Err(Error::StaleInventory("inventory vanished".into()));
@@ -138,6 +141,8 @@ async fn reconcile_apply(enrollment: &MfaEnrollment, ctx: &Context) -> Result<Re
         selection: &selection,
         owners: &owners,
         secrets: &secrets,
+        untrusted: &untrusted,
+        refusals: &refusals,
         claims,
     });
     let root_mfa = inventory.root_mfa_enabled;
@@ -159,7 +164,6 @@ async fn reconcile_apply(enrollment: &MfaEnrollment, ctx: &Context) -> Result<Re
         (Some(spec), _) => Some(spec),
         (None, applied) => applied,
     };
-    let last = ctx.last_status(enrollment);
     let previous = last.as_ref();
     // Only a reconcile that saw the whole picture may say a user lost MFA.
     let clean = issue.is_none() && !stale_inventory;
@@ -231,45 +235,76 @@ async fn refresh(account: &mut AccountState, ctx: &Context, with_console: bool) 
 }
 
 /// Device serial -> enrollments holding a seed Secret for it, across watched namespaces.
+/// Only Secrets whose integrity tag verifies and whose owner is a live enrollment count:
+/// a look-alike Secret claims nothing. Read as metadata, page by page, so a tenant who
+/// creates thousands of labelled Secrets costs a page of memory, not their contents.
 async fn load_claims(ctx: &Context) -> Result<Claims> {
-    let api: Api<Secret> = match &ctx.config.namespace {
-        Some(ns) => ctx.api(ns),
+    let api: Api<PartialObjectMeta<Secret>> = match &ctx.config.namespace {
+        Some(ns) => Api::namespaced(ctx.client.clone(), ns),
         None => Api::all(ctx.client.clone()),
     };
-    let list = api
-        .list_metadata(&ListParams::default().labels(&seed_secret::managed_selector()))
-        .await
-        .map_err(Error::kube("list seed Secrets"))?;
+    let enrollments: BTreeMap<String, EnrollmentId> =
+        ctx.store.state().iter().filter_map(|e| Some((e.uid()?, id_of(e)))).collect();
     let mut claims = Claims::new();
-    for secret in list.items {
-        let serial = secret.annotations().get(seed_secret::ANNOTATION_SERIAL).cloned();
-        let enrollment = secret.labels().get(seed_secret::LABEL_ENROLLMENT).cloned();
-        if let (Some(serial), Some(name), Some(namespace)) = (serial, enrollment, secret.namespace()) {
-            claims.entry(serial).or_default().push(EnrollmentId { namespace, name });
+    let mut params = ListParams::default().labels(&seed_secret::managed_selector()).limit(CLAIMS_PAGE);
+    loop {
+        let page = api.list_metadata(&params).await.map_err(Error::kube("list seed Secrets"))?;
+        for secret in &page.items {
+            let Ok(verified) = seed_secret::verify_meta(&secret.metadata, &ctx.integrity) else { continue };
+            if let Some(holder) = enrollments.get(&verified.enrollment_uid)
+                && secret.namespace().as_deref() == Some(holder.namespace.as_str())
+            {
+                claims.entry(verified.serial).or_default().push(holder.clone());
+            }
+        }
+        match page.metadata.continue_.filter(|c| !c.is_empty()) {
+            Some(token) => params = params.continue_token(&token),
+            None => return Ok(claims),
         }
     }
-    Ok(claims)
 }
 
+/// Secrets per page when listing claims.
+const CLAIMS_PAGE: u32 = 500;
+
 /// This enrollment's seed Secrets, read fresh (never from a cache: a stale view could
-/// make the operator replace a device whose Secret exists).
-async fn list_seed_secrets(ctx: &Context, id: &EnrollmentId) -> Result<Vec<SeedSecret>> {
-    let api: Api<Secret> = ctx.api(&id.namespace);
+/// make the operator replace a device whose Secret exists), split into those the
+/// operator wrote and look-alikes.
+async fn list_seed_secrets(ctx: &Context, enrollment: &MfaEnrollment) -> Result<(Vec<SeedSecret>, Vec<Untrusted>)> {
+    let namespace = enrollment.namespace().ok_or(Error::NoNamespace)?;
+    let uid = enrollment.uid().unwrap_or_default();
+    let api: Api<Secret> = ctx.api(&namespace);
     let list = api
-        .list(&ListParams::default().labels(&seed_secret::enrollment_selector(&id.name)))
+        .list(&ListParams::default().labels(&seed_secret::enrollment_selector(&enrollment.name_any())))
         .await
         .map_err(Error::kube("list seed Secrets"))?;
-    Ok(list
-        .items
-        .iter()
-        .filter_map(|s| match seed_secret::parse(s) {
-            Ok(parsed) => Some(parsed),
+    let (mut trusted, mut untrusted) = (Vec::new(), Vec::new());
+    for secret in &list.items {
+        match seed_secret::parse(secret, &ctx.integrity, &uid) {
+            Ok(parsed) => trusted.push(parsed),
             Err(e) => {
-                tracing::warn!(error = %e, "ignoring unusable seed Secret");
-                None
+                tracing::warn!(error = %e, "seed Secret not trusted");
+                untrusted.push(e);
             }
+        }
+    }
+    Ok((trusted, untrusted))
+}
+
+/// Each user's refused submissions as the operator last recorded them in status.
+fn refusals(status: Option<&MfaEnrollmentStatus>) -> BTreeMap<String, Refusals> {
+    status
+        .into_iter()
+        .flat_map(|s| &s.users)
+        .map(|u| {
+            let refusals = Refusals {
+                pending_since: u.pending_since.as_ref().map(|t| t.0),
+                failed_attempts: u.failed_attempts.unwrap_or(0),
+                last: u.message.clone().filter(|m| m.starts_with(REFUSAL_PREFIX)),
+            };
+            (u.name.clone(), refusals)
         })
-        .collect())
+        .collect()
 }
 
 /// An IAM failure before planning: status says what is wrong (Stalled when a person must
@@ -319,6 +354,7 @@ fn previous_users(previous: &MfaEnrollmentStatus) -> Vec<super::plan::UserPlan> 
             pending_since: u.pending_since.as_ref().map(|t| t.0),
             expires_at: u.expires_at.as_ref().map(|t| t.0),
             message: u.message.clone(),
+            failed_attempts: u.failed_attempts.unwrap_or(0),
         })
         .collect()
 }
@@ -369,7 +405,12 @@ async fn cleanup(enrollment: &MfaEnrollment, ctx: &Context) -> Result<Requeue> {
     let id = id_of(enrollment);
     let account = ctx.accounts.get(&AccountKey::of(&enrollment.spec)).await;
     let mut account = account.lock().await;
-    let secrets = list_seed_secrets(ctx, &id).await?;
+    let (secrets, untrusted) = list_seed_secrets(ctx, enrollment).await?;
+    let api: Api<Secret> = ctx.api(&id.namespace);
+    // Look-alikes go with the enrollment; their devices are not ours to judge here.
+    for secret in &untrusted {
+        delete_secret(&api, &secret.name).await?;
+    }
     if secrets.is_empty() {
         ctx.forget_compliant(&id);
         ctx.forget_status(enrollment);
@@ -379,7 +420,6 @@ async fn cleanup(enrollment: &MfaEnrollment, ctx: &Context) -> Result<Requeue> {
     // Decide from a fresh device list: only unassigned devices are ever deleted.
     let devices = account.iam.list_virtual_mfa_devices().await?;
     let unassigned: BTreeMap<&str, bool> = devices.iter().map(|d| (d.serial.as_str(), d.user.is_none())).collect();
-    let api: Api<Secret> = ctx.api(&id.namespace);
     for secret in &secrets {
         let held_elsewhere = account.claims.get(&secret.serial).is_some_and(|holders| holders.iter().any(|h| *h != id));
         if unassigned.get(secret.serial.as_str()) == Some(&true) && !held_elsewhere {
@@ -391,11 +431,7 @@ async fn cleanup(enrollment: &MfaEnrollment, ctx: &Context) -> Result<Requeue> {
                 inventory.record_deleted(&secret.serial);
             }
         }
-        match api.delete(&secret.name, &Default::default()).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(status)) if status.code == 404 => {}
-            Err(e) => return Err(Error::kube("delete seed Secret")(e)),
-        }
+        delete_secret(&api, &secret.name).await?;
         if let Some(holders) = account.claims.get_mut(&secret.serial) {
             holders.retain(|h| *h != id);
         }
@@ -405,4 +441,13 @@ async fn cleanup(enrollment: &MfaEnrollment, ctx: &Context) -> Result<Requeue> {
     ctx.metrics.forget_enrollment(&id.namespace, &id.name);
     tracing::info!(enrollment = %id, removed = secrets.len(), "removed pending devices and seed Secrets");
     Ok(Requeue::await_change())
+}
+
+/// Deletes a Secret; one already gone is deleted.
+async fn delete_secret(api: &Api<Secret>, name: &str) -> Result<()> {
+    match api.delete(name, &Default::default()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(e) => Err(Error::kube("delete seed Secret")(e)),
+    }
 }

@@ -3,8 +3,10 @@
 //!
 //! One Secret per pending user, in the enrollment's namespace. Its name is derived from
 //! the exact IAM user name (IAM allows capitals and `+=,.@_-`, Secret names do not), its
-//! labels tie it to the enrollment, and its annotations record the exact user, the
-//! device serial and the failed submissions.
+//! labels and ownerReference tie it to the enrollment, and its annotations record the
+//! exact user, the device serial, when it was created and an integrity tag over all of
+//! that and the seed (see `integrity.rs`). People write `code1`/`code2` into it;
+//! everything else in it is trusted only when the tag verifies.
 
 use std::collections::BTreeMap;
 
@@ -13,6 +15,7 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use sha2::{Digest, Sha256};
 
+use super::integrity::{IntegrityKey, Tagged};
 use crate::aws::Seed;
 
 /// Secret type of seed Secrets, so they stand out from other Secrets.
@@ -29,10 +32,13 @@ pub const ANNOTATION_USER: &str = "iam.mfa-operator.dev/user-name";
 pub const ANNOTATION_SERIAL: &str = "iam.mfa-operator.dev/serial-number";
 /// When the pending device was created (RFC 3339), shown as `pendingSince`.
 pub const ANNOTATION_CREATED_AT: &str = "iam.mfa-operator.dev/created-at";
-/// Number of refused code submissions for this device.
-pub const ANNOTATION_FAILED_ATTEMPTS: &str = "iam.mfa-operator.dev/failed-attempts";
-/// Why the last submission was refused (no codes in it), for people and the plugin.
+/// Why the last submission was refused (no codes in it), for people and the plugin. Only
+/// informative: the operator keeps its own record in status.
 pub const ANNOTATION_LAST_REJECTION: &str = "iam.mfa-operator.dev/last-rejection";
+/// SHA-256 over the seed, the URI and the QR code, so metadata alone carries the tag.
+pub const ANNOTATION_CONTENT_DIGEST: &str = "iam.mfa-operator.dev/content-digest";
+/// HMAC over namespace, name, enrollment uid, user, serial, created-at and content digest.
+pub const ANNOTATION_INTEGRITY: &str = "iam.mfa-operator.dev/integrity";
 
 /// Keys of the Secret's data.
 pub const KEY_SEED: &str = "seed";
@@ -48,7 +54,21 @@ pub fn managed_selector() -> String {
 
 /// Label selector matching the seed Secrets of one enrollment.
 pub fn enrollment_selector(enrollment: &str) -> String {
-    format!("{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_ENROLLMENT}={enrollment}")
+    format!("{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_ENROLLMENT}={}", enrollment_label(enrollment))
+}
+
+/// The enrollment label's value: the name, or for a name too long for a label value (63
+/// characters; admission refuses such names, but objects may predate that rule) a prefix
+/// and a hash, so selectors and the finalizer work for every name.
+pub fn enrollment_label(enrollment: &str) -> String {
+    const MAX: usize = 63;
+    if enrollment.len() <= MAX {
+        return enrollment.to_owned();
+    }
+    let digest = Sha256::digest(enrollment.as_bytes());
+    let hash: String = digest.iter().take(4).map(|b| format!("{b:02x}")).collect();
+    let prefix: String = enrollment.chars().take(MAX - hash.len() - 1).collect();
+    format!("{}-{hash}", prefix.trim_end_matches(['-', '.']))
 }
 
 /// Longest slug of the user name kept in the Secret name.
@@ -82,7 +102,8 @@ pub fn secret_name(enrollment: &str, user: &str) -> String {
 pub struct NewSeedSecret<'a> {
     pub namespace: &'a str,
     pub enrollment: &'a str,
-    pub owner: Option<OwnerReference>,
+    /// The enrollment (controller ownerReference); its uid is part of the tag.
+    pub owner: OwnerReference,
     pub user: &'a str,
     pub serial: &'a str,
     pub seed: &'a Seed,
@@ -91,16 +112,40 @@ pub struct NewSeedSecret<'a> {
     pub created_at: jiff::Timestamp,
 }
 
-/// Builds a seed Secret.
-pub fn build(new: NewSeedSecret<'_>) -> Secret {
+/// SHA-256 (hex) over the seed, the URI and the QR code, each framed by its length.
+fn content_digest(seed: &[u8], uri: &[u8], qr: &[u8]) -> String {
+    let mut hasher = Sha256::new();
+    for part in [seed, uri, qr] {
+        hasher.update((part.len() as u64).to_be_bytes());
+        hasher.update(part);
+    }
+    hasher.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Builds a seed Secret, tagged with `key`.
+pub fn build(new: NewSeedSecret<'_>, key: &IntegrityKey) -> Secret {
+    let name = secret_name(new.enrollment, new.user);
+    let created_at = new.created_at.to_string();
+    let digest = content_digest(new.seed.expose().as_bytes(), new.otpauth_uri.as_bytes(), &new.qr_png);
+    let tag = key.tag(&Tagged {
+        namespace: new.namespace,
+        secret: &name,
+        enrollment_uid: &new.owner.uid,
+        user: new.user,
+        serial: new.serial,
+        created_at: &created_at,
+        content_digest: &digest,
+    });
     let labels = BTreeMap::from([
         (LABEL_MANAGED_BY.to_owned(), MANAGED_BY.to_owned()),
-        (LABEL_ENROLLMENT.to_owned(), new.enrollment.to_owned()),
+        (LABEL_ENROLLMENT.to_owned(), enrollment_label(new.enrollment)),
     ]);
     let annotations = BTreeMap::from([
         (ANNOTATION_USER.to_owned(), new.user.to_owned()),
         (ANNOTATION_SERIAL.to_owned(), new.serial.to_owned()),
-        (ANNOTATION_CREATED_AT.to_owned(), new.created_at.to_string()),
+        (ANNOTATION_CREATED_AT.to_owned(), created_at),
+        (ANNOTATION_CONTENT_DIGEST.to_owned(), digest),
+        (ANNOTATION_INTEGRITY.to_owned(), tag),
     ]);
     let data = BTreeMap::from([
         (KEY_SEED.to_owned(), ByteString(new.seed.expose().as_bytes().to_vec())),
@@ -109,11 +154,11 @@ pub fn build(new: NewSeedSecret<'_>) -> Secret {
     ]);
     Secret {
         metadata: ObjectMeta {
-            name: Some(secret_name(new.enrollment, new.user)),
+            name: Some(name),
             namespace: Some(new.namespace.to_owned()),
             labels: Some(labels),
             annotations: Some(annotations),
-            owner_references: new.owner.map(|o| vec![o]),
+            owner_references: Some(vec![new.owner]),
             ..ObjectMeta::default()
         },
         type_: Some(SECRET_TYPE.to_owned()),
@@ -122,21 +167,21 @@ pub fn build(new: NewSeedSecret<'_>) -> Secret {
     }
 }
 
-/// What the controller reads back from a seed Secret. `Debug` is hand-written so the seed
-/// and codes never reach a log line.
+/// A seed Secret whose tag verified: everything in it but the codes is what the operator
+/// wrote. `Debug` is hand-written so the seed and codes never reach a log line.
 #[derive(Clone, PartialEq)]
 pub struct SeedSecret {
     pub name: String,
     pub user: String,
+    /// The serial the operator recorded when it created the device.
     pub serial: String,
     pub seed: Seed,
-    /// `(code1, code2)` when the person wrote both.
+    /// `(code1, code2)` when the person wrote both (as written: untrusted input).
     pub codes: Option<(String, String)>,
     /// Whether only one of the two code keys is present (an incomplete submission).
     pub partial_codes: bool,
-    pub failed_attempts: u32,
-    pub last_rejection: Option<String>,
-    pub created: Option<jiff::Timestamp>,
+    /// When the pending device was created (shown as `pendingSince`; starts the TTL).
+    pub created: jiff::Timestamp,
     /// Version that was read, so a refusal never wipes a newer submission.
     pub resource_version: Option<String>,
 }
@@ -148,59 +193,98 @@ impl std::fmt::Debug for SeedSecret {
             .field("user", &self.user)
             .field("serial", &self.serial)
             .field("codes", &self.codes.as_ref().map(|_| "<submitted>"))
-            .field("failed_attempts", &self.failed_attempts)
             .finish_non_exhaustive()
     }
 }
 
-/// Why a Secret carrying our labels cannot be used.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ParseError {
-    #[error("Secret {0} lacks the {1} annotation")]
-    MissingAnnotation(String, &'static str),
-    #[error("Secret {0} lacks a usable seed")]
-    MissingSeed(String),
+/// What a Secret's metadata alone proves (from a metadata-only list): which enrollment
+/// (uid) holds which device for which user.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifiedMeta {
+    pub enrollment_uid: String,
+    pub user: String,
+    pub serial: String,
+    pub created: jiff::Timestamp,
+    content_digest: String,
 }
 
-/// Reads a seed Secret. Codes are read from `data` (the apiserver folds `stringData`
-/// into `data`); values that are not UTF-8 are kept as replacement characters so that the
-/// format check rejects them with a clear message.
-pub fn parse(secret: &Secret) -> Result<SeedSecret, ParseError> {
-    let name = secret.metadata.name.clone().unwrap_or_default();
-    let annotation = |key: &'static str| {
-        secret
-            .metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(key))
-            .cloned()
-            .ok_or_else(|| ParseError::MissingAnnotation(name.clone(), key))
-    };
-    let user = annotation(ANNOTATION_USER)?;
-    let serial = annotation(ANNOTATION_SERIAL)?;
-    let data = secret.data.as_ref();
-    let text = |key: &str| data.and_then(|d| d.get(key)).map(|v| String::from_utf8_lossy(&v.0).into_owned());
-    let seed = text(KEY_SEED).filter(|s| !s.trim().is_empty()).ok_or_else(|| ParseError::MissingSeed(name.clone()))?;
-    let (code1, code2) = (text(KEY_CODE1), text(KEY_CODE2));
-    let partial_codes = code1.is_some() != code2.is_some();
-    let codes = code1.zip(code2);
-    let annotations = secret.metadata.annotations.as_ref();
-    let failed_attempts =
-        annotations.and_then(|a| a.get(ANNOTATION_FAILED_ATTEMPTS)).and_then(|v| v.parse().ok()).unwrap_or(0);
-    let last_rejection = annotations.and_then(|a| a.get(ANNOTATION_LAST_REJECTION)).cloned();
-    Ok(SeedSecret {
-        name,
+/// A Secret that carries the operator's labels but is not (or no longer) what the
+/// operator wrote: never obeyed; replaced when it stands where the operator's would.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("Secret {name} {why}")]
+pub struct Untrusted {
+    pub name: String,
+    pub why: &'static str,
+}
+
+/// Checks the tag over `meta` (owner, annotations). Says nothing about the data.
+pub fn verify_meta(meta: &ObjectMeta, key: &IntegrityKey) -> Result<VerifiedMeta, Untrusted> {
+    let name = meta.name.clone().unwrap_or_default();
+    let untrusted = |why| Untrusted { name: name.clone(), why };
+    let owner = meta
+        .owner_references
+        .iter()
+        .flatten()
+        .find(|o| o.controller == Some(true) && o.kind == "MfaEnrollment")
+        .ok_or_else(|| untrusted("has no MfaEnrollment owner"))?;
+    let annotations = meta.annotations.as_ref().ok_or_else(|| untrusted("has no annotations"))?;
+    let get = |key: &str| annotations.get(key).ok_or_else(|| untrusted("lacks the operator's annotations"));
+    let (user, serial, created_at) = (get(ANNOTATION_USER)?, get(ANNOTATION_SERIAL)?, get(ANNOTATION_CREATED_AT)?);
+    let (digest, tag) = (get(ANNOTATION_CONTENT_DIGEST)?, get(ANNOTATION_INTEGRITY)?);
+    let fields = Tagged {
+        namespace: meta.namespace.as_deref().unwrap_or_default(),
+        secret: &name,
+        enrollment_uid: &owner.uid,
         user,
         serial,
+        created_at,
+        content_digest: digest,
+    };
+    if !key.verify(&fields, tag) {
+        return Err(untrusted("was changed by someone other than the operator (integrity tag does not match)"));
+    }
+    let created = created_at.parse().map_err(|_| untrusted("has an unreadable created-at"))?;
+    Ok(VerifiedMeta {
+        enrollment_uid: owner.uid.clone(),
+        user: user.clone(),
+        serial: serial.clone(),
+        created,
+        content_digest: digest.clone(),
+    })
+}
+
+/// Reads a seed Secret of the enrollment with uid `enrollment_uid`, verifying that the
+/// operator wrote everything but the codes. Codes are read from `data` (the apiserver
+/// folds `stringData` into `data`); values that are not UTF-8 are kept as replacement
+/// characters so that the format check rejects them with a clear message.
+pub fn parse(secret: &Secret, key: &IntegrityKey, enrollment_uid: &str) -> Result<SeedSecret, Untrusted> {
+    let name = secret.metadata.name.clone().unwrap_or_default();
+    let untrusted = |why| Untrusted { name: name.clone(), why };
+    let meta = verify_meta(&secret.metadata, key)?;
+    if meta.enrollment_uid != enrollment_uid {
+        return Err(untrusted("belongs to another MfaEnrollment (owner uid)"));
+    }
+    if secret.type_.as_deref() != Some(SECRET_TYPE) {
+        return Err(untrusted("is not of the seed Secret type"));
+    }
+    let data = secret.data.as_ref();
+    let bytes = |key: &str| data.and_then(|d| d.get(key)).map(|v| v.0.as_slice());
+    let (seed, uri, qr) =
+        (bytes(KEY_SEED).unwrap_or_default(), bytes(KEY_URI).unwrap_or_default(), bytes(KEY_QR).unwrap_or_default());
+    if content_digest(seed, uri, qr) != meta.content_digest {
+        return Err(untrusted("holds a seed, URI or QR code the operator did not write"));
+    }
+    let seed = std::str::from_utf8(seed).map_err(|_| untrusted("holds a seed that is not text"))?;
+    let text = |key: &str| bytes(key).map(|v| String::from_utf8_lossy(v).into_owned());
+    let (code1, code2) = (text(KEY_CODE1), text(KEY_CODE2));
+    Ok(SeedSecret {
+        name,
+        partial_codes: code1.is_some() != code2.is_some(),
+        codes: code1.zip(code2),
+        user: meta.user,
+        serial: meta.serial,
         seed: Seed::new(seed),
-        codes,
-        partial_codes,
-        failed_attempts,
-        last_rejection,
-        created: annotations
-            .and_then(|a| a.get(ANNOTATION_CREATED_AT))
-            .and_then(|t| t.parse().ok())
-            .or_else(|| secret.metadata.creation_timestamp.as_ref().map(|t| t.0)),
+        created: meta.created,
         resource_version: secret.metadata.resource_version.clone(),
     })
 }
@@ -238,32 +322,57 @@ mod tests {
         assert_eq!(secret_name("team", "alice"), secret_name("team", "alice"), "deterministic");
     }
 
+    const UID: &str = "5f1e0c2a-enrollment-uid";
+
+    fn key() -> IntegrityKey {
+        IntegrityKey::from_bytes(&[42; 32]).expect("32 bytes")
+    }
+
+    fn owner(uid: &str) -> OwnerReference {
+        OwnerReference {
+            api_version: "iam.mfa-operator.dev/v1alpha1".into(),
+            kind: "MfaEnrollment".into(),
+            name: "team".into(),
+            uid: uid.into(),
+            controller: Some(true),
+            block_owner_deletion: None,
+        }
+    }
+
+    fn sample(seed: &Seed) -> Secret {
+        build(
+            NewSeedSecret {
+                namespace: "ns",
+                enrollment: "team",
+                owner: owner(UID),
+                user: "Bob+1",
+                serial: "arn:aws:iam::123456789012:mfa/mfa-operator/Bob+1",
+                seed,
+                otpauth_uri: "otpauth://totp/x",
+                qr_png: vec![1, 2, 3],
+                created_at: jiff::Timestamp::UNIX_EPOCH,
+            },
+            &key(),
+        )
+    }
+
     #[test]
     fn build_then_parse_round_trips_and_debug_hides_secrets() {
         let seed = Seed::new("JBSWY3DPEHPK3PXP");
-        let mut secret = build(NewSeedSecret {
-            namespace: "ns",
-            enrollment: "team",
-            owner: None,
-            user: "Bob+1",
-            serial: "arn:aws:iam::123456789012:mfa/mfa-operator/Bob+1",
-            seed: &seed,
-            otpauth_uri: "otpauth://totp/x",
-            qr_png: vec![1, 2, 3],
-            created_at: jiff::Timestamp::UNIX_EPOCH,
-        });
+        let mut secret = sample(&seed);
         assert_eq!(secret.type_.as_deref(), Some(SECRET_TYPE));
         let labels = secret.metadata.labels.clone().unwrap_or_default();
         assert_eq!(labels.get(LABEL_ENROLLMENT).map(String::as_str), Some("team"));
-        let parsed = parse(&secret).expect("parses");
+        let parsed = parse(&secret, &key(), UID).expect("parses");
         assert_eq!(parsed.user, "Bob+1");
         assert_eq!(parsed.seed, seed);
         assert_eq!(parsed.codes, None);
+        assert_eq!(parsed.created, jiff::Timestamp::UNIX_EPOCH);
 
         let data = secret.data.get_or_insert_default();
         data.insert(KEY_CODE1.into(), ByteString(b"271828".to_vec()));
         data.insert(KEY_CODE2.into(), ByteString(b"314159".to_vec()));
-        let parsed = parse(&secret).expect("parses");
+        let parsed = parse(&secret, &key(), UID).expect("codes are the one thing people may write");
         assert_eq!(parsed.codes, Some(("271828".into(), "314159".into())));
         let debug = format!("{parsed:?}");
         for secret_text in ["JBSWY3DPEHPK3PXP", "271828", "314159"] {
@@ -272,25 +381,62 @@ mod tests {
     }
 
     #[test]
-    fn partial_submission_and_missing_annotations_are_reported() {
-        let seed = Seed::new("JBSWY3DPEHPK3PXP");
-        let mut secret = build(NewSeedSecret {
-            namespace: "ns",
-            enrollment: "team",
-            owner: None,
-            user: "bob",
-            serial: "arn:x",
-            seed: &seed,
-            otpauth_uri: "u",
-            qr_png: vec![],
-            created_at: jiff::Timestamp::UNIX_EPOCH,
-        });
+    fn partial_submission_is_reported() {
+        let mut secret = sample(&Seed::new("JBSWY3DPEHPK3PXP"));
         secret.data.get_or_insert_default().insert(KEY_CODE1.into(), ByteString(b"123456".to_vec()));
-        let parsed = parse(&secret).expect("parses");
+        let parsed = parse(&secret, &key(), UID).expect("parses");
         assert!(parsed.partial_codes);
         assert_eq!(parsed.codes, None);
+    }
 
-        secret.metadata.annotations.get_or_insert_default().remove(ANNOTATION_SERIAL);
-        assert!(matches!(parse(&secret), Err(ParseError::MissingAnnotation(_, ANNOTATION_SERIAL))));
+    /// Every edit a person with `patch` on the Secret could make, except the codes.
+    #[test]
+    fn any_change_but_the_codes_makes_the_secret_untrusted() {
+        let original = sample(&Seed::new("JBSWY3DPEHPK3PXP"));
+        let annotate = |key: &'static str, value: &'static str| {
+            move |s: &mut Secret| {
+                s.metadata.annotations.get_or_insert_default().insert(key.into(), value.into());
+            }
+        };
+        let set_data = |key: &'static str, value: &'static [u8]| {
+            move |s: &mut Secret| {
+                s.data.get_or_insert_default().insert(key.into(), ByteString(value.to_vec()));
+            }
+        };
+        type Edit = Box<dyn Fn(&mut Secret)>;
+        let edits: Vec<(&str, Edit)> = vec![
+            ("serial", Box::new(annotate(ANNOTATION_SERIAL, "arn:aws:iam::123456789012:mfa/mallory"))),
+            ("user", Box::new(annotate(ANNOTATION_USER, "alice"))),
+            ("created-at", Box::new(annotate(ANNOTATION_CREATED_AT, "2099-01-01T00:00:00Z"))),
+            ("digest", Box::new(annotate(ANNOTATION_CONTENT_DIGEST, "00"))),
+            ("tag", Box::new(annotate(ANNOTATION_INTEGRITY, "AAAA"))),
+            ("seed", Box::new(set_data(KEY_SEED, b"GEZDGNBVGY3TQOJQ"))),
+            ("uri", Box::new(set_data(KEY_URI, b"otpauth://totp/mallory"))),
+            ("qr", Box::new(set_data(KEY_QR, b"\x89PNG"))),
+            ("type", Box::new(|s: &mut Secret| s.type_ = Some("Opaque".into()))),
+            ("owner", Box::new(|s: &mut Secret| s.metadata.owner_references = Some(vec![owner("other-uid")]))),
+            ("no owner", Box::new(|s: &mut Secret| s.metadata.owner_references = None)),
+            ("moved", Box::new(|s: &mut Secret| s.metadata.namespace = Some("elsewhere".into()))),
+            ("renamed", Box::new(|s: &mut Secret| s.metadata.name = Some("mfa-seed-other".into()))),
+            ("no annotations", Box::new(|s: &mut Secret| s.metadata.annotations = None)),
+        ];
+        for (what, edit) in edits {
+            let mut secret = original.clone();
+            edit(&mut secret);
+            assert!(parse(&secret, &key(), UID).is_err(), "{what}: a tampered Secret must not be trusted");
+        }
+        assert!(parse(&original, &key(), "another-enrollment").is_err(), "another enrollment's Secret");
+        let other_key = IntegrityKey::from_bytes(&[1; 32]).expect("32 bytes");
+        assert!(parse(&original, &other_key, UID).is_err(), "a tag made with another key");
+    }
+
+    #[test]
+    fn long_enrollment_names_get_a_bounded_label_value() {
+        assert_eq!(enrollment_label("team"), "team");
+        let long = "a".repeat(70);
+        let label = enrollment_label(&long);
+        assert!(label.len() <= 63, "{label}");
+        assert_ne!(label, enrollment_label(&format!("{}b", "a".repeat(69))), "distinct names, distinct labels");
+        assert_eq!(label, enrollment_label(&long), "deterministic");
     }
 }

@@ -39,7 +39,15 @@ pub struct StatusInput<'a> {
 /// Builds the whole status.
 pub fn build(input: StatusInput<'_>) -> MfaEnrollmentStatus {
     let mut users = input.users;
-    users.sort_by(|a, b| (a.state.attention_rank(), &a.name).cmp(&(b.state.attention_rank(), &b.name)));
+    // Users with refused submissions first within a state: their count lives only in
+    // this list, so the bound must not drop it.
+    users.sort_by(|a, b| {
+        (a.state.attention_rank(), std::cmp::Reverse(a.failed_attempts), &a.name).cmp(&(
+            b.state.attention_rank(),
+            std::cmp::Reverse(b.failed_attempts),
+            &b.name,
+        ))
+    });
 
     let mut summary = Summary::default();
     for user in &users {
@@ -142,6 +150,7 @@ fn user_status(user: UserPlan) -> UserStatus {
         pending_since: user.pending_since.map(Time),
         expires_at: user.expires_at.map(Time),
         message: user.message,
+        failed_attempts: (user.failed_attempts > 0).then_some(user.failed_attempts),
     }
 }
 

@@ -23,6 +23,7 @@ fn user(name: &str, state: UserState) -> UserPlan {
         pending_since: None,
         expires_at: None,
         message: None,
+        failed_attempts: 0,
     }
 }
 
@@ -135,6 +136,7 @@ fn user_status_carries_every_planned_field() {
         pending_since: Some(T0),
         expires_at: Some(T0 + SignedDuration::from_hours(168)),
         message: Some("scan the QR code".into()),
+        failed_attempts: 2,
     };
     let status = build(input(Mode::Enroll, vec![pending], None, T0, None));
     assert_eq!(
@@ -147,6 +149,7 @@ fn user_status_carries_every_planned_field() {
             pending_since: Some(Time(T0)),
             expires_at: Some(Time(Timestamp::constant(1_750_000_000 + 168 * 3600, 0))),
             message: Some("scan the QR code".into()),
+            failed_attempts: Some(2),
         }]
     );
 }

@@ -85,6 +85,9 @@ pub enum EventReason {
     MfaDeactivated,
     /// An AWS or Kubernetes call failed.
     ReconcileFailed,
+    /// A seed Secret was changed by someone other than the operator, or a look-alike
+    /// was found: it was deleted (and the user's device replaced), never obeyed.
+    SeedSecretTampered,
 }
 
 impl EventReason {
@@ -98,11 +101,12 @@ impl EventReason {
             Self::PendingDeviceRemoved => "PendingDeviceRemoved",
             Self::MfaDeactivated => "MfaDeactivated",
             Self::ReconcileFailed => "ReconcileFailed",
+            Self::SeedSecretTampered => "SeedSecretTampered",
         }
     }
 
     /// Whether the Event is a Warning (something needs attention) rather than Normal.
     pub fn is_warning(self) -> bool {
-        matches!(self, Self::CodesRejected | Self::MfaDeactivated | Self::ReconcileFailed)
+        matches!(self, Self::CodesRejected | Self::MfaDeactivated | Self::ReconcileFailed | Self::SeedSecretTampered)
     }
 }

@@ -50,7 +50,9 @@ const DURATION_PATTERN: &str = r"^([0-9]{1,6}(h|m|s))+$";
     printcolumn(name = "Pending", type_ = "integer", json_path = ".status.summary.pending"),
     printcolumn(name = "Missing", type_ = "integer", json_path = ".status.summary.missing"),
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    // The name is a label value on the seed Secrets (and in their selectors).
+    validation = kube::core::Rule::new("size(self.metadata.name) <= 63").message("metadata.name: an MfaEnrollment name must be at most 63 characters (it is used as a label value)")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct MfaEnrollmentSpec {

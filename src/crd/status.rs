@@ -119,6 +119,12 @@ pub struct UserStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 1024))]
     pub message: Option<String>,
+    /// Code submissions refused for the pending device (wrong codes, by the operator's
+    /// check or by AWS); at 5 the device is replaced. Kept here, in status, because people
+    /// who write codes cannot write status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 1000))]
+    pub failed_attempts: Option<u32>,
 }
 
 fn is_zero(n: &u32) -> bool {

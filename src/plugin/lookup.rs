@@ -113,6 +113,7 @@ mod tests {
             pending_since: secret.map(|_| Time("2025-06-01T12:00:00Z".parse().expect("time"))),
             expires_at: None,
             message: Some("scan the QR code".to_owned()),
+            failed_attempts: None,
         }
     }
 

@@ -225,6 +225,7 @@ mod tests {
             pending_since: None,
             expires_at: expires_in.map(|s| Time(now() + jiff::SignedDuration::from_secs(s))),
             message: (!message.is_empty()).then(|| message.to_owned()),
+            failed_attempts: None,
         }
     }
 

@@ -125,3 +125,18 @@ pub fn codes_at(seed_base32: &str, unix_secs: u64) -> (String, String) {
 pub fn now_secs() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock after 1970").as_secs()
 }
+
+/// Creates a virtual device under `path` as anyone with the common self-service policy
+/// could, and returns its serial and the seed its creator now holds.
+pub async fn create_device_with_seed(iam: &Client, path: &str, name: &str) -> (String, String) {
+    let created = iam
+        .create_virtual_mfa_device()
+        .path(path)
+        .virtual_mfa_device_name(name)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("create device {name}: {}", DisplayErrorContext(e)));
+    let device = created.virtual_mfa_device.expect("device in response");
+    let seed = String::from_utf8(device.base32_string_seed.expect("seed").into_inner()).expect("base32 text");
+    (device.serial_number, seed)
+}

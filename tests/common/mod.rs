@@ -38,9 +38,21 @@ pub async fn client() -> Client {
     Client::try_default().await.unwrap_or_else(|e| panic!("cannot build a client from KUBECONFIG: {e}\n{HOW_TO_START}"))
 }
 
+/// Where the operators the tests start keep their integrity key (shared by all of them,
+/// as replicas of one operator share one key).
+pub const KEY_NAMESPACE: &str = "mfa-operator-tests";
+
 /// Creates a fresh namespace for one test (the test bed has no namespace controller, so
-/// namespaces are never reclaimed; names are unique per run instead).
+/// namespaces are never reclaimed; names are unique per run instead), and the operators'
+/// own namespace if it is missing.
 pub async fn namespace(client: &Client, test: &str) -> String {
+    let own: Namespace = serde_json::from_value(serde_json::json!({ "metadata": { "name": KEY_NAMESPACE } }))
+        .expect("namespace literal");
+    match Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &own).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(status)) if status.code == 409 => {}
+        Err(e) => panic!("create namespace {KEY_NAMESPACE}: {e}\n{HOW_TO_START}"),
+    }
     let nanos =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock after 1970").subsec_nanos();
     let name = format!("t-{test}-{}-{nanos:x}", std::process::id());

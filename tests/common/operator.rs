@@ -38,6 +38,8 @@ impl Operator {
         let child = Command::new(env!("CARGO_BIN_EXE_mfa-operator"))
             .args(["run", "--namespace", namespace, "--log", "debug"])
             .args(args)
+            // Apart from the tests' namespaces, whose Secrets some tests count.
+            .env("MFA_OPERATOR_INTEGRITY_KEY_NAMESPACE", super::KEY_NAMESPACE)
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(file.try_clone().expect("clone log handle"))

@@ -109,6 +109,7 @@ pub mod bed;
 pub mod fault_proxy;
 pub mod iam;
 pub mod operator;
+pub mod strict_iam;
 
 use kube::runtime::wait::Condition;
 

@@ -126,9 +126,25 @@ pub async fn wait_for<K>(
 where
     K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + serde::Serialize + Send + 'static,
 {
-    match tokio::time::timeout(timeout, await_condition(api.clone(), name, condition)).await {
-        Ok(Ok(object)) => object,
-        Ok(Err(e)) => panic!("watching {name} for {what}: {e}"),
+    let deadline = tokio::time::Instant::now() + timeout;
+    let condition = std::sync::Arc::new(condition);
+    let outcome = loop {
+        let check = condition.clone();
+        let watch = await_condition(api.clone(), name, move |o: Option<&K>| check.matches_object(o));
+        match tokio::time::timeout_at(deadline, watch).await {
+            Ok(Ok(object)) => break Ok(object),
+            // The test bed compacts etcd every 10 s, so a watch may start from a version
+            // that is gone (410): watch again from a fresh list until the deadline.
+            Ok(Err(e)) if tokio::time::Instant::now() < deadline => {
+                eprintln!("watching {name} for {what}: {e}; watching again");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Ok(Err(e)) => panic!("watching {name} for {what}: {e}"),
+            Err(elapsed) => break Err(elapsed),
+        }
+    };
+    match outcome {
+        Ok(object) => object,
         Err(_) => {
             let last = api.get_opt(name).await.ok().flatten().map(|o| {
                 let mut value = serde_json::to_value(&o).unwrap_or_default();

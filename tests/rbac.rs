@@ -411,7 +411,10 @@ async fn cluster_wide_chart_rbac_enrols_a_user_and_refuses_everything_else() {
         ],
     )
     .await;
-    assert_eq!(install.kinds(), ["ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "ServiceAccount"]);
+    assert_eq!(
+        install.kinds(),
+        ["ClusterRole", "ClusterRoleBinding", "Role", "Role", "RoleBinding", "RoleBinding", "ServiceAccount"]
+    );
     let identity = Identity::new(&install.token().await, &ns).await;
     assert_eq!(identity.username().await, format!("system:serviceaccount:{ns}:{release}-mfa-operator"));
 
@@ -428,6 +431,10 @@ async fn cluster_wide_chart_rbac_enrols_a_user_and_refuses_everything_else() {
     assert_forbidden(
         Api::<Secret>::namespaced(sa.clone(), &ns).get("anything").await,
         "get one Secret by name (the operator only lists and watches)",
+    );
+    assert_forbidden(
+        Api::<Secret>::namespaced(sa.clone(), &ns).get(&format!("{release}-mfa-operator-integrity-key-2")).await,
+        "get a Secret in the release namespace other than the integrity key",
     );
     assert_forbidden(
         Api::<Lease>::namespaced(sa.clone(), &ns).delete("mfa-operator", &DeleteParams::default()).await,
@@ -468,7 +475,10 @@ async fn single_namespace_chart_rbac_enrols_a_user_and_refuses_other_namespaces(
         ],
     )
     .await;
-    assert_eq!(install.kinds(), ["Role", "Role", "RoleBinding", "RoleBinding", "ServiceAccount"]);
+    assert_eq!(
+        install.kinds(),
+        ["Role", "Role", "Role", "RoleBinding", "RoleBinding", "RoleBinding", "ServiceAccount"]
+    );
     assert!(install.args().contains(&format!("--namespace={watch_ns}")), "{:?}", install.args());
     let identity = Identity::new(&install.token().await, &release_ns).await;
 
@@ -481,6 +491,12 @@ async fn single_namespace_chart_rbac_enrols_a_user_and_refuses_other_namespaces(
     assert_forbidden(
         Api::<Secret>::namespaced(sa.clone(), &release_ns).list(&ListParams::default()).await,
         "list Secrets outside watchNamespace",
+    );
+    assert_forbidden(
+        Api::<Secret>::namespaced(sa.clone(), &release_ns)
+            .get(&format!("{release}-mfa-operator-integrity-key-2"))
+            .await,
+        "get a Secret in the release namespace other than the integrity key",
     );
     assert_forbidden(
         Api::<MfaEnrollment>::all(sa.clone()).list(&ListParams::default()).await,

@@ -46,6 +46,11 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 {{- end }}
 
+{{/* The Secret in the release namespace holding the operator's integrity (HMAC) key. */}}
+{{- define "mfa-operator.integrityKeySecret" -}}
+{{- printf "%s-integrity-key" (include "mfa-operator.fullname" .) }}
+{{- end }}
+
 {{- define "mfa-operator.image" -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}

@@ -274,6 +274,20 @@ fn plan_user(
     tampered: Option<&Untrusted>,
 ) -> (UserPlan, Vec<Work>) {
     let mfa = input.inventory.mfa_state(user);
+    // A tampered Secret where this user's would stand is never obeyed; below, it is
+    // replaced, or simply removed where this enrollment creates nothing for the user.
+    let remove_tampered = || {
+        let actions: Vec<Action> =
+            tampered.map(|t| Action::DeleteSecret { name: t.name.clone() }).into_iter().collect();
+        (!actions.is_empty()).then(|| Work {
+            user: None,
+            actions,
+            note: tampered.map(|t| Note {
+                reason: EventReason::SeedSecretTampered,
+                message: format!("deleted Secret {}: it {}", t.name, t.why),
+            }),
+        })
+    };
     if let MfaState::Active(_) = mfa {
         // Compliant. A leftover Secret (crash after enabling, or the person enabled a
         // device elsewhere) holds a live or useless seed: it goes in every mode; its
@@ -284,7 +298,7 @@ fn plan_user(
             None => Vec::new(),
         };
         let work = (!actions.is_empty()).then_some(Work { user: None, actions, note: None });
-        return (UserPlan::new(user, UserState::Compliant), work.into_iter().collect());
+        return (UserPlan::new(user, UserState::Compliant), work.into_iter().chain(remove_tampered()).collect());
     }
     if input.spec.mode == Mode::Report {
         return (UserPlan::new(user, UserState::Missing).message("no active MFA device"), Vec::new());
@@ -294,11 +308,11 @@ fn plan_user(
     }
     if let Some(owner) = input.owners.get(user).filter(|o| *o != input.id) {
         // Another (older) enrollment owns this user's enrollment: never a second device.
-        let work = secret.map(|s| Work { user: None, actions: release(input, s), note: None }).into_iter().collect();
+        let work = secret.map(|s| Work { user: None, actions: release(input, s), note: None });
         return (
             UserPlan::new(user, UserState::Pending)
                 .message(format!("enrollment is handled by {owner}, the oldest enrollment selecting this user")),
-            work,
+            work.into_iter().chain(remove_tampered()).collect(),
         );
     }
     let Some(account) = input.inventory.account_id() else {

@@ -479,6 +479,29 @@ fn a_tampered_secret_of_a_selected_user_is_replaced_with_a_new_device() {
 }
 
 #[test]
+fn a_tampered_secret_goes_where_nothing_is_created_for_the_user() {
+    let name = secret_name(&me().name, "alice");
+    let removal = work(
+        None,
+        vec![Action::DeleteSecret { name: name.clone() }],
+        note(
+            EventReason::SeedSecretTampered,
+            &format!("deleted Secret {name}: it was changed by someone other than the operator"),
+        ),
+    );
+    // alice is compliant (in either mode: it may hold her live seed) ...
+    for world in [World::enroll(&["alice"]), World::report(&["alice"])] {
+        let plan = world.assigned("alice").untrusted(&name).run();
+        assert_eq!(plan.work, std::slice::from_ref(&removal));
+        assert_eq!(plan.users, [compliant("alice")]);
+    }
+    // ... or another enrollment enrolls her.
+    let plan = World::enroll(&["alice"]).owner("alice", other()).untrusted(&name).run();
+    assert_eq!(plan.work, [removal]);
+    assert_eq!(deleted_devices(&plan), Vec::<String>::new());
+}
+
+#[test]
 fn a_look_alike_secret_elsewhere_is_deleted_and_never_touches_a_device() {
     let plan = World::enroll(&["alice"]).assigned("alice").untrusted("mfa-seed-forged").run();
     assert_eq!(

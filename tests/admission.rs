@@ -36,7 +36,9 @@ const APPLIED_KINDS: [&str; 5] =
 
 /// The messages of the chart's rules (templates/admission-policy.yaml).
 const FORGED: &str = "only the mfa-operator may create a seed Secret or make a Secret look like one: \
-    type iam.mfa-operator.dev/mfa-seed and the label iam.mfa-operator.dev/enrollment are reserved for it";
+    type iam.mfa-operator.dev/mfa-seed, the labels iam.mfa-operator.dev/enrollment and \
+    app.kubernetes.io/managed-by=mfa-operator, and names starting with mfa-seed- are reserved for it";
+const FINALIZERS: &str = "only the mfa-operator may change the finalizers of a seed Secret";
 const LABELS: &str = "only the mfa-operator may change the labels of a seed Secret";
 const ANNOTATIONS: &str = "only the mfa-operator may change the annotations of a seed Secret";
 const OWNERS: &str = "only the mfa-operator may change the ownerReferences of a seed Secret";
@@ -389,6 +391,12 @@ async fn only_the_operator_writes_seed_secrets_and_people_only_their_codes() {
         OWNERS,
         "alice removes the ownerReference",
     );
+    assert_denied(
+        alice.patch(seed_name, &pp, &merge(json!({ "metadata": { "finalizers": ["example.com/keep"] } }))).await,
+        &policy,
+        FINALIZERS,
+        "alice adds a finalizer that would keep the seed after the operator deletes it",
+    );
     // Secret.type is immutable: the apiserver's own validation answers before admission.
     match alice.patch(seed_name, &pp, &merge(json!({ "type": "Opaque" }))).await {
         Err(kube::Error::Api(status))
@@ -413,6 +421,23 @@ async fn only_the_operator_writes_seed_secrets_and_people_only_their_codes() {
         &policy,
         FORGED,
         "alice creates an Opaque Secret with the enrollment label",
+    );
+    assert_denied(
+        alice
+            .create(
+                &PostParams::default(),
+                &plain_secret("claims-alike", json!({ "app.kubernetes.io/managed-by": "mfa-operator" })),
+            )
+            .await,
+        &policy,
+        FORGED,
+        "alice creates an Opaque Secret with the operator's managed-by label",
+    );
+    assert_denied(
+        alice.create(&PostParams::default(), &plain_secret("mfa-seed-bob-0123456789abcdef", json!({}))).await,
+        &policy,
+        FORGED,
+        "alice squats the name of a seed Secret",
     );
 
     // Ordinary Secrets are alice's to write, labels and annotations included.

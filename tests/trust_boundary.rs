@@ -345,3 +345,53 @@ async fn a_device_removed_by_the_console_cleanup_is_replaced_and_the_new_seed_wo
     assert_eq!(condition(&done, "Compliant").map(|c| c.0), Some("True".to_owned()));
     assert_eq!(iam::devices_under(&there, &bed.device_path).await, [(serial, Some(alice))]);
 }
+
+/// A finalizer added by the person would keep the seed readable after the operator deletes
+/// it, and block the Secret of the next device: the operator removes it.
+#[tokio::test]
+async fn a_foreign_finalizer_does_not_keep_a_seed_alive() {
+    let bed = Bed::new("finalizer").await;
+    let alice = bed.users(&["alice"]).await.remove(0);
+    let _operator = Operator::start(&bed.ns);
+    let pending = bed.pending(&alice).await;
+    let secret = bed.seed_secret(&pending, &alice).await;
+    bed.tamper(&secret.name_any(), json!({ "metadata": { "finalizers": ["example.com/keep-the-seed"] } })).await;
+    let (code1, code2) = iam::codes_now(&seed_of(&secret));
+    bed.submit(&secret.name_any(), &code1, &code2).await;
+    bed.wait("team", "alice Compliant", |e| state(e, &alice) == Some(UserState::Compliant)).await;
+    common::wait_for(&bed.secrets, &secret.name_any(), common::WAIT, "the seed gone for good", |s: Option<&Secret>| {
+        s.is_none()
+    })
+    .await;
+}
+
+/// A Secret squatting the seed Secret's name costs the operator a read, not IAM writes,
+/// and says what is in the way; once it is gone the user gets a device.
+#[tokio::test]
+async fn a_squatted_seed_secret_name_is_reported_without_churning_devices() {
+    let bed = Bed::new("squat").await;
+    let alice = bed.users(&["alice"]).await.remove(0);
+    let _operator = Operator::start(&bed.ns);
+    let pending = bed.pending(&alice).await;
+    let secret = bed.seed_secret(&pending, &alice).await;
+    let name = secret.name_any();
+    // The squatter deletes the seed Secret and takes its name with a plain Secret.
+    bed.secrets.delete(&name, &DeleteParams::default()).await.expect("delete the seed Secret");
+    let squat: Secret = serde_json::from_value(json!({ "metadata": { "name": name }, "stringData": { "x": "y" } }))
+        .expect("Secret literal");
+    bed.secrets.create(&PostParams::default(), &squat).await.expect("squat the name");
+    let blocked =
+        bed.wait("team", "alice blocked by the squatter", |e| message(e, &alice).contains("in the way")).await;
+    assert_eq!(state(&blocked, &alice), Some(UserState::Failed));
+    assert_eq!(iam::devices_under(&bed.iam, &bed.device_path).await, [], "no device without its Secret");
+    bed.secrets.delete(&name, &DeleteParams::default()).await.expect("remove the squatter");
+    let repaired = bed
+        .wait("team", "alice Pending again", |e| {
+            state(e, &alice) == Some(UserState::Pending)
+                && user_status(e, &alice).is_some_and(|u| u.seed_secret.is_some())
+        })
+        .await;
+    let fresh = bed.seed_secret(&repaired, &alice).await;
+    assert_eq!(fresh.type_.as_deref(), Some("iam.mfa-operator.dev/mfa-seed"));
+    assert_eq!(iam::devices_under(&bed.iam, &bed.device_path).await.len(), 1);
+}

@@ -50,6 +50,8 @@ enum StepError {
     StaleInventory(String),
     /// The enrollment cannot own what the step would create (it has no uid yet).
     NoOwner,
+    /// A Secret the operator did not write holds the seed Secret's name.
+    NameTaken(String),
 }
 
 impl StepError {
@@ -60,6 +62,9 @@ impl StepError {
             Self::CodesRefused => "AWS refused the codes".into(),
             Self::StaleInventory(m) => m.clone(),
             Self::NoOwner => "the MfaEnrollment has no uid to own a seed Secret".into(),
+            Self::NameTaken(name) => format!(
+                "a Secret named {name} that the operator did not write is in the way of the seed Secret: delete it"
+            ),
         }
     }
 
@@ -81,15 +86,37 @@ impl StepError {
 /// re-read at once and usually leaves the plan true (an enable that another replica
 /// already did), except when a pending device and Secret that never came to be
 /// (`unrun`: the failed action and those after it) would be shown.
+/// A refusal whose codes could not be cleared still counted: its planned status (with
+/// the count) stands.
 fn planned_status_is_void(error: &StepError, unrun: &[Action]) -> bool {
+    if matches!(unrun.first(), Some(Action::RejectCodes { .. })) {
+        return false;
+    }
     !matches!(error, StepError::StaleInventory(_)) || unrun.iter().any(|a| matches!(a, Action::CreatePending { .. }))
+}
+
+/// Voids a user's planned status after `error`. The refusal count and the device it
+/// belongs to survive unless the failed work was replacing that device: a failure must
+/// never reset the guess limit.
+fn void(status: &mut UserPlan, error: &StepError, unrun: &[Action]) {
+    let replacing = unrun.iter().any(|a| matches!(a, Action::CreatePending { .. } | Action::DeleteDevice { .. }));
+    status.state = failed_state(error);
+    status.message = Some(error.message());
+    status.serial = None;
+    status.secret = None;
+    status.expires_at = None;
+    if replacing {
+        status.pending_since = None;
+        status.failed_attempts = 0;
+    }
 }
 
 /// The state a user is left in when their work failed: permanent refusals are Failed,
 /// anything else stays as it was before the work (Missing when nothing was pending).
 fn failed_state(error: &StepError) -> UserState {
     match error {
-        StepError::Iam(IamError::LimitExceeded { .. } | IamError::EntityAlreadyExists { .. }) => UserState::Failed,
+        StepError::Iam(IamError::LimitExceeded { .. } | IamError::EntityAlreadyExists { .. })
+        | StepError::NameTaken(_) => UserState::Failed,
         _ => UserState::Missing,
     }
 }
@@ -133,7 +160,8 @@ pub async fn apply(
     let mut issue: Option<Issue> = None;
     let mut stale_inventory = false;
     let mut changed_account = false;
-    for Work { user, actions, note } in work {
+    let mut work = work.into_iter();
+    while let Some(Work { user, actions, note }) = work.next() {
         let mut failed = None;
         for (index, action) in actions.iter().enumerate() {
             if let Err(e) = runner.run(action).await {
@@ -177,12 +205,7 @@ pub async fn apply(
         tracing::warn!(enrollment = %runner.id, user = user.as_deref().unwrap_or("-"), error = %error.message(), "work failed");
         publish(ctx, enrollment, EventReason::ReconcileFailed, error.message()).await;
         if let (Some(status), true) = (status, planned_status_is_void(&error, &actions[index..])) {
-            status.state = failed_state(&error);
-            status.message = Some(error.message());
-            status.serial = None;
-            status.secret = None;
-            status.pending_since = None;
-            status.expires_at = None;
+            void(status, &error, &actions[index..]);
         }
         let stop = error.stops_everything();
         let new_issue = error.issue();
@@ -190,10 +213,37 @@ pub async fn apply(
             issue = Some(new_issue);
         }
         if stop {
+            // Nothing after this ran: no status may claim it did.
+            for Work { user, actions, .. } in work.by_ref() {
+                if let Some(status) = user.as_ref().and_then(|u| users.iter_mut().find(|p| &p.name == u)) {
+                    void(status, &error, &actions);
+                }
+            }
             break;
         }
     }
     Applied { users, issue, stale_inventory, changed_account }
+}
+
+/// Deletes a seed Secret for good (one already gone is deleted). Finalizers someone else
+/// added would keep the seed readable and block the next Secret of that name: removed.
+pub(super) async fn delete_seed_secret(api: &Api<Secret>, name: &str) -> Result<(), kube::Error> {
+    let lingering = match api.delete(name, &DeleteParams::default()).await {
+        Ok(deleted) => deleted.left().filter(|secret| !secret.finalizers().is_empty()),
+        Err(kube::Error::Api(status)) if status.code == 404 => None,
+        Err(e) => return Err(e),
+    };
+    if lingering.is_some() {
+        tracing::warn!(secret = name, "removing finalizers the operator did not add from a seed Secret");
+        let patch = serde_json::json!({ "metadata": { "finalizers": null } });
+        let params = PatchParams { field_manager: Some(FIELD_MANAGER.to_owned()), ..PatchParams::default() };
+        match api.patch(name, &params, &Patch::Merge(&patch)).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// IAM's answers that mean "these codes are not accepted": the person's to fix with new
@@ -252,6 +302,14 @@ impl Runner<'_> {
     }
 
     async fn create_pending(&mut self, user: &str, at: jiff::Timestamp) -> Result<(), StepError> {
+        // A Secret squatting the name would make the device useless: check first, so a
+        // squatter costs a read, not IAM writes.
+        let name = seed_secret::secret_name(&self.id.name, user);
+        match self.api.get_metadata_opt(&name).await {
+            Ok(None) => {}
+            Ok(Some(_)) => return Err(StepError::NameTaken(name)),
+            Err(e) => return Err(StepError::Kube("read seed Secret", e)),
+        }
         let path = &self.enrollment.spec.device.path;
         let tags = DeviceTags::from([
             (TAG_ENROLLMENT.to_owned(), self.id.to_string()),
@@ -331,11 +389,7 @@ impl Runner<'_> {
     }
 
     async fn delete_secret(&mut self, name: &str) -> Result<(), StepError> {
-        match self.api.delete(name, &DeleteParams::default()).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(status)) if status.code == 404 => {}
-            Err(e) => return Err(StepError::Kube("delete seed Secret", e)),
-        }
+        delete_seed_secret(&self.api, name).await.map_err(|e| StepError::Kube("delete seed Secret", e))?;
         if let Some(secret) = self.secrets.get(name)
             && let Some(holders) = self.claims.get_mut(&secret.serial)
         {
@@ -385,6 +439,40 @@ mod tests {
         assert!(!planned_status_is_void(&stale, std::slice::from_ref(&delete)));
         // Any other failure always voids it.
         let throttled = StepError::Iam(IamError::Throttled { operation: "CreateVirtualMFADevice" });
-        assert!(planned_status_is_void(&throttled, &[delete]));
+        assert!(planned_status_is_void(&throttled, std::slice::from_ref(&delete)));
+        // A refusal whose codes could not be cleared was still counted.
+        let reject = Action::RejectCodes { secret: "s".into(), attempts: 3, message: "m".into() };
+        assert!(!planned_status_is_void(&throttled, &[reject]));
+    }
+
+    #[test]
+    fn a_failure_never_resets_the_refusal_count_unless_the_device_was_being_replaced() {
+        let planned = UserPlan {
+            name: "alice".into(),
+            state: UserState::Compliant,
+            serial: Some("arn:aws:iam::123456789012:mfa/p/alice".into()),
+            secret: Some("mfa-seed-alice".into()),
+            pending_since: Some(jiff::Timestamp::UNIX_EPOCH),
+            expires_at: None,
+            message: None,
+            failed_attempts: 3,
+        };
+        let error = StepError::Iam(IamError::Throttled { operation: "EnableMFADevice" });
+        let enable = Action::Enable {
+            user: "alice".into(),
+            serial: "arn:aws:iam::123456789012:mfa/p/alice".into(),
+            secret: "mfa-seed-alice".into(),
+            codes: super::super::plan::Codes { code1: "123456".into(), code2: "654321".into() },
+        };
+        let mut status = planned.clone();
+        void(&mut status, &error, &[enable]);
+        assert_eq!(
+            (status.state, status.failed_attempts, status.pending_since),
+            (UserState::Missing, 3, planned.pending_since)
+        );
+        let mut status = planned.clone();
+        let create = Action::CreatePending { user: "alice".into(), at: jiff::Timestamp::UNIX_EPOCH };
+        void(&mut status, &error, &[create]);
+        assert_eq!((status.failed_attempts, status.pending_since), (0, None), "a new device starts over");
     }
 }

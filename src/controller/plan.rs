@@ -301,7 +301,14 @@ fn plan_user(
         return (UserPlan::new(user, UserState::Compliant), work.into_iter().chain(remove_tampered()).collect());
     }
     if input.spec.mode == Mode::Report {
-        return (UserPlan::new(user, UserState::Missing).message("no active MFA device"), Vec::new());
+        // A pending device left from enrolling keeps its refusal count: switching modes
+        // must not reset the guess limit.
+        let mut missing = UserPlan::new(user, UserState::Missing).message("no active MFA device");
+        if let Some(s) = secret {
+            missing.pending_since = Some(s.created);
+            missing.failed_attempts = refusals_for(input, user, s).failed_attempts;
+        }
+        return (missing, Vec::new());
     }
     if mfa == MfaState::Unknown {
         return (UserPlan::new(user, UserState::Missing).message("MFA devices not listed yet"), Vec::new());
@@ -320,7 +327,12 @@ fn plan_user(
     };
     // The only device the operator ever enables for this user: derived, never read.
     let serial = device_serial(account, &input.spec.device.path, user);
-    if let Some(tampered) = tampered {
+    // A verified Secret older than the device the operator last recorded for this user
+    // is a replayed copy of an earlier one: tampering like any other.
+    let replayed = secret
+        .filter(|s| input.refusals.get(user).and_then(|r| r.pending_since).is_some_and(|recorded| s.created < recorded))
+        .map(|s| Untrusted { name: s.name.clone(), why: "is an older copy than the one the operator last recorded" });
+    if let Some(tampered) = tampered.or(replayed.as_ref()) {
         let mut before = vec![Action::DeleteSecret { name: tampered.name.clone() }];
         before.extend(delete_if_unheld(input, &serial));
         let why = format!("{tampered}; it was replaced");
@@ -344,7 +356,8 @@ fn plan_without_secret(input: &PlanInput<'_>, user: &str, serial: &str) -> (User
         input.claims.get(serial).into_iter().flatten().filter(|h| *h != input.id).map(ToString::to_string).collect();
     if !others.is_empty() {
         return (
-            UserPlan::new(user, UserState::Pending).message(format!("pending device is held by {}", others.join(", "))),
+            UserPlan::new(user, UserState::Pending)
+                .message(format!("pending device is held by {}", bounded_list(&others))),
             Vec::new(),
         );
     }
@@ -379,9 +392,7 @@ fn plan_pending(input: &PlanInput<'_>, user: &str, serial: &str, secret: &SeedSe
         ));
         return (status, work);
     }
-    // Refused submissions count against this device only (same pendingSince).
-    let refusals =
-        input.refusals.get(user).filter(|r| r.pending_since == Some(secret.created)).cloned().unwrap_or_default();
+    let refusals = refusals_for(input, user, secret);
     if refusals.failed_attempts >= MAX_FAILED_ATTEMPTS {
         return rotate(&format!("{} code submissions were refused", refusals.failed_attempts));
     }
@@ -394,10 +405,15 @@ fn plan_pending(input: &PlanInput<'_>, user: &str, serial: &str, secret: &SeedSe
         failed_attempts: refusals.failed_attempts,
         ..UserPlan::new(user, UserState::Pending)
     };
+    let expired = expires_at.is_some_and(|t| t <= input.now);
     if let Some((code1, code2)) = &secret.codes {
-        return plan_submission(input, user, secret, pending, (code1, code2), &rotate);
+        // Past the TTL only codes that enable still count; anything else rotates, so
+        // codes left in the Secret never keep a device alive.
+        let (status, work) = plan_submission(input, user, secret, pending, (code1, code2), &rotate);
+        let enables = work.iter().flat_map(|w| &w.actions).any(|a| matches!(a, Action::Enable { .. }));
+        return if expired && !enables { rotate("it was not enabled within pendingTTL") } else { (status, work) };
     }
-    if expires_at.is_some_and(|t| t <= input.now) {
+    if expired {
         return rotate("it was not enabled within pendingTTL");
     }
     let message = if secret.partial_codes {
@@ -408,6 +424,12 @@ fn plan_pending(input: &PlanInput<'_>, user: &str, serial: &str, secret: &SeedSe
         format!("scan the QR code in Secret {} and write two consecutive codes as code1 and code2", secret.name)
     };
     (UserPlan { message: Some(message), ..pending }, Vec::new())
+}
+
+/// Refused submissions count against the device they were made for only (same
+/// pendingSince).
+fn refusals_for(input: &PlanInput<'_>, user: &str, secret: &SeedSecret) -> Refusals {
+    input.refusals.get(user).filter(|r| r.pending_since == Some(secret.created)).cloned().unwrap_or_default()
 }
 
 /// Two codes were written: enable with exactly the digits checked, or refuse and count.
@@ -489,6 +511,14 @@ fn create(
         ..UserPlan::new(user, UserState::Pending)
     };
     (status, vec![Work { user: Some(user.to_owned()), actions: before, note: Some(note) }])
+}
+
+/// At most three names, then how many more: a status message has a bounded length.
+fn bounded_list(names: &[String]) -> String {
+    match names.len() {
+        0..=3 => names.join(", "),
+        n => format!("{} and {} more", names[..3].join(", "), n - 3),
+    }
 }
 
 fn ttl(spec: &MfaEnrollmentSpec) -> jiff::SignedDuration {

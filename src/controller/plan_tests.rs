@@ -428,9 +428,17 @@ fn report_mode_never_writes_even_with_leftovers_from_enrolling() {
         .device(unassigned(&alice.serial))
         .secret(alice.clone())
         .device(unassigned(&serial("ghost")))
+        .refused("alice", 3, None)
         .run();
     assert_eq!(plan.work, []);
-    assert_eq!(plan.users, [status("alice", UserState::Missing, Some("no active MFA device")), compliant("bob")]);
+    // The pending device's refusal count survives the mode switch (Enroll again must not
+    // start the guess limit over).
+    let alice_status = UserPlan {
+        pending_since: Some(CREATED),
+        failed_attempts: 3,
+        ..status("alice", UserState::Missing, Some("no active MFA device"))
+    };
+    assert_eq!(plan.users, [alice_status, compliant("bob")]);
 }
 
 #[test]
@@ -695,6 +703,32 @@ fn valid_codes_still_enable_a_device_past_its_ttl() {
         plan.work
     );
     assert_eq!(plan.users, [compliant("alice")]);
+}
+
+#[test]
+fn codes_that_do_not_enable_never_keep_a_device_past_its_ttl() {
+    let (outside1, outside2) = codes_not_in_window();
+    let stale = pair_ending(n() - 4);
+    for codes in [(outside1, outside2), stale] {
+        let mut alice = with_codes(seed_secret("alice"), codes);
+        alice.created = NOW - TTL;
+        let plan = World::enroll(&["alice"]).device(unassigned(&alice.serial)).secret(alice.clone()).run();
+        assert_eq!(plan.work, [rotation(&alice, "it was not enabled within pendingTTL")]);
+    }
+}
+
+#[test]
+fn a_replayed_older_secret_is_tampering() {
+    // The status records alice's current device as created at CREATED; a verified Secret
+    // from an earlier device (same name, serial and tag scheme) is put back.
+    let mut old = seed_secret("alice");
+    old.created = CREATED - SignedDuration::from_hours(2);
+    let plan =
+        World::enroll(&["alice"]).device(unassigned(&serial("alice"))).refused("alice", 4, None).secret(old).run();
+    let [Work { actions, note, .. }] = plan.work.as_slice() else { panic!("{:?}", plan.work) };
+    assert_eq!(actions, &[delete_secret("alice"), delete_device(&serial("alice")), create_pending("alice")]);
+    assert_eq!(note.as_ref().map(|n| n.reason), Some(EventReason::SeedSecretTampered));
+    assert!(plan.users[0].message.as_deref().is_some_and(|m| m.contains("older copy")), "{:?}", plan.users);
 }
 
 #[test]

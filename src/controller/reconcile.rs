@@ -15,7 +15,7 @@ use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::{Resource, ResourceExt};
 
 use super::accounts::{AccountKey, AccountState};
-use super::apply::{Applied, apply};
+use super::apply::{Applied, apply, delete_seed_secret};
 use super::plan::{Claims, EnrollmentId, PlanInput, REFUSAL_PREFIX, Refusals, owners, plan};
 use super::seed_secret::{self, SeedSecret, Untrusted};
 use super::selection::{Selection, select};
@@ -251,8 +251,11 @@ async fn load_claims(ctx: &Context) -> Result<Claims> {
         let page = api.list_metadata(&params).await.map_err(Error::kube("list seed Secrets"))?;
         for secret in &page.items {
             let Ok(verified) = seed_secret::verify_meta(&secret.metadata, &ctx.integrity) else { continue };
+            // The labels are not under the tag: they must agree with the owner it names.
+            let label = secret.labels().get(seed_secret::LABEL_ENROLLMENT);
             if let Some(holder) = enrollments.get(&verified.enrollment_uid)
                 && secret.namespace().as_deref() == Some(holder.namespace.as_str())
+                && label == Some(&seed_secret::enrollment_label(&holder.name))
             {
                 claims.entry(verified.serial).or_default().push(holder.clone());
             }
@@ -282,9 +285,14 @@ async fn list_seed_secrets(ctx: &Context, enrollment: &MfaEnrollment) -> Result<
     for secret in &list.items {
         match seed_secret::parse(secret, &ctx.integrity, &uid) {
             Ok(parsed) => trusted.push(parsed),
-            Err(e) => {
+            // Only what looks like a seed Secret is the operator's to remove; any other
+            // Secret that merely carries the labels is ignored (and claims nothing).
+            Err(e) if secret.type_.as_deref() == Some(seed_secret::SECRET_TYPE) => {
                 tracing::warn!(error = %e, "seed Secret not trusted");
                 untrusted.push(e);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "ignoring a Secret with the operator's labels that is not a seed Secret")
             }
         }
     }
@@ -409,7 +417,7 @@ async fn cleanup(enrollment: &MfaEnrollment, ctx: &Context) -> Result<Requeue> {
     let api: Api<Secret> = ctx.api(&id.namespace);
     // Look-alikes go with the enrollment; their devices are not ours to judge here.
     for secret in &untrusted {
-        delete_secret(&api, &secret.name).await?;
+        delete_seed_secret(&api, &secret.name).await.map_err(Error::kube("delete seed Secret"))?;
     }
     if secrets.is_empty() {
         ctx.forget_compliant(&id);
@@ -431,7 +439,7 @@ async fn cleanup(enrollment: &MfaEnrollment, ctx: &Context) -> Result<Requeue> {
                 inventory.record_deleted(&secret.serial);
             }
         }
-        delete_secret(&api, &secret.name).await?;
+        delete_seed_secret(&api, &secret.name).await.map_err(Error::kube("delete seed Secret"))?;
         if let Some(holders) = account.claims.get_mut(&secret.serial) {
             holders.retain(|h| *h != id);
         }
@@ -441,13 +449,4 @@ async fn cleanup(enrollment: &MfaEnrollment, ctx: &Context) -> Result<Requeue> {
     ctx.metrics.forget_enrollment(&id.namespace, &id.name);
     tracing::info!(enrollment = %id, removed = secrets.len(), "removed pending devices and seed Secrets");
     Ok(Requeue::await_change())
-}
-
-/// Deletes a Secret; one already gone is deleted.
-async fn delete_secret(api: &Api<Secret>, name: &str) -> Result<()> {
-    match api.delete(name, &Default::default()).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
-        Err(e) => Err(Error::kube("delete seed Secret")(e)),
-    }
 }

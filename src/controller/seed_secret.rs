@@ -65,20 +65,24 @@ pub fn enrollment_label(enrollment: &str) -> String {
     if enrollment.len() <= MAX {
         return enrollment.to_owned();
     }
-    let digest = Sha256::digest(enrollment.as_bytes());
-    let hash: String = digest.iter().take(4).map(|b| format!("{b:02x}")).collect();
+    let hash = short_hash(enrollment);
     let prefix: String = enrollment.chars().take(MAX - hash.len() - 1).collect();
     format!("{}-{hash}", prefix.trim_end_matches(['-', '.']))
 }
 
 /// Longest slug of the user name kept in the Secret name.
-const SLUG_MAX: usize = 40;
+const SLUG_MAX: usize = 36;
+
+/// 64 bits of SHA-256 as hex: enough that nobody finds a second name with the same hash.
+fn short_hash(text: &str) -> String {
+    Sha256::digest(text.as_bytes()).iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
 
 /// The seed Secret name of an IAM user in an enrollment: `mfa-seed-<slug>-<hash>`, where
 /// the slug is a readable DNS-1123 form of the user name and the hash (of the enrollment
 /// name and the exact user name) keeps apart names that differ only in case or
 /// punctuation, and the same user name in two accounts enrolled from one namespace. At
-/// most 58 characters.
+/// most 62 characters.
 pub fn secret_name(enrollment: &str, user: &str) -> String {
     let mut slug = String::with_capacity(SLUG_MAX);
     for c in user.chars() {
@@ -93,8 +97,7 @@ pub fn secret_name(enrollment: &str, user: &str) -> String {
         slug.push(keep);
     }
     let slug = slug.trim_end_matches('-');
-    let digest = Sha256::digest(format!("{enrollment}\0{user}").as_bytes());
-    let hash: String = digest.iter().take(4).map(|b| format!("{b:02x}")).collect();
+    let hash = short_hash(&format!("{enrollment}\0{user}"));
     if slug.is_empty() { format!("mfa-seed-{hash}") } else { format!("mfa-seed-{slug}-{hash}") }
 }
 
@@ -260,6 +263,10 @@ pub fn verify_meta(meta: &ObjectMeta, key: &IntegrityKey) -> Result<VerifiedMeta
 pub fn parse(secret: &Secret, key: &IntegrityKey, enrollment_uid: &str) -> Result<SeedSecret, Untrusted> {
     let name = secret.metadata.name.clone().unwrap_or_default();
     let untrusted = |why| Untrusted { name: name.clone(), why };
+    if secret.metadata.deletion_timestamp.is_some() {
+        // Lingering on someone else's finalizer: deleted again, and its finalizers go.
+        return Err(untrusted("is being deleted"));
+    }
     let meta = verify_meta(&secret.metadata, key)?;
     if meta.enrollment_uid != enrollment_uid {
         return Err(untrusted("belongs to another MfaEnrollment (owner uid)"));

@@ -39,12 +39,12 @@ pub struct StatusInput<'a> {
 /// Builds the whole status.
 pub fn build(input: StatusInput<'_>) -> MfaEnrollmentStatus {
     let mut users = input.users;
-    // Users with refused submissions first within a state: their count lives only in
-    // this list, so the bound must not drop it.
+    // Users with refused submissions first: their count lives only in this list, so the
+    // bound must not drop it (it would take over 200 people guessing at once).
     users.sort_by(|a, b| {
-        (a.state.attention_rank(), std::cmp::Reverse(a.failed_attempts), &a.name).cmp(&(
-            b.state.attention_rank(),
+        (std::cmp::Reverse(a.failed_attempts), a.state.attention_rank(), &a.name).cmp(&(
             std::cmp::Reverse(b.failed_attempts),
+            b.state.attention_rank(),
             &b.name,
         ))
     });
@@ -149,9 +149,23 @@ fn user_status(user: UserPlan) -> UserStatus {
         seed_secret: user.secret,
         pending_since: user.pending_since.map(Time),
         expires_at: user.expires_at.map(Time),
-        message: user.message,
+        message: user.message.map(bounded_message),
         failed_attempts: (user.failed_attempts > 0).then_some(user.failed_attempts),
     }
+}
+
+/// A message within the schema's 1024 characters (longer ones would fail the whole
+/// status write), cut at a character boundary.
+fn bounded_message(message: String) -> String {
+    const MAX: usize = 1024;
+    if message.len() <= MAX {
+        return message;
+    }
+    let mut end = MAX - '…'.len_utf8();
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &message[..end])
 }
 
 /// Sets one condition, keeping its `lastTransitionTime` unless its status flips.

@@ -604,3 +604,17 @@ fn lost_mfa_sees_compliant_users_beyond_the_status_bound() {
     after.push(user("alice", Missing));
     assert_eq!(lost_mfa(&compliant_of(&before), &after), ["alice"]);
 }
+
+#[test]
+fn users_with_refused_submissions_are_listed_first_and_messages_stay_within_the_schema() {
+    let mut list = users(&[("a-missing", UserState::Missing), ("b-failed", UserState::Failed)]);
+    let mut guesser = user("z-pending", Pending);
+    guesser.failed_attempts = 2;
+    guesser.message = Some("x".repeat(5000));
+    list.push(guesser);
+    let status = build(input(Mode::Enroll, list, None, T0, None));
+    assert_eq!(status.users[0].name, "z-pending", "the count must survive the 200-entry bound");
+    assert_eq!(status.users[0].failed_attempts, Some(2));
+    let message = status.users[0].message.clone().unwrap_or_default();
+    assert!(message.len() <= 1024 && message.ends_with('…'), "{}", message.len());
+}

@@ -35,7 +35,11 @@ impl Operator {
         std::fs::create_dir_all(&dir).expect("create log dir");
         let log = dir.join(format!("{namespace}-{}.log", args.join("_").replace(['/', ':', '.'], "-")));
         let file = std::fs::File::create(&log).expect("create operator log");
-        let child = Command::new(env!("CARGO_BIN_EXE_mfa-operator"))
+        // MFA_OPERATOR_TEST_BINARY runs the tests against another build (for example an
+        // older commit, to see a test fail where the behaviour it names is missing).
+        let binary =
+            std::env::var("MFA_OPERATOR_TEST_BINARY").unwrap_or_else(|_| env!("CARGO_BIN_EXE_mfa-operator").into());
+        let child = Command::new(binary)
             .args(["run", "--namespace", namespace, "--log", "debug"])
             .args(args)
             // Apart from the tests' namespaces, whose Secrets some tests count.

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Resource, ResourceExt};
 
 use super::plan::{Action, Claims, EnrollmentId, MAX_FAILED_ATTEMPTS, Plan, REFUSAL_PREFIX, UserPlan, Work};
@@ -304,10 +304,12 @@ impl Runner<'_> {
     async fn create_pending(&mut self, user: &str, at: jiff::Timestamp) -> Result<(), StepError> {
         // A Secret squatting the name would make the device useless: check first, so a
         // squatter costs a read, not IAM writes.
+        // (A LIST by name: the operator's RBAC has no `get` on Secrets.)
         let name = seed_secret::secret_name(&self.id.name, user);
-        match self.api.get_metadata_opt(&name).await {
-            Ok(None) => {}
-            Ok(Some(_)) => return Err(StepError::NameTaken(name)),
+        let by_name = ListParams::default().fields(&format!("metadata.name={name}"));
+        match self.api.list_metadata(&by_name).await {
+            Ok(found) if found.items.is_empty() => {}
+            Ok(_) => return Err(StepError::NameTaken(name)),
             Err(e) => return Err(StepError::Kube("read seed Secret", e)),
         }
         let path = &self.enrollment.spec.device.path;

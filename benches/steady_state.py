@@ -248,12 +248,12 @@ def complete(obj, selected, pending, compliant):
 # ---------------------------------------------------------------- the operator process
 
 class Operator:
-    def __init__(self, binary, env, ns, logdir):
+    def __init__(self, binary, env, ns, logdir, log="info"):
         self.logpath = os.path.join(logdir, f"operator-{ns}-{int(time.time() * 1000)}.log")
         self.logfile = open(self.logpath, "w")
         self.proc = subprocess.Popen(
             [binary, "run", "--namespace", ns, "--metrics-address", "127.0.0.1:0",
-             "--log-format", "json", "--log", "info"],
+             "--log-format", "json", "--log", log],
             env=env, stdout=self.logfile, stderr=subprocess.STDOUT)
         RUNNING.append(self.proc)
         self.port = None

@@ -267,8 +267,10 @@ async fn load_claims(ctx: &Context) -> Result<Claims> {
     }
 }
 
-/// Secrets per page when listing claims.
+/// Secrets per page when listing claims (metadata only).
 const CLAIMS_PAGE: u32 = 500;
+/// Seed Secrets per page when listing an enrollment's (whole objects).
+const SECRETS_PAGE: u32 = 100;
 
 /// This enrollment's seed Secrets, read fresh (never from a cache: a stale view could
 /// make the operator replace a device whose Secret exists), split into those the
@@ -277,23 +279,30 @@ async fn list_seed_secrets(ctx: &Context, enrollment: &MfaEnrollment) -> Result<
     let namespace = enrollment.namespace().ok_or(Error::NoNamespace)?;
     let uid = enrollment.uid().unwrap_or_default();
     let api: Api<Secret> = ctx.api(&namespace);
-    let list = api
-        .list(&ListParams::default().labels(&seed_secret::enrollment_selector(&enrollment.name_any())))
-        .await
-        .map_err(Error::kube("list seed Secrets"))?;
+    // Paged, and only the parsed form kept: look-alikes a tenant piles up cost a page of
+    // memory at a time, not all of them at once.
+    let mut params =
+        ListParams::default().labels(&seed_secret::enrollment_selector(&enrollment.name_any())).limit(SECRETS_PAGE);
     let (mut trusted, mut untrusted) = (Vec::new(), Vec::new());
-    for secret in &list.items {
-        match seed_secret::parse(secret, &ctx.integrity, &uid) {
-            Ok(parsed) => trusted.push(parsed),
-            // Only what looks like a seed Secret is the operator's to remove; any other
-            // Secret that merely carries the labels is ignored (and claims nothing).
-            Err(e) if secret.type_.as_deref() == Some(seed_secret::SECRET_TYPE) => {
-                tracing::warn!(error = %e, "seed Secret not trusted");
-                untrusted.push(e);
+    loop {
+        let page = api.list(&params).await.map_err(Error::kube("list seed Secrets"))?;
+        for secret in &page.items {
+            match seed_secret::parse(secret, &ctx.integrity, &uid) {
+                Ok(parsed) => trusted.push(parsed),
+                // Only what looks like a seed Secret is the operator's to remove; any other
+                // Secret that merely carries the labels is ignored (and claims nothing).
+                Err(e) if secret.type_.as_deref() == Some(seed_secret::SECRET_TYPE) => {
+                    tracing::warn!(error = %e, "seed Secret not trusted");
+                    untrusted.push(e);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "ignoring a Secret with the operator's labels that is not a seed Secret")
+                }
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "ignoring a Secret with the operator's labels that is not a seed Secret")
-            }
+        }
+        match page.metadata.continue_.filter(|c| !c.is_empty()) {
+            Some(token) => params = params.continue_token(&token),
+            None => break,
         }
     }
     Ok((trusted, untrusted))

@@ -23,7 +23,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VENV = os.path.expanduser("~/.cache/mfa-operator-testbed/bench-venv")
 VENV_PY = os.path.join(VENV, "bin", "python")
 PINS = ["c7n==0.9.53", "awscli==1.46.3"]
-RELEASE_BINARY = os.path.join(REPO, "target", "release", "mfa-operator")
+# Where cargo puts the release build: CARGO_TARGET_DIR when set (CI may keep it outside the tree).
+RELEASE_BINARY = os.path.join(os.path.join(REPO, os.environ.get("CARGO_TARGET_DIR", "target")), "release", "mfa-operator")
 
 
 def ensure_venv():

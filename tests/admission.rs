@@ -22,10 +22,9 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use mfa_operator::crd::MfaEnrollment;
-use serde::Deserialize;
 use serde_json::{Value, json};
 
-const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/mfa-operator");
+use common::chart::{kind, render};
 const SEED_TYPE: &str = "iam.mfa-operator.dev/mfa-seed";
 const LABEL_ENROLLMENT: &str = "iam.mfa-operator.dev/enrollment";
 const ANNOTATION_SERIAL: &str = "iam.mfa-operator.dev/serial-number";
@@ -46,34 +45,6 @@ fn data_message(keys: &str) -> String {
     format!(
         "only the mfa-operator may change {keys} in a seed Secret: you may only add, change or remove code1 and code2"
     )
-}
-
-/// `helm template` of the chart, as JSON objects.
-fn render(release: &str, namespace: &str, sets: &[(&str, &str)]) -> Vec<Value> {
-    common::require_testbed();
-    let helm = std::env::var("MFA_TESTBED_HELM").unwrap_or_else(|_| {
-        panic!(
-            "MFA_TESTBED_HELM is not set: run `tests/testbed/testbed build` (it builds helm) and \
-             eval \"$(tests/testbed/testbed env)\" again"
-        )
-    });
-    let mut command = Command::new(&helm);
-    command.args(["template", release, CHART, "--namespace", namespace]);
-    for (key, value) in sets {
-        command.arg("--set").arg(format!("{key}={value}"));
-    }
-    let output = command.output().unwrap_or_else(|e| panic!("run {helm}: {e}"));
-    assert!(output.status.success(), "helm template failed: {}", String::from_utf8_lossy(&output.stderr));
-    let text = String::from_utf8(output.stdout).expect("helm prints UTF-8");
-    serde_yaml::Deserializer::from_str(&text)
-        .map(|doc| serde_yaml::Value::deserialize(doc).expect("helm renders YAML"))
-        .filter(|doc| !doc.is_null())
-        .map(|doc| serde_json::to_value(doc).expect("YAML object as JSON"))
-        .collect()
-}
-
-fn kind(object: &Value) -> &str {
-    object["kind"].as_str().unwrap_or_default()
 }
 
 fn name(object: &Value) -> &str {

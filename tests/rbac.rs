@@ -25,39 +25,10 @@ use kube::api::{
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, ResourceExt};
 use mfa_operator::crd::{MfaEnrollment, UserState};
-use serde::Deserialize;
 
-const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/mfa-operator");
+use common::chart::{kind, render};
 /// The kinds the test applies from the render (no workload can run on the test bed).
 const RBAC_KINDS: [&str; 5] = ["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"];
-
-/// `helm template` of the chart, as JSON objects.
-fn render(release: &str, namespace: &str, sets: &[(&str, &str)]) -> Vec<serde_json::Value> {
-    common::require_testbed();
-    let helm = std::env::var("MFA_TESTBED_HELM").unwrap_or_else(|_| {
-        panic!(
-            "MFA_TESTBED_HELM is not set: run `tests/testbed/testbed build` (it builds helm) and \
-             eval \"$(tests/testbed/testbed env)\" again"
-        )
-    });
-    let mut command = Command::new(&helm);
-    command.args(["template", release, CHART, "--namespace", namespace]);
-    for (key, value) in sets {
-        command.arg("--set").arg(format!("{key}={value}"));
-    }
-    let output = command.output().unwrap_or_else(|e| panic!("run {helm}: {e}"));
-    assert!(output.status.success(), "helm template failed: {}", String::from_utf8_lossy(&output.stderr));
-    let text = String::from_utf8(output.stdout).expect("helm prints UTF-8");
-    serde_yaml::Deserializer::from_str(&text)
-        .map(|doc| serde_yaml::Value::deserialize(doc).expect("helm renders YAML"))
-        .filter(|doc| !doc.is_null())
-        .map(|doc| serde_json::to_value(doc).expect("YAML object as JSON"))
-        .collect()
-}
-
-fn kind(object: &serde_json::Value) -> &str {
-    object["kind"].as_str().unwrap_or_default()
-}
 
 fn name(object: &serde_json::Value) -> &str {
     object["metadata"]["name"].as_str().unwrap_or_default()

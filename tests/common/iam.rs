@@ -75,14 +75,7 @@ pub async fn enable_own_device(iam: &Client, user: &str) -> String {
 /// Creates an unassigned device under `path` that no seed Secret claims (an orphan, as
 /// a crash between creating a device and storing its seed leaves).
 pub async fn create_orphan_device(iam: &Client, path: &str, name: &str) -> String {
-    let created = iam
-        .create_virtual_mfa_device()
-        .path(path)
-        .virtual_mfa_device_name(name)
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("create orphan {name}: {}", DisplayErrorContext(e)));
-    created.virtual_mfa_device.expect("device").serial_number
+    create_device_with_seed(iam, path, name).await.0
 }
 
 /// Every virtual device's serial and assigned user.

@@ -106,6 +106,7 @@ pub fn unique(prefix: &str) -> String {
 }
 
 pub mod bed;
+pub mod chart;
 pub mod fault_proxy;
 pub mod iam;
 pub mod operator;

@@ -55,7 +55,8 @@ DEVICE_PATH = "/mfa-operator-bench/"
 WRITE_ACTIONS = ("CreateVirtualMFADevice", "DeleteVirtualMFADevice", "EnableMFADevice", "DeactivateMFADevice",
                  "TagMFADevice", "UntagMFADevice")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-SEED_SECRETS = "app.kubernetes.io/managed-by=mfa-operator"
+# The integrity-key Secret carries the managed-by label too; only seed Secrets carry the enrollment label.
+SEED_SECRETS = "app.kubernetes.io/managed-by=mfa-operator,iam.mfa-operator.dev/enrollment"
 
 
 def log(msg):

@@ -47,9 +47,10 @@ pub const KEY_QR: &str = "qr.png";
 pub const KEY_CODE1: &str = "code1";
 pub const KEY_CODE2: &str = "code2";
 
-/// Label selector matching every seed Secret of the operator.
+/// Label selector matching every seed Secret of the operator (the enrollment label sets
+/// them apart from the operator's other Secrets, such as the integrity key).
 pub fn managed_selector() -> String {
-    format!("{LABEL_MANAGED_BY}={MANAGED_BY}")
+    format!("{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_ENROLLMENT}")
 }
 
 /// Label selector matching the seed Secrets of one enrollment.

@@ -1,15 +1,20 @@
-//! One state per AWS account the operator manages: its IAM client, its shared inventory
-//! and the claims of its pending devices. Reconciles of enrollments that target the same
-//! account take the account's lock, so they see one consistent inventory and never race
-//! each other into a second device for one user.
+//! One state per AWS account the operator manages: its IAM client, its shared inventory,
+//! the claims of its pending devices, and which users' work is in flight.
+//!
+//! No lock is held across an IAM call. The inventory and claims sit behind a short lock
+//! (read, plan, record a result); a user's work is serialised by a reservation taken when
+//! the work is planned, so a code submission never waits behind another enrollment's
+//! bulk work, and two reconciles never race into a second device for one user. One
+//! refresh of the inventory runs at a time; writes that land while it reads the account
+//! are replayed onto the fresh inventory (the journal), so a refresh never forgets one.
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use aws_config::SdkConfig;
-use tokio::sync::Mutex;
+use jiff::Timestamp;
 
-use super::plan::Claims;
+use super::plan::{Claims, EnrollmentId};
 use crate::aws::{CallCounter, SdkIam, load_sdk_config};
 use crate::crd::MfaEnrollmentSpec;
 use crate::inventory::Inventory;
@@ -29,50 +34,210 @@ impl AccountKey {
     }
 }
 
-/// The mutable state of one account, behind its lock.
-pub struct AccountState {
-    pub iam: SdkIam,
+/// What a piece of work touches: no two reconciles work on the same user or device at
+/// once.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Subject {
+    User(String),
+    Device(String),
+}
+
+/// A change the operator made in the account, recorded in the inventory and claims.
+#[derive(Clone, Debug)]
+pub enum Record {
+    Created {
+        serial: String,
+    },
+    Enabled {
+        user: String,
+        serial: String,
+        at: Timestamp,
+    },
+    Deleted {
+        serial: String,
+    },
+    /// An enrollment's seed Secret for the device now exists.
+    Claimed {
+        serial: String,
+        holder: EnrollmentId,
+    },
+    /// An enrollment's seed Secret for the device is gone.
+    Released {
+        serial: String,
+        holder: EnrollmentId,
+    },
+}
+
+/// The account's in-memory view, behind [`Account::view`]'s short lock.
+#[derive(Default)]
+pub struct View {
     pub inventory: Option<Inventory>,
     /// Seed Secrets of every watched namespace by device serial; refreshed together with
     /// the inventory and kept current by the operator's own writes.
     pub claims: Claims,
+    /// Subjects whose work is in flight, and for which enrollment.
+    busy: BTreeMap<Subject, EnrollmentId>,
+    /// Records made while a refresh reads the account (`Some` only then).
+    journal: Option<Vec<Record>>,
+}
+
+impl View {
+    /// Applies a record to the inventory and claims (and the journal of a running refresh).
+    pub fn record(&mut self, record: Record) {
+        apply_record(self.inventory.as_mut(), &mut self.claims, &record);
+        if let Some(journal) = self.journal.as_mut() {
+            journal.push(record);
+        }
+    }
+
+    /// The holder of a subject's reservation, if some work on it is in flight.
+    pub fn busy_with(&self, subject: &Subject) -> Option<&EnrollmentId> {
+        self.busy.get(subject)
+    }
+
+    /// Reserves `subjects` for `holder` when none is reserved by someone else.
+    pub fn reserve(&mut self, holder: &EnrollmentId, subjects: &[Subject]) -> bool {
+        if subjects.iter().any(|s| self.busy.get(s).is_some_and(|h| h != holder)) {
+            return false;
+        }
+        for subject in subjects {
+            self.busy.insert(subject.clone(), holder.clone());
+        }
+        true
+    }
+
+    pub fn release(&mut self, holder: &EnrollmentId, subjects: &[Subject]) {
+        for subject in subjects {
+            if self.busy.get(subject) == Some(holder) {
+                self.busy.remove(subject);
+            }
+        }
+    }
+}
+
+fn apply_record(inventory: Option<&mut Inventory>, claims: &mut Claims, record: &Record) {
+    match (record, inventory) {
+        (Record::Created { serial }, Some(inv)) => inv.record_created(serial),
+        (Record::Enabled { user, serial, at }, Some(inv)) => inv.record_enabled(user, serial, *at),
+        (Record::Deleted { serial }, Some(inv)) => inv.record_deleted(serial),
+        (Record::Claimed { serial, holder }, _) => {
+            let holders = claims.entry(serial.clone()).or_default();
+            if !holders.contains(holder) {
+                holders.push(holder.clone());
+            }
+        }
+        (Record::Released { serial, holder }, _) => {
+            if let Some(holders) = claims.get_mut(serial) {
+                holders.retain(|h| h != holder);
+                if holders.is_empty() {
+                    claims.remove(serial);
+                }
+            }
+        }
+        (_, None) => {}
+    }
+}
+
+/// One account: its IAM client and its shared view.
+pub struct Account {
+    pub iam: SdkIam,
+    view: Mutex<View>,
+    /// One refresh at a time; the others wait for it and use its result.
+    refreshing: tokio::sync::Mutex<()>,
+    /// Permits for bulk writes (device creation and removal): IAM's request limits are
+    /// shared by everyone in the account. Code submissions do not take one.
+    writes: tokio::sync::Semaphore,
+}
+
+/// Bulk writes in flight per account while IAM is calm (one at a time when it is not).
+pub const WRITE_CONCURRENCY: u32 = 8;
+
+impl Account {
+    pub fn new(iam: SdkIam) -> Self {
+        Self {
+            iam,
+            view: Mutex::default(),
+            refreshing: tokio::sync::Mutex::new(()),
+            writes: tokio::sync::Semaphore::new(WRITE_CONCURRENCY as usize),
+        }
+    }
+
+    /// The view, for a short critical section: never hold it across an await.
+    pub fn view(&self) -> MutexGuard<'_, View> {
+        self.view.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn record(&self, record: Record) {
+        self.view().record(record);
+    }
+
+    /// Waits for the right to run one bulk write: one permit while IAM is calm, all of
+    /// them (so one write at a time) after it pushed back.
+    pub async fn bulk_write_permit(&self, calm: bool) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        let wanted = if calm { 1 } else { WRITE_CONCURRENCY };
+        self.writes.acquire_many(wanted).await.ok()
+    }
+
+    /// Replaces the inventory and claims by what `load` reads, unless `still_stale` says a
+    /// refresh that finished while this one waited made it unnecessary. Writes recorded
+    /// while `load` runs are replayed onto what it read.
+    pub async fn refresh<F, E>(&self, still_stale: impl Fn(&View) -> bool, load: F) -> Result<(), E>
+    where
+        F: Future<Output = Result<(Inventory, Claims), E>>,
+    {
+        let _one = self.refreshing.lock().await;
+        {
+            let mut view = self.view();
+            if !still_stale(&view) {
+                return Ok(());
+            }
+            view.journal = Some(Vec::new());
+        }
+        let loaded = load.await;
+        let mut view = self.view();
+        let journal = view.journal.take().unwrap_or_default();
+        let (mut inventory, mut claims) = match loaded {
+            Ok(loaded) => loaded,
+            Err(e) => {
+                view.inventory = None;
+                return Err(e);
+            }
+        };
+        for record in &journal {
+            apply_record(Some(&mut inventory), &mut claims, record);
+        }
+        view.inventory = Some(inventory);
+        view.claims = claims;
+        Ok(())
+    }
 }
 
 /// Every account's state, created on first use.
 #[derive(Default)]
 pub struct Accounts {
-    entries: std::sync::Mutex<HashMap<AccountKey, Arc<Mutex<AccountState>>>>,
+    entries: Mutex<HashMap<AccountKey, Arc<Account>>>,
     /// One request counter for every account's IAM client (feeds the metrics).
     calls: CallCounter,
 }
 
 impl Accounts {
     pub fn new(calls: CallCounter) -> Self {
-        Self { entries: std::sync::Mutex::default(), calls }
+        Self { entries: Mutex::default(), calls }
     }
 
     /// The account's state, building its IAM client on first use.
-    pub async fn get(&self, key: &AccountKey) -> Arc<Mutex<AccountState>> {
+    pub async fn get(&self, key: &AccountKey) -> Arc<Account> {
         if let Some(existing) = self.lookup(key) {
             return existing;
         }
         let config = sdk_config(key).await;
-        let fresh = Arc::new(Mutex::new(AccountState {
-            iam: SdkIam::with_counter(&config, self.calls.clone()),
-            inventory: None,
-            claims: Claims::new(),
-        }));
+        let fresh = Arc::new(Account::new(SdkIam::with_counter(&config, self.calls.clone())));
         let mut entries = self.entries.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         entries.entry(key.clone()).or_insert(fresh).clone()
     }
 
-    fn lookup(&self, key: &AccountKey) -> Option<Arc<Mutex<AccountState>>> {
+    fn lookup(&self, key: &AccountKey) -> Option<Arc<Account>> {
         self.entries.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).get(key).cloned()
-    }
-
-    /// Every account state (for cleanup paths that need all of them).
-    pub fn all(&self) -> Vec<Arc<Mutex<AccountState>>> {
-        self.entries.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).values().cloned().collect()
     }
 }
 
@@ -90,4 +255,64 @@ pub(crate) async fn sdk_config(key: &AccountKey) -> SdkConfig {
     }
     let credentials = aws_sdk_iam::config::SharedCredentialsProvider::new(provider.build().await);
     base.into_builder().credentials_provider(credentials).build()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An account whose client is never called.
+    fn account() -> Account {
+        let config = SdkConfig::builder().behavior_version(aws_config::BehaviorVersion::latest()).build();
+        Account::new(SdkIam::new(&config))
+    }
+
+    fn id(name: &str) -> EnrollmentId {
+        EnrollmentId { namespace: "ns".into(), name: name.into() }
+    }
+
+    #[test]
+    fn a_subject_is_reserved_by_one_enrollment_at_a_time() {
+        let mut view = View::default();
+        let alice = [Subject::User("alice".into())];
+        assert!(view.reserve(&id("a"), &alice));
+        assert!(view.reserve(&id("a"), &alice), "the holder may reserve again");
+        assert!(!view.reserve(&id("b"), &[Subject::Device("d".into()), alice[0].clone()]), "all or nothing");
+        assert_eq!(view.busy_with(&Subject::Device("d".into())), None);
+        view.release(&id("b"), &alice);
+        assert_eq!(view.busy_with(&alice[0]), Some(&id("a")), "only the holder releases");
+        view.release(&id("a"), &alice);
+        assert!(view.reserve(&id("b"), &alice));
+    }
+
+    #[tokio::test]
+    async fn writes_made_while_a_refresh_reads_are_replayed_onto_its_result() {
+        let account = account();
+        let serial = "arn:aws:iam::123456789012:mfa/p/alice";
+        let load = async {
+            // A create lands after the sweep read the devices, before the refresh ends.
+            account.record(Record::Created { serial: serial.into() });
+            account.record(Record::Claimed { serial: serial.into(), holder: id("a") });
+            Ok::<_, ()>((Inventory::from_parts(Timestamp::UNIX_EPOCH, Vec::new(), Vec::new(), None), Claims::new()))
+        };
+        account.refresh(|_| true, load).await.expect("refresh");
+        let view = account.view();
+        let inventory = view.inventory.as_ref().expect("inventory");
+        assert!(inventory.virtual_device(serial).is_some(), "the create survived the refresh");
+        assert_eq!(view.claims.get(serial), Some(&vec![id("a")]));
+        assert!(view.journal.is_none(), "the journal ends with the refresh");
+    }
+
+    #[tokio::test]
+    async fn a_refresh_that_became_unnecessary_while_waiting_reads_nothing() {
+        let account = account();
+        let loaded = std::sync::atomic::AtomicBool::new(false);
+        let load = async {
+            loaded.store(true, std::sync::atomic::Ordering::SeqCst);
+            Ok::<_, ()>((Inventory::from_parts(Timestamp::UNIX_EPOCH, Vec::new(), Vec::new(), None), Claims::new()))
+        };
+        account.refresh(|_| false, load).await.expect("skipped");
+        assert!(!loaded.load(std::sync::atomic::Ordering::SeqCst));
+        assert!(account.view().inventory.is_none());
+    }
 }

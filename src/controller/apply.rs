@@ -2,23 +2,31 @@
 //! is gone succeeds, creating what exists makes the next reconcile re-plan from a fresh
 //! inventory) and ordered so a crash between two steps leaves a state the planner
 //! repairs: device first, Secret at once after; enable first, Secret deletion after.
+//!
+//! Work items run concurrently: code submissions at once, bulk writes (creating and
+//! removing devices) a bounded number at a time per account. Each item holds the
+//! reservation of the users and devices it touches (see `accounts.rs`) until it ends.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Resource, ResourceExt};
 
-use super::plan::{Action, Claims, EnrollmentId, MAX_FAILED_ATTEMPTS, Plan, REFUSAL_PREFIX, UserPlan, Work};
-use super::reconcile::publish;
+use super::accounts::{Account, Record, Subject};
+use super::plan::{Action, EnrollmentId, MAX_FAILED_ATTEMPTS, REFUSAL_PREFIX, UserPlan, Work};
+use super::publish::publish;
 use super::seed_secret::{self, ANNOTATION_LAST_REJECTION, KEY_CODE1, KEY_CODE2, SeedSecret};
 use super::status::Issue;
 use super::vocabulary::{ConditionReason, EventReason};
 use super::{Context, FIELD_MANAGER};
-use crate::aws::{DeviceTags, IamApi, IamError, SdkIam};
+use crate::aws::{DeviceTags, IamApi, IamError};
 use crate::crd::{MfaEnrollment, UserState};
 use crate::failpoint;
-use crate::inventory::Inventory;
+use crate::inventory::device_serial;
 use crate::qr;
 
 /// What running a plan produced.
@@ -40,6 +48,13 @@ const ISSUER: &str = "Amazon Web Services";
 /// Tag keys on the devices the operator creates.
 const TAG_ENROLLMENT: &str = "iam.mfa-operator.dev/enrollment";
 const TAG_USER: &str = "iam.mfa-operator.dev/user";
+
+/// Work items of one plan in flight at once (bulk ones also wait for the account's
+/// write permits).
+const ITEMS_IN_FLIGHT: usize = 64;
+
+/// How often a long apply writes the status it has reached so far.
+pub const PROGRESS_EVERY: Duration = Duration::from_secs(2);
 
 /// Why one step failed.
 enum StepError {
@@ -80,6 +95,18 @@ impl StepError {
     fn stops_everything(&self) -> bool {
         matches!(self, Self::Iam(IamError::AccessDenied { .. } | IamError::Throttled { .. }))
     }
+
+    /// The state a user is left in when their work failed: permanent refusals are
+    /// Failed, anything else stays as it was before the work (Missing when nothing was
+    /// pending).
+    fn failed_state(&self) -> UserState {
+        match self {
+            Self::Iam(IamError::LimitExceeded { .. } | IamError::EntityAlreadyExists { .. }) | Self::NameTaken(_) => {
+                UserState::Failed
+            }
+            _ => UserState::Missing,
+        }
+    }
 }
 
 /// Whether a failed step voids the user's planned status entry. A stale inventory is
@@ -95,13 +122,13 @@ fn planned_status_is_void(error: &StepError, unrun: &[Action]) -> bool {
     !matches!(error, StepError::StaleInventory(_)) || unrun.iter().any(|a| matches!(a, Action::CreatePending { .. }))
 }
 
-/// Voids a user's planned status after `error`. The refusal count and the device it
-/// belongs to survive unless the failed work was replacing that device: a failure must
-/// never reset the guess limit.
-fn void(status: &mut UserPlan, error: &StepError, unrun: &[Action]) {
+/// Voids a user's planned status: `unrun` did not happen. The refusal count and the
+/// device it belongs to survive unless the unrun work was replacing that device: a
+/// failure must never reset the guess limit.
+pub fn void(status: &mut UserPlan, state: UserState, message: String, unrun: &[Action]) {
     let replacing = unrun.iter().any(|a| matches!(a, Action::CreatePending { .. } | Action::DeleteDevice { .. }));
-    status.state = failed_state(error);
-    status.message = Some(error.message());
+    status.state = state;
+    status.message = Some(message);
     status.serial = None;
     status.secret = None;
     status.expires_at = None;
@@ -111,118 +138,232 @@ fn void(status: &mut UserPlan, error: &StepError, unrun: &[Action]) {
     }
 }
 
-/// The state a user is left in when their work failed: permanent refusals are Failed,
-/// anything else stays as it was before the work (Missing when nothing was pending).
-fn failed_state(error: &StepError) -> UserState {
-    match error {
-        StepError::Iam(IamError::LimitExceeded { .. } | IamError::EntityAlreadyExists { .. })
-        | StepError::NameTaken(_) => UserState::Failed,
-        _ => UserState::Missing,
+/// How one work item ended.
+enum Outcome {
+    Done,
+    /// Action `index` failed; those after it did not run.
+    Failed {
+        index: usize,
+        error: StepError,
+    },
+    /// Not started: an earlier failure stopped the plan.
+    NotRun,
+}
+
+/// One planned work item with the reservation it runs under.
+pub struct Reserved {
+    pub work: Work,
+    pub reservation: Reservation,
+}
+
+/// Subjects reserved for one enrollment; released when dropped (also when a reconcile is
+/// cancelled mid-way).
+pub struct Reservation {
+    account: std::sync::Arc<Account>,
+    holder: EnrollmentId,
+    subjects: Vec<Subject>,
+}
+
+impl Reservation {
+    /// Reserves `subjects` in `view` (the caller holds the account's view lock).
+    pub fn take(
+        account: &std::sync::Arc<Account>,
+        view: &mut super::accounts::View,
+        holder: &EnrollmentId,
+        subjects: Vec<Subject>,
+    ) -> Option<Self> {
+        view.reserve(holder, &subjects).then(|| Self { account: account.clone(), holder: holder.clone(), subjects })
     }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.account.view().release(&self.holder, &self.subjects);
+    }
+}
+
+/// The users and devices a work item touches. `account` is the account id, for the
+/// serial of a device still to be created.
+pub fn subjects(work: &Work, account: Option<&str>, device_path: &str) -> Vec<Subject> {
+    let mut subjects: Vec<Subject> = work.user.iter().map(|u| Subject::User(u.clone())).collect();
+    for action in &work.actions {
+        match action {
+            Action::CreatePending { user, .. } => {
+                subjects.push(Subject::User(user.clone()));
+                subjects.extend(account.map(|a| Subject::Device(device_serial(a, device_path, user))));
+            }
+            Action::DeleteDevice { serial } => subjects.push(Subject::Device(serial.clone())),
+            Action::Enable { user, serial, .. } => {
+                subjects.push(Subject::User(user.clone()));
+                subjects.push(Subject::Device(serial.clone()));
+            }
+            Action::DeleteSecret { .. } | Action::RejectCodes { .. } => {}
+        }
+    }
+    subjects.sort();
+    subjects.dedup();
+    subjects
+}
+
+/// Whether a work item is a person's code submission (never queued behind bulk work).
+fn is_submission(work: &Work) -> bool {
+    work.actions.iter().all(|a| matches!(a, Action::Enable { .. } | Action::RejectCodes { .. }))
+}
+
+/// Whether a work item creates a pending device (shown as in progress until it ends).
+fn creates(work: &Work) -> bool {
+    work.actions.iter().any(|a| matches!(a, Action::CreatePending { .. }))
 }
 
 struct Runner<'a> {
     enrollment: &'a MfaEnrollment,
     ctx: &'a Context,
     id: EnrollmentId,
-    iam: &'a SdkIam,
-    inventory: &'a mut Inventory,
-    claims: &'a mut Claims,
+    account: &'a Account,
     secrets: BTreeMap<&'a str, &'a SeedSecret>,
     api: Api<Secret>,
+    /// Set by a failure that every later step would meet too.
+    stop: AtomicBool,
 }
 
-/// Runs `plan`, one work item after another, stopping a work item at its first failure.
-pub async fn apply(
+/// Runs `plan` (its work already reserved): submissions at once, bulk work a few at a
+/// time, each item stopped at its first failure. `progress` is called with the users'
+/// status as it stands every [`PROGRESS_EVERY`] while work is still running.
+pub async fn apply<P, F>(
     enrollment: &MfaEnrollment,
     ctx: &Context,
-    iam: &SdkIam,
-    inventory: &mut Inventory,
-    claims: &mut Claims,
+    account: &Account,
     secrets: &[SeedSecret],
-    plan: Plan,
-) -> Applied {
+    work: Vec<Reserved>,
+    mut users: Vec<UserPlan>,
+    progress: P,
+) -> Applied
+where
+    P: Fn(Vec<UserPlan>) -> F,
+    F: Future<Output = ()>,
+{
     let id = EnrollmentId { namespace: enrollment.namespace().unwrap_or_default(), name: enrollment.name_any() };
-    let api = ctx.api(&id.namespace);
-    let mut runner = Runner {
+    let runner = Runner {
         enrollment,
         ctx,
+        api: ctx.api(&id.namespace),
         id,
-        iam,
-        inventory,
-        claims,
+        account,
         secrets: secrets.iter().map(|s| (s.name.as_str(), s)).collect(),
-        api,
+        stop: AtomicBool::new(false),
     };
-    let Plan { work, mut users } = plan;
     let ttl = jiff::SignedDuration::try_from(std::time::Duration::from(enrollment.spec.pending_ttl))
         .unwrap_or(jiff::SignedDuration::MAX);
+    // Users whose device is still being created: shown as such in progress reports.
+    let mut creating: std::collections::BTreeSet<String> =
+        work.iter().filter(|r| creates(&r.work)).filter_map(|r| r.work.user.clone()).collect();
+    let mut work = work;
+    // Submissions first: they also skip the write permits.
+    work.sort_by_key(|r| !is_submission(&r.work));
+    let mut running = futures::stream::iter(work)
+        .map(|reserved| {
+            let runner = &runner;
+            async move {
+                let outcome = runner.run_item(&reserved.work).await;
+                // The reservation ends with the item.
+                drop(reserved.reservation);
+                (reserved.work, outcome)
+            }
+        })
+        .buffer_unordered(ITEMS_IN_FLIGHT);
+
     let mut issue: Option<Issue> = None;
     let mut stale_inventory = false;
     let mut changed_account = false;
-    let mut work = work.into_iter();
-    while let Some(Work { user, actions, note }) = work.next() {
-        let mut failed = None;
-        for (index, action) in actions.iter().enumerate() {
-            if let Err(e) = runner.run(action).await {
-                failed = Some((index, action, e));
-                break;
-            }
-            changed_account |= !matches!(action, Action::DeleteSecret { .. } | Action::RejectCodes { .. });
+    let mut stopped_by: Option<(UserState, String, Issue)> = None;
+    let mut last_report = Instant::now();
+    while let Some((Work { user, actions, note }, outcome)) = running.next().await {
+        if let Some(user) = &user {
+            creating.remove(user);
         }
-        let Some((index, action, error)) = failed else {
-            if let Some(note) = note {
-                publish(ctx, enrollment, note.reason, note.message).await;
-            }
-            continue;
+        let ran = match &outcome {
+            Outcome::Done => actions.len(),
+            Outcome::Failed { index, .. } => *index,
+            Outcome::NotRun => 0,
         };
+        changed_account |=
+            actions[..ran].iter().any(|a| !matches!(a, Action::DeleteSecret { .. } | Action::RejectCodes { .. }));
         let status = user.as_ref().and_then(|u| users.iter_mut().find(|p| &p.name == u));
-        if let StepError::CodesRefused = error {
-            // Recorded on the Secret by `run`; the user stays Pending with the reason.
-            // A refusal by AWS counts like a refusal by the local check.
-            if let (Some(status), Action::Enable { secret, .. }) = (status, action)
-                && let Some(seed) = runner.secrets.get(secret.as_str())
-            {
-                let attempts = status.failed_attempts + 1;
-                *status = UserPlan {
-                    state: UserState::Pending,
-                    serial: Some(seed.serial.clone()),
-                    secret: Some(seed.name.clone()),
-                    pending_since: Some(seed.created),
-                    expires_at: seed.created.checked_add(ttl).ok(),
-                    message: Some(format!(
-                        "{REFUSAL_PREFIX} by AWS: {REFUSED_BY_AWS} (refused submission {attempts} of {MAX_FAILED_ATTEMPTS})"
-                    )),
-                    failed_attempts: attempts,
-                    ..status.clone()
-                };
-            }
-            continue;
-        }
-        if let StepError::StaleInventory(_) = error {
-            stale_inventory = true;
-        }
-        tracing::warn!(enrollment = %runner.id, user = user.as_deref().unwrap_or("-"), error = %error.message(), "work failed");
-        publish(ctx, enrollment, EventReason::ReconcileFailed, error.message()).await;
-        if let (Some(status), true) = (status, planned_status_is_void(&error, &actions[index..])) {
-            void(status, &error, &actions[index..]);
-        }
-        let stop = error.stops_everything();
-        let new_issue = error.issue();
-        if issue.as_ref().is_none_or(|i| !i.needs_person() && new_issue.needs_person()) {
-            issue = Some(new_issue);
-        }
-        if stop {
-            // Nothing after this ran: no status may claim it did.
-            for Work { user, actions, .. } in work.by_ref() {
-                if let Some(status) = user.as_ref().and_then(|u| users.iter_mut().find(|p| &p.name == u)) {
-                    void(status, &error, &actions);
+        match outcome {
+            Outcome::Done => {
+                if let Some(note) = note {
+                    publish(ctx, enrollment, note.reason, note.message).await;
                 }
             }
-            break;
+            Outcome::NotRun => {
+                if let (Some(status), Some((state, message, _))) = (status, &stopped_by) {
+                    void(status, *state, message.clone(), &actions);
+                }
+            }
+            Outcome::Failed { index, error: StepError::CodesRefused } => {
+                // Recorded on the Secret by `run`; the user stays Pending with the reason.
+                // A refusal by AWS counts like a refusal by the local check.
+                if let (Some(status), Action::Enable { secret, .. }) = (status, &actions[index])
+                    && let Some(seed) = runner.secrets.get(secret.as_str())
+                {
+                    let attempts = status.failed_attempts + 1;
+                    *status = UserPlan {
+                        state: UserState::Pending,
+                        serial: Some(seed.serial.clone()),
+                        secret: Some(seed.name.clone()),
+                        pending_since: Some(seed.created),
+                        expires_at: seed.created.checked_add(ttl).ok(),
+                        message: Some(format!(
+                            "{REFUSAL_PREFIX} by AWS: {REFUSED_BY_AWS} (refused submission {attempts} of {MAX_FAILED_ATTEMPTS})"
+                        )),
+                        failed_attempts: attempts,
+                        ..status.clone()
+                    };
+                }
+            }
+            Outcome::Failed { index, error } => {
+                stale_inventory |= matches!(error, StepError::StaleInventory(_));
+                tracing::warn!(enrollment = %runner.id, user = user.as_deref().unwrap_or("-"), error = %error.message(), "work failed");
+                publish(ctx, enrollment, EventReason::ReconcileFailed, error.message()).await;
+                if let (Some(status), true) = (status, planned_status_is_void(&error, &actions[index..])) {
+                    void(status, error.failed_state(), error.message(), &actions[index..]);
+                }
+                let new_issue = error.issue();
+                if error.stops_everything() && stopped_by.is_none() {
+                    stopped_by = Some((error.failed_state(), error.message(), new_issue.clone()));
+                }
+                if issue.as_ref().is_none_or(|i| !i.needs_person() && new_issue.needs_person()) {
+                    issue = Some(new_issue);
+                }
+            }
+        }
+        if !creating.is_empty() && last_report.elapsed() >= PROGRESS_EVERY {
+            progress(in_progress(&users, &creating)).await;
+            last_report = Instant::now();
         }
     }
     Applied { users, issue, stale_inventory, changed_account }
+}
+
+/// The users as they stand while `creating` users' devices are still being made.
+fn in_progress(users: &[UserPlan], creating: &std::collections::BTreeSet<String>) -> Vec<UserPlan> {
+    users
+        .iter()
+        .map(|u| {
+            if creating.contains(&u.name) {
+                let mut shown = u.clone();
+                void(
+                    &mut shown,
+                    UserState::Missing,
+                    "a pending device is being created".into(),
+                    &[Action::CreatePending { user: u.name.clone(), at: jiff::Timestamp::UNIX_EPOCH }],
+                );
+                shown
+            } else {
+                u.clone()
+            }
+        })
+        .collect()
 }
 
 /// Deletes a seed Secret for good (one already gone is deleted). Finalizers someone else
@@ -261,13 +402,36 @@ const REFUSED_BY_AWS: &str =
     "wait for a new code, then submit two fresh consecutive codes (AWS may consider these too old)";
 
 impl Runner<'_> {
-    async fn run(&mut self, action: &Action) -> Result<(), StepError> {
+    /// Runs one item's actions in order, stopping at the first failure. Bulk items wait
+    /// for a write permit first; nothing starts once the plan was stopped.
+    async fn run_item(&self, work: &Work) -> Outcome {
+        let _permit = if is_submission(work) {
+            None
+        } else {
+            let calm = self.account.iam.read_concurrency() > 1;
+            self.account.bulk_write_permit(calm).await
+        };
+        if self.stop.load(Ordering::SeqCst) {
+            return Outcome::NotRun;
+        }
+        for (index, action) in work.actions.iter().enumerate() {
+            if let Err(error) = self.run(action).await {
+                if error.stops_everything() {
+                    self.stop.store(true, Ordering::SeqCst);
+                }
+                return Outcome::Failed { index, error };
+            }
+        }
+        Outcome::Done
+    }
+
+    async fn run(&self, action: &Action) -> Result<(), StepError> {
         match action {
             Action::CreatePending { user, at } => self.create_pending(user, *at).await,
             Action::DeleteDevice { serial } => self.delete_device(serial).await,
             Action::DeleteSecret { name } => self.delete_secret(name).await,
             Action::Enable { user, serial, secret, codes } => {
-                match self.iam.enable_mfa_device(user, serial, &codes.code1, &codes.code2).await {
+                match self.account.iam.enable_mfa_device(user, serial, &codes.code1, &codes.code2).await {
                     Ok(()) => {}
                     // AWS refused the codes (or their form): a rejection like a local
                     // one, never a step to retry with backoff.
@@ -291,7 +455,7 @@ impl Runner<'_> {
                 }
                 failpoint::hit("after-mfa-enabled");
                 let now = self.ctx.now();
-                self.inventory.record_enabled(user, serial, now);
+                self.account.record(Record::Enabled { user: user.clone(), serial: serial.clone(), at: now });
                 if let Some(seed) = self.secrets.get(secret.as_str()) {
                     self.ctx.metrics.observe_enrollment(now.duration_since(seed.created).as_secs_f64());
                 }
@@ -301,7 +465,7 @@ impl Runner<'_> {
         }
     }
 
-    async fn create_pending(&mut self, user: &str, at: jiff::Timestamp) -> Result<(), StepError> {
+    async fn create_pending(&self, user: &str, at: jiff::Timestamp) -> Result<(), StepError> {
         // A Secret squatting the name would make the device useless: check first, so a
         // squatter costs a read, not IAM writes.
         // (A LIST by name: the operator's RBAC has no `get` on Secrets.)
@@ -317,7 +481,7 @@ impl Runner<'_> {
             (TAG_ENROLLMENT.to_owned(), self.id.to_string()),
             (TAG_USER.to_owned(), user.to_owned()),
         ]);
-        let device = match self.iam.create_virtual_mfa_device(path, user, &tags).await {
+        let device = match self.account.iam.create_virtual_mfa_device(path, user, &tags).await {
             Ok(device) => device,
             Err(IamError::EntityAlreadyExists { .. }) => {
                 return Err(StepError::StaleInventory(format!(
@@ -327,9 +491,9 @@ impl Runner<'_> {
             Err(e) => return Err(StepError::Iam(e)),
         };
         failpoint::hit("after-device-created");
-        self.inventory.record_created(&device.serial);
+        self.account.record(Record::Created { serial: device.serial.clone() });
         // The seed exists only in this response: store it at once.
-        let account = self.inventory.account_id().unwrap_or("aws").to_owned();
+        let account = device.serial.split(':').nth(4).filter(|a| !a.is_empty()).unwrap_or("aws").to_owned();
         let uri = qr::otpauth_uri(ISSUER, &format!("{user}@{account}"), device.seed.expose());
         let png = match qr::qr_png(&uri) {
             Ok(png) => png,
@@ -339,8 +503,8 @@ impl Runner<'_> {
             }
         };
         let Some(owner) = self.enrollment.controller_owner_ref(&()) else {
-            if self.iam.delete_virtual_mfa_device(&device.serial).await.is_ok() {
-                self.inventory.record_deleted(&device.serial);
+            if self.account.iam.delete_virtual_mfa_device(&device.serial).await.is_ok() {
+                self.account.record(Record::Deleted { serial: device.serial.clone() });
             }
             return Err(StepError::NoOwner);
         };
@@ -362,23 +526,29 @@ impl Runner<'_> {
         if let Err(e) = self.api.create(&params, &secret).await {
             // Without its Secret the device is useless: remove it now rather than leave
             // an orphan (the next reconcile would remove it too).
-            if self.iam.delete_virtual_mfa_device(&device.serial).await.is_ok() {
-                self.inventory.record_deleted(&device.serial);
+            if self.account.iam.delete_virtual_mfa_device(&device.serial).await.is_ok() {
+                self.account.record(Record::Deleted { serial: device.serial.clone() });
             }
             return Err(StepError::Kube("create seed Secret", e));
         }
-        self.claims.entry(device.serial).or_default().push(self.id.clone());
+        self.account.record(Record::Claimed { serial: device.serial, holder: self.id.clone() });
         failpoint::hit("after-secret-created");
         Ok(())
     }
 
-    async fn delete_device(&mut self, serial: &str) -> Result<(), StepError> {
+    async fn delete_device(&self, serial: &str) -> Result<(), StepError> {
         // Never touch a device the inventory says is assigned: the operator never
         // deactivates anyone's MFA (moto would even delete an assigned device).
-        if self.inventory.virtual_device(serial).is_some_and(|d| d.user.is_some()) {
+        let assigned = self
+            .account
+            .view()
+            .inventory
+            .as_ref()
+            .is_some_and(|inv| inv.virtual_device(serial).is_some_and(|d| d.user.is_some()));
+        if assigned {
             return Ok(());
         }
-        match self.iam.delete_virtual_mfa_device(serial).await {
+        match self.account.iam.delete_virtual_mfa_device(serial).await {
             Ok(()) | Err(IamError::NoSuchEntity { .. }) => {}
             // Assigned since the inventory was read: leave it alone.
             Err(IamError::DeleteConflict { .. }) => {
@@ -386,16 +556,14 @@ impl Runner<'_> {
             }
             Err(e) => return Err(StepError::Iam(e)),
         }
-        self.inventory.record_deleted(serial);
+        self.account.record(Record::Deleted { serial: serial.to_owned() });
         Ok(())
     }
 
-    async fn delete_secret(&mut self, name: &str) -> Result<(), StepError> {
+    async fn delete_secret(&self, name: &str) -> Result<(), StepError> {
         delete_seed_secret(&self.api, name).await.map_err(|e| StepError::Kube("delete seed Secret", e))?;
-        if let Some(secret) = self.secrets.get(name)
-            && let Some(holders) = self.claims.get_mut(&secret.serial)
-        {
-            holders.retain(|h| *h != self.id);
+        if let Some(secret) = self.secrets.get(name) {
+            self.account.record(Record::Released { serial: secret.serial.clone(), holder: self.id.clone() });
         }
         Ok(())
     }
@@ -404,7 +572,7 @@ impl Runner<'_> {
     /// version that was checked (a newer submission is checked on the next reconcile).
     /// The count of refusals is the operator's, in status; the annotation only tells the
     /// person (and the plugin) why.
-    async fn reject(&mut self, name: &str, message: &str) -> Result<(), StepError> {
+    async fn reject(&self, name: &str, message: &str) -> Result<(), StepError> {
         let resource_version = self.secrets.get(name).and_then(|s| s.resource_version.clone());
         let patch = serde_json::json!({
             "metadata": {
@@ -467,14 +635,14 @@ mod tests {
             codes: super::super::plan::Codes { code1: "123456".into(), code2: "654321".into() },
         };
         let mut status = planned.clone();
-        void(&mut status, &error, &[enable]);
+        void(&mut status, error.failed_state(), error.message(), &[enable]);
         assert_eq!(
             (status.state, status.failed_attempts, status.pending_since),
             (UserState::Missing, 3, planned.pending_since)
         );
         let mut status = planned.clone();
         let create = Action::CreatePending { user: "alice".into(), at: jiff::Timestamp::UNIX_EPOCH };
-        void(&mut status, &error, &[create]);
+        void(&mut status, error.failed_state(), error.message(), &[create]);
         assert_eq!((status.failed_attempts, status.pending_since), (0, None), "a new device starts over");
     }
 }

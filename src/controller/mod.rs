@@ -7,14 +7,16 @@
 //! - [`seed_secret`]: the seed Secret's name, shape, parsing and verification
 //! - [`integrity`]: the operator's key and the tag that proves a seed Secret is its own
 //! - [`reconcile`]: the reconcile loop and finalizer
-//! - [`apply`]: runs planned work against IAM and Kubernetes
-//! - [`accounts`]: per-account IAM client, inventory and lock
+//! - [`apply`]: runs planned work against IAM and Kubernetes, submissions first
+//! - [`publish`]: the enrollment's status write and Events
+//! - [`accounts`]: per-account IAM client, shared inventory, reservations
 //! - [`vocabulary`]: condition and Event reasons
 
 pub mod accounts;
 mod apply;
 pub mod integrity;
 pub mod plan;
+mod publish;
 mod reconcile;
 pub mod seed_secret;
 pub mod selection;

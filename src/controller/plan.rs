@@ -91,7 +91,7 @@ pub struct UserPlan {
 }
 
 impl UserPlan {
-    fn new(name: &str, state: UserState) -> Self {
+    pub fn new(name: &str, state: UserState) -> Self {
         Self {
             name: name.to_owned(),
             state,

@@ -7,24 +7,24 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, ListParams};
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Action as Requeue;
-use kube::runtime::events::{Event, EventType};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::{Resource, ResourceExt};
 
-use super::accounts::{AccountKey, AccountState};
-use super::apply::{Applied, apply, delete_seed_secret};
-use super::plan::{Claims, EnrollmentId, PlanInput, REFUSAL_PREFIX, Refusals, owners, plan};
+use super::accounts::{Account, AccountKey, Record, Subject, View};
+use super::apply::{Applied, Reservation, Reserved, apply, delete_seed_secret, subjects, void};
+use super::plan::{Claims, EnrollmentId, PlanInput, REFUSAL_PREFIX, Refusals, UserPlan, owners, plan};
+use super::publish::{publish, write_status};
 use super::seed_secret::{self, SeedSecret, Untrusted};
 use super::selection::{Selection, select};
 use super::status::{Issue, StatusInput, build, compliant_users, lost_mfa};
 use super::vocabulary::{ConditionReason, EventReason};
-use super::{Context, Error, FIELD_MANAGER, FINALIZER, Result};
+use super::{Context, Error, FINALIZER, Result};
 use crate::aws::{IamApi, IamError};
-use crate::crd::{MfaEnrollment, MfaEnrollmentStatus, Mode};
-use crate::inventory::Inventory;
+use crate::crd::{MfaEnrollment, MfaEnrollmentStatus, Mode, UserState};
+use crate::inventory::{Inventory, MfaState};
 
 /// Entry point called by the controller runtime.
 pub async fn reconcile(enrollment: Arc<MfaEnrollment>, ctx: Arc<Context>) -> Result<Requeue> {
@@ -75,7 +75,6 @@ async fn reconcile_apply(enrollment: &MfaEnrollment, ctx: &Context) -> Result<Re
     let id = id_of(enrollment);
     let key = AccountKey::of(&enrollment.spec);
     let account = ctx.accounts.get(&key).await;
-    let mut account = account.lock().await;
     let now = ctx.now();
 
     // Ownership needs every enrollment: never decide from a store still being filled.
@@ -91,66 +90,140 @@ async fn reconcile_apply(enrollment: &MfaEnrollment, ctx: &Context) -> Result<Re
     let needs_console =
         enrollment.spec.users.console_access_only || peers.iter().any(|p| p.spec.users.console_access_only);
 
-    // Gather: the shared inventory (refreshed when older than our resync interval).
-    let stale = account.inventory.as_ref().is_none_or(|inv| {
-        now.duration_since(inv.fetched_at) >= max_inventory_age(enrollment)
-            || (needs_console && inv.console_users.is_none())
-    });
-    if stale && let Err(e) = refresh(&mut account, ctx, needs_console).await {
-        return report_iam_failure(enrollment, ctx, e).await;
+    // Gather: the shared inventory (refreshed when older than our resync interval; a
+    // refresh another reconcile finished meanwhile counts).
+    let max_age = max_inventory_age(enrollment);
+    let stale = |view: &View| {
+        view.inventory.as_ref().is_none_or(|inv| {
+            now.duration_since(inv.fetched_at) >= max_age || (needs_console && inv.console_users.is_none())
+        })
+    };
+    if stale(&account.view()) {
+        let load = async {
+            let inventory = Inventory::load(&account.iam, needs_console, ctx.now()).await?;
+            tracing::debug!(
+                users = inventory.users.len(),
+                devices = inventory.virtual_device_count(),
+                "inventory refreshed"
+            );
+            let claims = load_claims(ctx).await.map_err(|e| {
+                tracing::warn!(error = %e, "cannot list seed Secrets");
+                IamError::Transport { operation: "ListSecrets", message: e.to_string() }
+            })?;
+            Ok((inventory, claims))
+        };
+        if let Err(e) = account.refresh(stale, load).await {
+            return report_iam_failure(enrollment, ctx, e).await;
+        }
     }
-    let Some(inventory) = account.inventory.as_mut() else {
-        return Err(Error::StaleInventory("inventory missing after refresh".into()));
+
+    // Who owns which user (every Enroll-mode peer's selection, oldest first), what this
+    // enrollment selects, and whose MFA devices are still to be listed.
+    let (selection, owners, spec_issue, unresolved) = {
+        let view = account.view();
+        let Some(inventory) = view.inventory.as_ref() else {
+            return Err(Error::StaleInventory("inventory missing after refresh".into()));
+        };
+        let selections: Vec<(EnrollmentId, Option<jiff::Timestamp>, Selection)> = peers
+            .iter()
+            .filter(|p| p.spec.mode == Mode::Enroll)
+            .map(|p| {
+                let created = p.meta().creation_timestamp.as_ref().map(|t| t.0);
+                (id_of(p), created, select(&p.spec.users, &inventory.users, inventory.console_users.as_ref()))
+            })
+            .collect();
+        let owners = owners(selections.iter().map(|(id, created, s)| (id, *created, s)));
+        let selection = select(&enrollment.spec.users, &inventory.users, inventory.console_users.as_ref());
+        let spec_issue = unknown_groups(&selection, &inventory.groups);
+        let unresolved = inventory.unresolved(&selection.users);
+        (selection, owners, spec_issue, unresolved)
     };
 
-    // Who owns which user: every Enroll-mode peer's selection, oldest first.
-    let selections: Vec<(EnrollmentId, Option<jiff::Timestamp>, Selection)> = peers
-        .iter()
-        .filter(|p| p.spec.mode == Mode::Enroll)
-        .map(|p| {
-            let created = p.meta().creation_timestamp.as_ref().map(|t| t.0);
-            (id_of(p), created, select(&p.spec.users, &inventory.users, inventory.console_users.as_ref()))
-        })
-        .collect();
-    let owners = owners(selections.iter().map(|(id, created, s)| (id, *created, s)));
-    let selection = select(&enrollment.spec.users, &inventory.users, inventory.console_users.as_ref());
-    let spec_issue = unknown_groups(&selection, &inventory.groups);
-
-    // Only selected users without an assigned virtual device cost a ListMFADevices call.
-    let unresolved = inventory.unresolved(&selection.users);
+    let last = ctx.last_status(enrollment);
+    // Only selected users without an assigned virtual device cost a ListMFADevices call,
+    // asked with no lock held. Many of them take a while: a new generation says so first.
     if !unresolved.is_empty() {
-        let iam = account.iam.clone();
-        let inventory = account.inventory.as_mut().ok_or_else(|| Error::StaleInventory("inventory vanished".into()))?;
-        if let Err(e) = inventory.resolve(&iam, unresolved).await {
+        if unresolved.len() >= EARLY_STATUS_AFTER
+            && last.as_ref().and_then(|s| s.observed_generation) != enrollment.meta().generation
+        {
+            write_listing_status(enrollment, ctx, &account, &selection, unresolved.len(), last.as_ref()).await;
+        }
+        let mut answers = Vec::new();
+        let asked = Inventory::ask(&account.iam, unresolved, &mut answers).await;
+        if let Some(inventory) = account.view().inventory.as_mut() {
+            inventory.record_resolved(answers);
+        }
+        if let Err(e) = asked {
             return report_iam_failure(enrollment, ctx, e).await;
         }
     }
 
     let (secrets, untrusted) = list_seed_secrets(ctx, enrollment).await?;
-    let last = ctx.last_status(enrollment);
     let refusals = refusals(last.as_ref());
-    let AccountState { iam, inventory, claims } = &mut *account;
-    let Some(inventory) = inventory.as_mut() else {
-        return Err(Error::StaleInventory("inventory vanished".into()));
+    // Decide, and reserve the users and devices of each work item, in one critical
+    // section: what another reconcile is working on waits for the next round.
+    let (mut users, reserved, skipped, root_mfa) = {
+        let mut view = account.view();
+        let Some(inventory) = view.inventory.as_ref() else {
+            return Err(Error::StaleInventory("inventory vanished".into()));
+        };
+        let planned = plan(&PlanInput {
+            id: &id,
+            spec: &enrollment.spec,
+            now,
+            inventory,
+            selection: &selection,
+            owners: &owners,
+            secrets: &secrets,
+            untrusted: &untrusted,
+            refusals: &refusals,
+            claims: &view.claims,
+        });
+        let account_id = inventory.account_id().map(str::to_owned);
+        let root_mfa = inventory.root_mfa_enabled;
+        let (mut reserved, mut skipped) = (Vec::new(), Vec::new());
+        for work in planned.work {
+            let subjects = subjects(&work, account_id.as_deref(), &enrollment.spec.device.path);
+            match Reservation::take(&account, &mut view, &id, subjects) {
+                Some(reservation) => reserved.push(Reserved { work, reservation }),
+                None => skipped.push(work),
+            }
+        }
+        (planned.users, reserved, skipped, root_mfa)
     };
-    let planned = plan(&PlanInput {
-        id: &id,
-        spec: &enrollment.spec,
-        now,
-        inventory,
-        selection: &selection,
-        owners: &owners,
-        secrets: &secrets,
-        untrusted: &untrusted,
-        refusals: &refusals,
-        claims,
-    });
-    let root_mfa = inventory.root_mfa_enabled;
+    // A user whose work waits keeps the status last written for them.
+    let before: BTreeMap<String, UserPlan> =
+        last.as_ref().map(previous_users).unwrap_or_default().into_iter().map(|u| (u.name.clone(), u)).collect();
+    for work in &skipped {
+        let Some(status) = work.user.as_ref().and_then(|u| users.iter_mut().find(|p| &p.name == u)) else { continue };
+        match before.get(&status.name) {
+            Some(previous) => *status = previous.clone(),
+            None => {
+                void(status, UserState::Missing, "waiting for other work on this user to finish".into(), &work.actions)
+            }
+        }
+    }
 
+    let progress = |users: Vec<UserPlan>| {
+        let status = build(StatusInput {
+            mode: enrollment.spec.mode,
+            generation: enrollment.meta().generation,
+            now: ctx.now(),
+            users,
+            issue: None,
+            root_mfa_enabled: Some(root_mfa),
+            previous: last.as_ref(),
+        });
+        async move {
+            if let Err(e) = write_status(enrollment, ctx, status).await {
+                tracing::debug!(error = %e, "cannot write a progress status");
+            }
+        }
+    };
     let Applied { users, issue, stale_inventory, changed_account } =
-        apply(enrollment, ctx, iam, inventory, claims, &secrets, planned).await;
+        apply(enrollment, ctx, &account, &secrets, reserved, users, progress).await;
     if stale_inventory {
-        account.inventory = None;
+        account.view().inventory = None;
     }
     if changed_account && peers.len() > 1 {
         // Other enrollments of this account count the same users: refresh their status
@@ -166,7 +239,7 @@ async fn reconcile_apply(enrollment: &MfaEnrollment, ctx: &Context) -> Result<Re
     };
     let previous = last.as_ref();
     // Only a reconcile that saw the whole picture may say a user lost MFA.
-    let clean = issue.is_none() && !stale_inventory;
+    let clean = issue.is_none() && !stale_inventory && skipped.is_empty();
     let before = ctx.remembered_compliant(&id).unwrap_or_else(|| {
         compliant_users(previous.iter().flat_map(|p| p.users.iter().map(|u| (u.name.as_str(), u.state))))
     });
@@ -191,7 +264,7 @@ async fn reconcile_apply(enrollment: &MfaEnrollment, ctx: &Context) -> Result<Re
     if let Some(summary) = &status.summary {
         ctx.metrics.set_users(&id.namespace, &id.name, summary);
     }
-    write_status(enrollment, ctx, previous, status).await?;
+    write_status(enrollment, ctx, status).await?;
 
     match issue {
         Some(issue) if !issue.needs_person() => Err(Error::WorkFailed(issue.message)),
@@ -201,8 +274,63 @@ async fn reconcile_apply(enrollment: &MfaEnrollment, ctx: &Context) -> Result<Re
                 .map(|t| t.duration_since(now))
                 .and_then(|d| Duration::try_from(d).ok())
                 .map(|d| d + Duration::from_secs(1));
-            Ok(Requeue::requeue(until_expiry.map_or(resync, |d| d.min(resync))))
+            let mut next = until_expiry.map_or(resync, |d| d.min(resync));
+            if !skipped.is_empty() {
+                // Another reconcile held some of these users: try again shortly.
+                next = next.min(RETRY_SKIPPED);
+            }
+            Ok(Requeue::requeue(next))
         }
+    }
+}
+
+/// Unresolved users from which a new generation's status says "listing" before asking
+/// IAM (at 100 ms a call, eight at a time, about half a second of calls).
+const EARLY_STATUS_AFTER: usize = 40;
+/// When to look again at users whose work another reconcile held.
+const RETRY_SKIPPED: Duration = Duration::from_secs(2);
+
+/// The status of a new generation while the MFA devices of `unresolved` users are being
+/// listed: what the inventory already knows, and that the rest is coming.
+async fn write_listing_status(
+    enrollment: &MfaEnrollment,
+    ctx: &Context,
+    account: &Account,
+    selection: &Selection,
+    unresolved: usize,
+    previous: Option<&MfaEnrollmentStatus>,
+) {
+    let (users, root_mfa) = {
+        let view = account.view();
+        let Some(inventory) = view.inventory.as_ref() else { return };
+        let users = selection
+            .users
+            .iter()
+            .map(|name| {
+                let (state, message) = match inventory.mfa_state(name) {
+                    MfaState::Active(_) => (UserState::Compliant, None),
+                    _ => (UserState::Missing, Some("MFA devices not listed yet")),
+                };
+                UserPlan { message: message.map(str::to_owned), ..UserPlan::new(name, state) }
+            })
+            .chain(selection.not_found.iter().map(|name| UserPlan::new(name, UserState::NotFound)))
+            .collect();
+        (users, inventory.root_mfa_enabled)
+    };
+    let status = build(StatusInput {
+        mode: enrollment.spec.mode,
+        generation: enrollment.meta().generation,
+        now: ctx.now(),
+        users,
+        issue: Some(Issue {
+            reason: ConditionReason::Progressing,
+            message: format!("listing the MFA devices of {unresolved} selected users"),
+        }),
+        root_mfa_enabled: Some(root_mfa),
+        previous,
+    });
+    if let Err(e) = write_status(enrollment, ctx, status).await {
+        tracing::debug!(error = %e, "cannot write a progress status");
     }
 }
 
@@ -216,22 +344,6 @@ fn unknown_groups(selection: &Selection, groups: &std::collections::BTreeSet<Str
         reason: ConditionReason::InvalidSpec,
         message: format!("spec.users.groups: no IAM group named {} in the account", unknown.join(", ")),
     })
-}
-
-/// Sweeps the account and reloads the claims of every seed Secret.
-async fn refresh(account: &mut AccountState, ctx: &Context, with_console: bool) -> Result<(), IamError> {
-    let inventory = Inventory::load(&account.iam, with_console, ctx.now()).await?;
-    tracing::debug!(users = inventory.users.len(), devices = inventory.virtual_device_count(), "inventory refreshed");
-    account.inventory = Some(inventory);
-    match load_claims(ctx).await {
-        Ok(claims) => account.claims = claims,
-        Err(e) => {
-            account.inventory = None;
-            tracing::warn!(error = %e, "cannot list seed Secrets");
-            return Err(IamError::Transport { operation: "ListSecrets", message: e.to_string() });
-        }
-    }
-    Ok(())
 }
 
 /// Device serial -> enrollments holding a seed Secret for it, across watched namespaces.
@@ -349,7 +461,7 @@ async fn report_iam_failure(enrollment: &MfaEnrollment, ctx: &Context, error: Ia
         users_omitted: previous.users_omitted,
         ..status
     };
-    write_status(enrollment, ctx, Some(&previous), status).await?;
+    write_status(enrollment, ctx, status).await?;
     publish(ctx, enrollment, EventReason::ReconcileFailed, issue.message.clone()).await;
     if issue.needs_person() {
         Ok(Requeue::requeue(enrollment.spec.resync_interval.into()))
@@ -376,86 +488,42 @@ fn previous_users(previous: &MfaEnrollmentStatus) -> Vec<super::plan::UserPlan> 
         .collect()
 }
 
-/// Writes the status with server-side apply, only when it changed.
-/// Writes `status` unless it equals `previous` (the status last written, see
-/// [`Context::last_status`]).
-async fn write_status(
-    enrollment: &MfaEnrollment,
-    ctx: &Context,
-    previous: Option<&MfaEnrollmentStatus>,
-    status: MfaEnrollmentStatus,
-) -> Result<()> {
-    if previous == Some(&status) {
-        return Ok(());
-    }
-    let namespace = enrollment.namespace().ok_or(Error::NoNamespace)?;
-    let api: Api<MfaEnrollment> = ctx.api(&namespace);
-    let patch = serde_json::json!({
-        "apiVersion": "iam.mfa-operator.dev/v1alpha1",
-        "kind": "MfaEnrollment",
-        "status": status,
-    });
-    api.patch_status(&enrollment.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
-        .await
-        .map_err(Error::kube("patch MfaEnrollment status"))?;
-    ctx.remember_status(enrollment, status);
-    Ok(())
-}
-
-/// Publishes an Event on the enrollment; failures are logged, never fatal.
-pub(super) async fn publish(ctx: &Context, enrollment: &MfaEnrollment, reason: EventReason, note: String) {
-    let event = Event {
-        type_: if reason.is_warning() { EventType::Warning } else { EventType::Normal },
-        reason: reason.as_str().to_owned(),
-        note: Some(note),
-        action: "Reconcile".to_owned(),
-        secondary: None,
-    };
-    if let Err(e) = ctx.recorder.publish(&event, &enrollment.object_ref(&())).await {
-        tracing::warn!(error = %e, reason = reason.as_str(), "cannot publish Event");
-    }
-}
-
 /// Removes this enrollment's pending devices and seed Secrets, and nothing else: enabled
 /// devices stay, devices of other enrollments stay.
 async fn cleanup(enrollment: &MfaEnrollment, ctx: &Context) -> Result<Requeue> {
     let id = id_of(enrollment);
     let account = ctx.accounts.get(&AccountKey::of(&enrollment.spec)).await;
-    let mut account = account.lock().await;
     let (secrets, untrusted) = list_seed_secrets(ctx, enrollment).await?;
     let api: Api<Secret> = ctx.api(&id.namespace);
     // Look-alikes go with the enrollment; their devices are not ours to judge here.
     for secret in &untrusted {
         delete_seed_secret(&api, &secret.name).await.map_err(Error::kube("delete seed Secret"))?;
     }
-    if secrets.is_empty() {
-        ctx.forget_compliant(&id);
-        ctx.forget_status(enrollment);
-        ctx.metrics.forget_enrollment(&id.namespace, &id.name);
-        return Ok(Requeue::await_change());
-    }
-    // Decide from a fresh device list: only unassigned devices are ever deleted.
-    let devices = account.iam.list_virtual_mfa_devices().await?;
-    let unassigned: BTreeMap<&str, bool> = devices.iter().map(|d| (d.serial.as_str(), d.user.is_none())).collect();
-    for secret in &secrets {
-        let held_elsewhere = account.claims.get(&secret.serial).is_some_and(|holders| holders.iter().any(|h| *h != id));
-        if unassigned.get(secret.serial.as_str()) == Some(&true) && !held_elsewhere {
-            match account.iam.delete_virtual_mfa_device(&secret.serial).await {
-                Ok(()) | Err(IamError::NoSuchEntity { .. }) => {}
-                Err(e) => return Err(e.into()),
+    if !secrets.is_empty() {
+        let subjects = secrets.iter().map(|s| Subject::Device(s.serial.clone())).collect();
+        let Some(_reservation) = Reservation::take(&account, &mut account.view(), &id, subjects) else {
+            return Err(Error::WorkFailed("another reconcile is working on this enrollment's devices".into()));
+        };
+        // Decide from a fresh device list: only unassigned devices are ever deleted.
+        let devices = account.iam.list_virtual_mfa_devices().await?;
+        let unassigned: BTreeMap<&str, bool> = devices.iter().map(|d| (d.serial.as_str(), d.user.is_none())).collect();
+        for secret in &secrets {
+            let held_elsewhere =
+                account.view().claims.get(&secret.serial).is_some_and(|holders| holders.iter().any(|h| *h != id));
+            if unassigned.get(secret.serial.as_str()) == Some(&true) && !held_elsewhere {
+                match account.iam.delete_virtual_mfa_device(&secret.serial).await {
+                    Ok(()) | Err(IamError::NoSuchEntity { .. }) => {}
+                    Err(e) => return Err(e.into()),
+                }
+                account.record(Record::Deleted { serial: secret.serial.clone() });
             }
-            if let Some(inventory) = account.inventory.as_mut() {
-                inventory.record_deleted(&secret.serial);
-            }
+            delete_seed_secret(&api, &secret.name).await.map_err(Error::kube("delete seed Secret"))?;
+            account.record(Record::Released { serial: secret.serial.clone(), holder: id.clone() });
         }
-        delete_seed_secret(&api, &secret.name).await.map_err(Error::kube("delete seed Secret"))?;
-        if let Some(holders) = account.claims.get_mut(&secret.serial) {
-            holders.retain(|h| *h != id);
-        }
+        tracing::info!(enrollment = %id, removed = secrets.len(), "removed pending devices and seed Secrets");
     }
     ctx.forget_compliant(&id);
     ctx.forget_status(enrollment);
     ctx.metrics.forget_enrollment(&id.namespace, &id.name);
-    tracing::info!(enrollment = %id, removed = secrets.len(), "removed pending devices and seed Secrets");
     Ok(Requeue::await_change())
 }

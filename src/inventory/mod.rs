@@ -32,6 +32,13 @@ pub enum MfaState {
     Unknown,
 }
 
+/// One user's `ListMFADevices` answer: the serials of their active devices.
+#[derive(Clone, Debug)]
+pub struct Resolved {
+    pub user: String,
+    pub active: Vec<String>,
+}
+
 /// One account's users and devices at a point in time.
 #[derive(Clone, Debug)]
 pub struct Inventory {
@@ -149,7 +156,17 @@ impl Inventory {
     /// Asks `ListMFADevices` for each of `users` (callers pass [`Self::unresolved`]),
     /// [`IamApi::read_concurrency`] at a time.
     pub async fn resolve(&mut self, iam: &impl IamApi, users: Vec<String>) -> Result<(), IamError> {
-        let mut answers = futures::stream::iter(users)
+        let mut answers = Vec::new();
+        let result = Self::ask(iam, users, &mut answers).await;
+        self.record_resolved(answers);
+        result
+    }
+
+    /// The `ListMFADevices` part of [`Self::resolve`], without the inventory: the
+    /// controller asks with no lock held and records the answers after. On an error the
+    /// answers already in are kept in `answers`; the rest are asked again next time.
+    pub async fn ask(iam: &impl IamApi, users: Vec<String>, answers: &mut Vec<Resolved>) -> Result<(), IamError> {
+        let mut stream = futures::stream::iter(users)
             .map(|user| async move {
                 let devices = match iam.list_mfa_devices(&user).await {
                     Ok(devices) => devices,
@@ -160,12 +177,18 @@ impl Inventory {
                 Ok((user, devices))
             })
             .buffer_unordered(iam.read_concurrency().max(1));
-        // On an error the answers already in are kept; the rest are asked again next time.
-        while let Some((user, devices)) = answers.try_next().await? {
+        while let Some((user, devices)) = stream.try_next().await? {
             let active = devices.into_iter().filter(|d| d.enabled_at.is_some()).map(|d| d.serial).collect();
-            self.other_devices.insert(user, active);
+            answers.push(Resolved { user, active });
         }
         Ok(())
+    }
+
+    /// Records `ListMFADevices` answers.
+    pub fn record_resolved(&mut self, answers: impl IntoIterator<Item = Resolved>) {
+        for Resolved { user, active } in answers {
+            self.other_devices.insert(user, active);
+        }
     }
 
     /// Records a device the operator just created (unassigned).

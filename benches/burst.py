@@ -322,6 +322,8 @@ def main():
         sys.exit("--delay-ms and --jitter-ms must not be negative; --pending, --bulk, --submitters, --runs at least 1")
     if args.submitters > args.pending or args.spread < 0:
         sys.exit("--submitters must not exceed --pending, --spread must not be negative")
+    if args.pending > 200:
+        sys.exit("--pending must be at most 200: a status lists at most 200 users, Compliant ones last")
     moto = require_testbed(args.binary)
     run_with(os.environ["MFA_TESTBED_PYTHON"])  # the test bed's moto venv has boto3
 

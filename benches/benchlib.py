@@ -1,15 +1,19 @@
-"""Shared parts of the Python benchmarks (`side_by_side.py`, `steady_state.py`): the
-benchmark virtualenv, the counting reverse proxy, seeding moto, and the report header.
-Not a benchmark itself."""
+"""Shared parts of the Python benchmarks (`side_by_side.py`, `steady_state.py`, `burst.py`):
+the benchmark virtualenv, the counting reverse proxy, seeding moto, the test bed's IAM
+latency, and the report header. Not a benchmark itself."""
 
+import atexit
 import base64
 import concurrent.futures
 import hashlib
 import hmac
 import http.client
 import http.server
+import json
+import math
 import os
 import platform
+import signal
 import statistics
 import struct
 import subprocess
@@ -199,6 +203,77 @@ def seed(moto, n, workers=16, groups=0):
     return Seeded(names, without, group_of)
 
 
+def seed_without_mfa(moto, names, path, workers=16):
+    """IAM users `names` under `path`, none with an MFA device."""
+    import boto3
+    from botocore.config import Config
+    cfg = Config(max_pool_connections=workers, retries={"max_attempts": 10, "mode": "standard"})
+    iam = boto3.client("iam", endpoint_url=moto, config=cfg)
+    with concurrent.futures.ThreadPoolExecutor(workers) as ex:
+        list(ex.map(lambda name: iam.create_user(UserName=name, Path=path), names))
+
+
+def virtual_devices(endpoint):
+    """IAM's own answer, every page of ListVirtualMFADevices: ({user name: serial} of the
+    assigned virtual devices, [serials of the unassigned ones])."""
+    import boto3
+    iam = boto3.client("iam", endpoint_url=endpoint)
+    assigned, unassigned = {}, []
+    for status in ("Assigned", "Unassigned"):
+        for page in iam.get_paginator("list_virtual_mfa_devices").paginate(AssignmentStatus=status):
+            for d in page["VirtualMFADevices"]:
+                if status == "Assigned":
+                    assigned[d["User"]["UserName"]] = d["SerialNumber"]
+                else:
+                    unassigned.append(d["SerialNumber"])
+    return assigned, unassigned
+
+
+# ---------------------------------------------------------------- IAM latency
+
+def _latency_call(moto, method, query=""):
+    u = urllib.parse.urlsplit(moto)
+    c = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
+    c.request(method, "/strict-iam/latency" + query, body=b"" if method == "POST" else None)
+    r = c.getresponse()
+    raw = r.read()
+    c.close()
+    return r.status, raw
+
+
+def set_latency(moto, delay_ms, jitter_ms=0):
+    """Makes the test bed's IAM (the strict IAM layer in front of moto) answer every IAM
+    request after `delay_ms` plus up to `jitter_ms` of uniform jitter, and puts it back to
+    0 at exit (also on failure, SIGTERM or Ctrl-C). Returns a line for the report header.
+    Without the strict layer (MFA_TESTBED_STRICT_IAM=0) a delay of 0 is the default and
+    anything else exits."""
+    status, raw = _latency_call(moto, "POST", f"?delay_ms={delay_ms}&jitter_ms={jitter_ms}")
+    if status == 404 and not (delay_ms or jitter_ms):
+        return "IAM latency: none (plain moto, no strict IAM layer to set it on)"
+    if status != 200:
+        sys.exit(f"cannot set the IAM latency (POST {moto}/strict-iam/latency: HTTP {status} {raw[:200]!r}); "
+                 "it needs the strict IAM layer (MFA_TESTBED_STRICT_IAM=1, the default)")
+    answer = json.loads(raw)
+    if (answer.get("delay_ms"), answer.get("jitter_ms")) != (delay_ms, jitter_ms):
+        sys.exit(f"the strict IAM layer answered {answer} to delay_ms={delay_ms}&jitter_ms={jitter_ms}")
+    if not getattr(set_latency, "registered", False):
+        set_latency.registered = True
+        atexit.register(_reset_latency, moto)
+        if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
+            signal.signal(signal.SIGTERM, lambda *_: sys.exit("terminated (SIGTERM)"))
+    return (f"IAM latency: {delay_ms} ms per IAM request" + (f" + up to {jitter_ms} ms of uniform jitter" if jitter_ms else "")
+            + f" (strict IAM layer, POST {moto}/strict-iam/latency; back to 0 at exit)")
+
+
+def _reset_latency(moto):
+    try:
+        status, raw = _latency_call(moto, "POST", "?delay_ms=0&jitter_ms=0")
+        if status != 200:
+            print(f"WARNING: could not reset the IAM latency: HTTP {status} {raw[:200]!r}", file=sys.stderr)
+    except OSError as e:
+        print(f"WARNING: could not reset the IAM latency: {e}", file=sys.stderr)
+
+
 # ---------------------------------------------------------------- report helpers
 
 def require_testbed(binary):
@@ -233,6 +308,12 @@ def fmt_calls(c):
     total = sum(c.values())
     detail = ", ".join(f"{k} {v:,}" for k, v in sorted(c.items(), key=lambda kv: (-kv[1], kv[0])))
     return f"{total:,} ({detail})" if detail else "0"
+
+
+def percentile(values, p):
+    """Nearest-rank percentile (p in 0..100) of a non-empty list."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
 
 
 def min_med_max(values, fmt="{:.3f}"):

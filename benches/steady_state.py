@@ -18,10 +18,13 @@ from /proc) and resident memory; peak RSS (VmHWM) over the whole process life. T
 enrollment over the whole account is timed once more, this time with the account's
 inventory already warm.
 
+With --delay-ms N the test bed's IAM answers every request N ms late (the strict IAM layer's
+latency, set after the seeding and put back to 0 at exit), as AWS does from a cluster.
+
 Usage (needs the test bed; run it alone, not while tests/run runs):
   tests/testbed/testbed up && eval "$(tests/testbed/testbed env)"
   cargo build --release --bin mfa-operator
-  python3 benches/steady_state.py [--users 5000] [--groups 10] [--runs 3] [--resync 60] [--window 600]
+  python3 benches/steady_state.py [--users 5000] [--groups 10] [--runs 3] [--resync 60] [--window 600] [--delay-ms 0]
 """
 
 import argparse
@@ -43,7 +46,7 @@ from collections import Counter
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from benchlib import (REPO, RELEASE_BINARY, Proxy, binary_version, fmt_calls, group_name,  # noqa: E402
-                      machine, min_med_max, require_testbed, reset_moto, run_with, seed)
+                      machine, min_med_max, require_testbed, reset_moto, run_with, seed, set_latency)
 
 # Operators still running; killed at exit, so a failed run leaves none behind.
 RUNNING = []
@@ -102,7 +105,7 @@ class Kube:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             crd = self.call("GET", f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{PLURAL}.{GROUP}")
-            if any(c["type"] == "Established" and c["status"] == "True" for c in crd.get("status", {}).get("conditions", [])):
+            if any(c["type"] == "Established" and c["status"] == "True" for c in (crd.get("status") or {}).get("conditions") or []):
                 return
             time.sleep(0.2)
         sys.exit("the MfaEnrollment CRD was not Established within 60 s")
@@ -138,10 +141,13 @@ class Kube:
 
 class Watch:
     """A watch on the MfaEnrollments of one namespace, keeping the latest object per name and
-    noting when each event arrived (the moment the benchmark counts as "seen")."""
+    noting when each event arrived (the moment the benchmark counts as "seen"). Each of
+    `listeners` is called as listener(name, object, arrival time) for every ADDED or
+    MODIFIED event, under `cond`, in the order the events arrive."""
 
-    def __init__(self, kube, ns):
+    def __init__(self, kube, ns, listeners=()):
         self.latest, self.cond, self.error = {}, threading.Condition(), None
+        self.listeners = list(listeners)
         self.modified = 0  # MODIFIED events seen
         self.changes = []  # (name, what changed) of each MODIFIED event
         self.last_event = time.monotonic()
@@ -175,6 +181,8 @@ class Watch:
                             self.modified += 1
                             self.changes.append((name, changed_fields(self.latest.get(name), obj)))
                         self.latest[name] = obj
+                        for listener in self.listeners:
+                            listener(name, obj, arrived)
                     self.cond.notify_all()
             raise EOFError("the apiserver ended the watch")
         except Exception as e:  # also how `close` ends it
@@ -453,10 +461,14 @@ def main():
     ap.add_argument("--window", type=int, default=600, help="seconds of steady state observed (default 600)")
     ap.add_argument("--timeout", type=int, default=600, help="bound for every wait, seconds (default 600)")
     ap.add_argument("--skip-new", action="store_true", help="skip part 1")
+    ap.add_argument("--delay-ms", type=int, default=0,
+                    help="delay of every IAM request at the test bed's IAM, ms, from after the seeding (default 0)")
     ap.add_argument("--binary", default=RELEASE_BINARY)
     args = ap.parse_args()
     if args.resync < 10 or args.window < args.resync:
         sys.exit("--resync must be at least 10 (the CRD's minimum) and --window at least --resync")
+    if args.delay_ms < 0:
+        sys.exit("--delay-ms must not be negative")
     moto = require_testbed(args.binary)
     run_with(os.environ["MFA_TESTBED_PYTHON"])  # the test bed's moto venv has boto3
 
@@ -464,6 +476,7 @@ def main():
     env = dict(os.environ, AWS_ENDPOINT_URL=proxy.url)
     env.pop("RUST_LOG", None)
     logdir = tempfile.mkdtemp(prefix="mfa-steady-state-")
+    set_latency(moto, 0)  # no delay while seeding (also checks the strict IAM layer; 0 again at exit)
     kube = Kube()
     kube.apply_crd()
 
@@ -471,6 +484,8 @@ def main():
     print(f"operator: {binary_version(args.binary)} ({args.binary}), `run --namespace NS`, release build")
     print(f"moto {moto} behind counting proxy {proxy.url}; operator logs in {logdir}")
     print(f"command: python3 benches/steady_state.py {' '.join(sys.argv[1:])}")
+    print(f"IAM latency: {args.delay_ms} ms per IAM request (the test bed's strict IAM layer), from after "
+          "the seeding; back to 0 at exit")
     print("NOTE: resets moto (POST /moto-api/reset) -- the test bed's IAM state is wiped.\n")
 
     reset_moto(moto)
@@ -479,6 +494,8 @@ def main():
     users, without = args.users, seeded.without
     print(f"Seeded {users:,} users ({len(without):,} without MFA) in {args.groups} groups "
           f"in {time.monotonic() - t:.1f} s.\n")
+    if args.delay_ms:
+        set_latency(moto, args.delay_ms)
 
     if not args.skip_new:
         print(f"### A new MfaEnrollment over all {users:,} users until its status is complete\n")

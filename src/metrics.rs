@@ -27,6 +27,11 @@ pub struct IamLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusalLabels {
+    pub cause: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabels {
     pub category: &'static str,
 }
@@ -39,6 +44,7 @@ pub struct Metrics {
     iam_requests: Family<IamLabels, Counter>,
     reconcile_duration: Histogram,
     reconcile_errors: Family<ErrorLabels, Counter>,
+    code_refusals: Family<RefusalLabels, Counter>,
 }
 
 const STATES: [(UserState, &str); 5] = [
@@ -72,7 +78,22 @@ impl Metrics {
         registry.register("reconcile_duration_seconds", "Duration of one reconcile", reconcile_duration.clone());
         let reconcile_errors = Family::<ErrorLabels, Counter>::default();
         registry.register("reconcile_errors", "Reconciles that failed, by error category", reconcile_errors.clone());
-        Arc::new(Self { registry, users, enrollment_duration, iam_requests, reconcile_duration, reconcile_errors })
+        let code_refusals = Family::<RefusalLabels, Counter>::default();
+        registry.register(
+            "code_refusals",
+            "Code submissions refused by the local check, by cause (guess, timing, operator_delay: codes current on \
+             arrival that went stale while the operator was busy)",
+            code_refusals.clone(),
+        );
+        Arc::new(Self {
+            registry,
+            users,
+            enrollment_duration,
+            iam_requests,
+            reconcile_duration,
+            reconcile_errors,
+            code_refusals,
+        })
     }
 
     /// The hook the IAM clients' request counter calls for every request.
@@ -113,6 +134,10 @@ impl Metrics {
 
     pub fn observe_reconcile(&self, seconds: f64) {
         self.reconcile_duration.observe(seconds);
+    }
+
+    pub fn count_refusal(&self, cause: &'static str) {
+        self.code_refusals.get_or_create(&RefusalLabels { cause }).inc();
     }
 
     pub fn count_error(&self, category: &'static str) {

@@ -399,3 +399,65 @@ async fn an_enrollment_created_before_the_operator_and_one_after_share_the_accou
     assert_eq!(sweeps, 1, "the account inventory is shared between enrollments");
     let _ = PostParams::default();
 }
+
+/// A person's codes are not queued behind another enrollment's bulk work in the same
+/// account: with every IAM call of the account taking 150 ms, the codes written while a
+/// 240-user enrollment is still creating its devices take effect before that creation
+/// ends. (Before the account lock was narrowed, the submission waited for every device
+/// of the other enrollment.) An ordering, not a timing: the 240 creations are what the
+/// submission must not wait for.
+#[tokio::test]
+async fn a_code_submission_is_not_queued_behind_bulk_work_in_the_same_account() {
+    use common::strict_iam;
+    strict_iam::require().await;
+    let bed = Bed::new("no-wait").await;
+    let account = strict_iam::unique_account();
+    let there = strict_iam::client_in_account(&account).await;
+    let role = serde_json::json!({ "roleArn": format!("arn:aws:iam::{account}:role/mfa-operator") });
+    let person = bed.user("person");
+    iam::create_user(&there, &person, "/").await;
+    const BULK: usize = 240;
+    let bulk_path = format!("/{}-bulk/", bed.tag);
+    futures::future::join_all((0..BULK).map(|i| {
+        let (there, path, tag) = (&there, &bulk_path, &bed.tag);
+        async move { iam::create_user(there, &format!("{tag}-b{i:03}"), path).await }
+    }))
+    .await;
+    let _operator = Operator::start(&bed.ns);
+
+    bed.apply("people", serde_json::json!({ "mode": "Enroll", "users": { "names": [&person] }, "aws": role })).await;
+    let pending = bed.wait("people", "person Pending", |e| state(e, &person) == Some(UserState::Pending)).await;
+    let seed = bed.seed(&pending, &person).await;
+    let secret = bed.seed_secret(&pending, &person).await.name_any();
+
+    strict_iam::set_account_latency(&account, 150, 0).await;
+    let bulk_devices = format!("/{}-bulk-devices/", bed.tag);
+    bed.apply(
+        "bulk",
+        serde_json::json!({ "mode": "Enroll", "users": { "pathPrefix": &bulk_path }, "device": { "path": &bulk_devices }, "aws": role }),
+    )
+    .await;
+    // The bulk enrollment is creating its devices: the first one exists.
+    let deadline = Instant::now() + LONG;
+    while iam::devices_under(&there, &bulk_devices).await.is_empty() {
+        assert!(Instant::now() < deadline, "the bulk enrollment created no device within {LONG:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let (code1, code2) = iam::codes_now(&seed);
+    bed.submit(&secret, &code1, &code2).await;
+    bed.wait("people", "person Compliant", |e| state(e, &person) == Some(UserState::Compliant)).await;
+    let created = iam::devices_under(&there, &bulk_devices).await.len();
+    strict_iam::set_account_latency(&account, 0, 0).await;
+    assert!(created < BULK, "the submission waited for all {BULK} devices of the bulk enrollment");
+    let assigned = iam::virtual_devices(&there).await;
+    assert!(assigned.iter().any(|(_, user)| user.as_deref() == Some(person.as_str())), "{person} has no device");
+
+    // The bulk work still completes, every user with one pending device.
+    bed.wait_long("bulk", "bulk users Pending", LONG * 2, |e| {
+        is_true(e, "Ready")
+            && e.status.as_ref().and_then(|s| s.summary.as_ref()).is_some_and(|s| s.pending == BULK as u32)
+    })
+    .await;
+    assert_eq!(iam::devices_under(&there, &bulk_devices).await.len(), BULK);
+}

@@ -461,7 +461,11 @@ impl Runner<'_> {
                 }
                 self.delete_secret(secret).await
             }
-            Action::RejectCodes { secret, message, .. } => self.reject(secret, message).await,
+            Action::RejectCodes { secret, message, cause, .. } => {
+                self.reject(secret, message).await?;
+                self.ctx.metrics.count_refusal(cause.as_str());
+                Ok(())
+            }
         }
     }
 
@@ -611,7 +615,12 @@ mod tests {
         let throttled = StepError::Iam(IamError::Throttled { operation: "CreateVirtualMFADevice" });
         assert!(planned_status_is_void(&throttled, std::slice::from_ref(&delete)));
         // A refusal whose codes could not be cleared was still counted.
-        let reject = Action::RejectCodes { secret: "s".into(), attempts: 3, message: "m".into() };
+        let reject = Action::RejectCodes {
+            secret: "s".into(),
+            attempts: 3,
+            message: "m".into(),
+            cause: super::super::plan::RefusalCause::Guess,
+        };
         assert!(!planned_status_is_void(&throttled, &[reject]));
     }
 

@@ -17,6 +17,7 @@ mod apply;
 pub mod integrity;
 pub mod plan;
 mod publish;
+mod received;
 mod reconcile;
 pub mod seed_secret;
 pub mod selection;
@@ -129,6 +130,8 @@ pub struct Context {
     compliant: std::sync::Mutex<HashMap<plan::EnrollmentId, BTreeSet<String>>>,
     /// The status last written for each enrollment (see `written.rs`).
     statuses: written::WrittenStatuses,
+    /// When each seed Secret version was first seen (see `received.rs`).
+    received: Arc<received::Received>,
 }
 
 impl Context {
@@ -203,12 +206,17 @@ pub async fn run(
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     };
+    let received = Arc::new(received::Received::default());
+    let noted = received.clone();
     let controller = Controller::new(enrollments, watcher::Config::default().any_semantic()).watches(
         secrets,
         watcher::Config::default().labels(&seed_secret::managed_selector()),
-        |secret| {
+        move |secret| {
             // The owner names the enrollment even when its name is too long for a label.
             let namespace = secret.namespace()?;
+            if let Some(version) = secret.resource_version() {
+                noted.note(&namespace, &secret.name_any(), &version, Timestamp::now());
+            }
             let owner = secret.owner_references().iter().find(|o| o.kind == "MfaEnrollment").map(|o| o.name.clone());
             let enrollment = owner.or_else(|| secret.labels().get(seed_secret::LABEL_ENROLLMENT).cloned())?;
             Some(ObjectRef::new(&enrollment).within(&namespace))
@@ -232,6 +240,7 @@ pub async fn run(
         failures: std::sync::Mutex::default(),
         compliant: std::sync::Mutex::default(),
         statuses: written::WrittenStatuses::default(),
+        received,
     });
     tracing::info!(namespace = ?context.config.namespace, "controller starting");
     controller

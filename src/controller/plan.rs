@@ -66,7 +66,30 @@ pub enum Action {
     /// check accepted), then delete the seed Secret.
     Enable { user: String, serial: String, secret: String, codes: Codes },
     /// Clear the code keys and record the refusal on the Secret.
-    RejectCodes { secret: String, attempts: u32, message: String },
+    RejectCodes { secret: String, attempts: u32, message: String, cause: RefusalCause },
+}
+
+/// Why codes were refused, for the refusal metric: only guesses count towards replacing
+/// the device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RefusalCause {
+    /// The codes do not match (or are malformed): counts as a guess.
+    Guess,
+    /// Right codes at the wrong time (old when written, or from a clock running ahead).
+    Timing,
+    /// The codes were current when the operator received them and went stale while it
+    /// was busy: not the person's doing.
+    OperatorDelay,
+}
+
+impl RefusalCause {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Guess => "guess",
+            Self::Timing => "timing",
+            Self::OperatorDelay => "operator_delay",
+        }
+    }
 }
 
 /// An Event to publish once an action (or a user's whole sequence) succeeded.
@@ -157,6 +180,8 @@ pub struct PlanInput<'a> {
     pub untrusted: &'a [Untrusted],
     /// Each user's refused submissions, from the status last written.
     pub refusals: &'a BTreeMap<String, Refusals>,
+    /// When the operator first saw the current version of each seed Secret (by name).
+    pub received: &'a BTreeMap<String, Timestamp>,
     pub claims: &'a Claims,
 }
 
@@ -468,18 +493,35 @@ fn plan_submission(
             // towards replacing the device.
             let timing =
                 matches!(rejection, totp::CodeRejection::Stale { .. } | totp::CodeRejection::ClockAhead { .. });
+            // Codes that were current when they arrived went stale while the operator
+            // was busy: say so, and never blame the person.
+            let received = input.received.get(&secret.name).copied();
+            let delayed = received.filter(|at| {
+                matches!(rejection, totp::CodeRejection::Stale { .. })
+                    && totp::verify_pair(&seed, code1, code2, at.as_second()).is_ok()
+            });
             let attempts = pending.failed_attempts + u32::from(!timing);
             if attempts >= MAX_FAILED_ATTEMPTS {
                 return rotate(&format!("{attempts} code submissions were refused"));
             }
-            let message = if timing {
-                rejection.to_string()
+            let (message, cause) = if let Some(at) = delayed {
+                let waited = input.now.duration_since(at).as_secs().max(0);
+                (
+                    format!(
+                        "the codes were current when they arrived, but the operator took {waited} seconds to \
+                         process them and they are now too old for AWS; this was not your mistake: enter two \
+                         new consecutive codes"
+                    ),
+                    RefusalCause::OperatorDelay,
+                )
+            } else if timing {
+                (rejection.to_string(), RefusalCause::Timing)
             } else {
-                format!("{rejection} (refused submission {attempts} of {MAX_FAILED_ATTEMPTS})")
+                (format!("{rejection} (refused submission {attempts} of {MAX_FAILED_ATTEMPTS})"), RefusalCause::Guess)
             };
             pending.message = Some(format!("{REFUSAL_PREFIX}: {message}"));
             pending.failed_attempts = attempts;
-            let action = Action::RejectCodes { secret: secret.name.clone(), attempts, message: message.clone() };
+            let action = Action::RejectCodes { secret: secret.name.clone(), attempts, message: message.clone(), cause };
             let note =
                 Note { reason: EventReason::CodesRejected, message: format!("codes for {user} refused: {message}") };
             (pending, vec![Work { user: Some(user.to_owned()), actions: vec![action], note: Some(note) }])

@@ -139,6 +139,7 @@ struct World {
     secrets: Vec<SeedSecret>,
     untrusted: Vec<Untrusted>,
     refusals: BTreeMap<String, Refusals>,
+    received: BTreeMap<String, Timestamp>,
     claims: Claims,
 }
 
@@ -163,6 +164,7 @@ impl World {
             secrets: Vec::new(),
             untrusted: Vec::new(),
             refusals: BTreeMap::new(),
+            received: BTreeMap::new(),
             claims: Claims::new(),
         }
     }
@@ -271,6 +273,7 @@ impl World {
             secrets: &self.secrets,
             untrusted: &self.untrusted,
             refusals: &self.refusals,
+            received: &self.received,
             claims: &self.claims,
         })
     }
@@ -773,16 +776,16 @@ fn refused_codes_are_rejected_with_the_reason_and_the_submission_count() {
             // do not count towards replacing the device.
             let timing = matches!(rejection, CodeRejection::Stale { .. } | CodeRejection::ClockAhead { .. });
             let attempts = failed_attempts + u32::from(!timing);
-            let message = if timing {
-                rejection.to_string()
+            let (message, cause) = if timing {
+                (rejection.to_string(), RefusalCause::Timing)
             } else {
-                format!("{rejection} (refused submission {attempts} of 5)")
+                (format!("{rejection} (refused submission {attempts} of 5)"), RefusalCause::Guess)
             };
             assert_eq!(
                 plan.work,
                 [work(
                     Some("alice"),
-                    vec![Action::RejectCodes { secret: alice.name.clone(), attempts, message: message.clone() }],
+                    vec![Action::RejectCodes { secret: alice.name.clone(), attempts, message: message.clone(), cause }],
                     note(EventReason::CodesRejected, &format!("codes for alice refused: {message}")),
                 )],
                 "{rejection:?} after {failed_attempts} refusals"
@@ -1304,4 +1307,28 @@ fn enrollment_id_displays_as_namespace_slash_name() {
 fn codes_debug_is_redacted() {
     let codes = Codes { code1: "123456".into(), code2: "654321".into() };
     assert_eq!(format!("{codes:?}"), "Codes(<redacted>)");
+}
+
+#[test]
+fn codes_that_went_stale_while_the_operator_was_busy_are_not_the_persons_fault() {
+    // A pair current two minutes ago, when the operator first saw the Secret's version.
+    let codes = pair_ending(n() - 4);
+    let alice = with_codes(seed_secret("alice"), codes);
+    let mut world = World::enroll(&["alice"]).device(unassigned(&serial("alice"))).refused("alice", 2, None);
+    world.received.insert(alice.name.clone(), NOW - SignedDuration::from_secs(125));
+    let plan = world.secret(alice.clone()).run();
+    let [Work { actions, .. }] = plan.work.as_slice() else { panic!("{:?}", plan.work) };
+    let [Action::RejectCodes { attempts, message, cause, .. }] = actions.as_slice() else { panic!("{actions:?}") };
+    assert_eq!((*attempts, *cause), (2, RefusalCause::OperatorDelay), "not counted as a guess");
+    assert!(message.contains("not your mistake") && message.contains("125 seconds"), "{message}");
+    assert_eq!(plan.users[0].failed_attempts, 2);
+
+    // Already old when they arrived: the person's timing, told as such.
+    let mut world = World::enroll(&["alice"]).device(unassigned(&serial("alice"))).refused("alice", 2, None);
+    world.received.insert(alice.name.clone(), NOW - SignedDuration::from_secs(5));
+    let plan = world.secret(alice).run();
+    let [Work { actions, .. }] = plan.work.as_slice() else { panic!("{:?}", plan.work) };
+    let [Action::RejectCodes { cause, message, .. }] = actions.as_slice() else { panic!("{actions:?}") };
+    assert_eq!(*cause, RefusalCause::Timing);
+    assert!(message.starts_with("the codes are"), "{message}");
 }

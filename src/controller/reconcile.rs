@@ -160,6 +160,13 @@ async fn reconcile_apply(enrollment: &MfaEnrollment, ctx: &Context) -> Result<Re
 
     let (secrets, untrusted) = list_seed_secrets(ctx, enrollment).await?;
     let refusals = refusals(last.as_ref());
+    let received: BTreeMap<String, jiff::Timestamp> = secrets
+        .iter()
+        .filter_map(|s| {
+            let at = ctx.received.at(&id.namespace, &s.name, s.resource_version.as_deref()?)?;
+            Some((s.name.clone(), at))
+        })
+        .collect();
     // Decide, and reserve the users and devices of each work item, in one critical
     // section: what another reconcile is working on waits for the next round.
     let (mut users, reserved, skipped, root_mfa) = {
@@ -177,6 +184,7 @@ async fn reconcile_apply(enrollment: &MfaEnrollment, ctx: &Context) -> Result<Re
             secrets: &secrets,
             untrusted: &untrusted,
             refusals: &refusals,
+            received: &received,
             claims: &view.claims,
         });
         let account_id = inventory.account_id().map(str::to_owned);

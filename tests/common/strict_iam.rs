@@ -98,6 +98,18 @@ pub async fn set_latency(delay_ms: u64, jitter_ms: u64) {
     );
 }
 
+/// Like [`set_latency`], for the requests of `account` only (other tests are not slowed).
+pub async fn set_account_latency(account: &str, delay_ms: u64, jitter_ms: u64) {
+    assert!(account.bytes().all(|b| b.is_ascii_digit()), "account ids are digits: {account}");
+    let path = format!("/strict-iam/latency?delay_ms={delay_ms}&jitter_ms={jitter_ms}&account={account}");
+    let answer = control("POST", &path).await;
+    assert_eq!(
+        (answer["delay_ms"].as_u64(), answer["jitter_ms"].as_u64()),
+        (Some(delay_ms), Some(jitter_ms)),
+        "the layer did not take the latency: {answer}"
+    );
+}
+
 /// A twelve-digit account id no other test uses (moto makes accounts on first use).
 pub fn unique_account() -> String {
     let nanos =

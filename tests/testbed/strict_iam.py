@@ -25,10 +25,12 @@ endpoints, not IAM:
                                            in that account (default: every account),
                                            as AWS does when anyone adds a virtual
                                            device in the console; {"deleted": [...]}
-  POST /strict-iam/latency?delay_ms=N&jitter_ms=M
+  POST /strict-iam/latency?delay_ms=N&jitter_ms=M[&account=ID]
                                            delay every IAM request by N ms plus up to M
-                                           ms of uniform jitter (default 0, 0)
-  GET  /strict-iam/latency                 the current delay
+                                           ms of uniform jitter (default 0, 0); with
+                                           account=, only that account's requests
+                                           (0, 0 removes the account's own delay)
+  GET  /strict-iam/latency[?account=ID]    the current delay (for that account)
 
 Usage: strict_iam.py [-H HOST] [-p PORT]   (the same flags as moto_server)
 """
@@ -207,6 +209,8 @@ class StrictIam:
         self.mutations = threading.Lock()
         self.delay_ms = 0
         self.jitter_ms = 0
+        # account id -> (delay_ms, jitter_ms), instead of the global delay for that account
+        self.account_delays = {}
 
     # ------------------------------------------------------------------ dispatch
 
@@ -219,8 +223,11 @@ class StrictIam:
         action, form = self.iam_action(environ)
         if action is None:
             return self.app(environ, start_response)
-        if self.delay_ms or self.jitter_ms:
-            time.sleep((self.delay_ms + random.uniform(0, self.jitter_ms)) / 1000)
+        delay, jitter = self.delay_ms, self.jitter_ms
+        if self.account_delays:
+            delay, jitter = self.account_delays.get(self.request_account(environ), (delay, jitter))
+        if delay or jitter:
+            time.sleep((delay + random.uniform(0, jitter)) / 1000)
         if action not in HANDLED:
             return self.app(environ, start_response)
         params = self.params(environ, form)
@@ -432,10 +439,17 @@ class StrictIam:
                     return json_answer(start_response, 400, {"error": "delay_ms and jitter_ms must be integers"})
                 if delay < 0 or jitter < 0:
                     return json_answer(start_response, 400, {"error": "delay_ms and jitter_ms must not be negative"})
-                self.delay_ms, self.jitter_ms = delay, jitter
+                account = query.get("account")
+                if account is None:
+                    self.delay_ms, self.jitter_ms = delay, jitter
+                elif delay or jitter:
+                    self.account_delays = {**self.account_delays, account: (delay, jitter)}
+                else:
+                    self.account_delays = {k: v for k, v in self.account_delays.items() if k != account}
             elif method != "GET":
                 return json_answer(start_response, 405, {"error": "use GET or POST"})
-            return json_answer(start_response, 200, {"delay_ms": self.delay_ms, "jitter_ms": self.jitter_ms})
+            delay, jitter = self.account_delays.get(query.get("account"), (self.delay_ms, self.jitter_ms))
+            return json_answer(start_response, 200, {"delay_ms": delay, "jitter_ms": jitter})
         return json_answer(start_response, 404, {"error": "no such control endpoint: /strict-iam/%s" % what})
 
 

@@ -17,7 +17,7 @@ use jiff::Timestamp;
 use super::plan::{Claims, EnrollmentId};
 use crate::aws::{CallCounter, SdkIam, load_sdk_config};
 use crate::crd::MfaEnrollmentSpec;
-use crate::inventory::Inventory;
+use crate::inventory::{Inventory, Resolved};
 
 /// Which credentials reach an account: the operator's own (no role), or a role to assume.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -66,7 +66,15 @@ pub enum Record {
         serial: String,
         holder: EnrollmentId,
     },
+    /// `ListMFADevices` answers.
+    Resolved {
+        answers: Vec<Resolved>,
+    },
 }
+
+/// How long the operator's own writes are replayed onto every fresh inventory: IAM's
+/// list calls may not show a write made moments before (IAM is eventually consistent).
+const REPLAY_FOR: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The account's in-memory view, behind [`Account::view`]'s short lock.
 #[derive(Default)]
@@ -79,12 +87,21 @@ pub struct View {
     busy: BTreeMap<Subject, EnrollmentId>,
     /// Records made while a refresh reads the account (`Some` only then).
     journal: Option<Vec<Record>>,
+    /// The writes of the last [`REPLAY_FOR`], oldest first.
+    recent: std::collections::VecDeque<(std::time::Instant, Record)>,
 }
 
 impl View {
     /// Applies a record to the inventory and claims (and the journal of a running refresh).
     pub fn record(&mut self, record: Record) {
         apply_record(self.inventory.as_mut(), &mut self.claims, &record);
+        if !matches!(record, Record::Resolved { .. }) {
+            let now = std::time::Instant::now();
+            while self.recent.front().is_some_and(|(at, _)| now.duration_since(*at) > REPLAY_FOR) {
+                self.recent.pop_front();
+            }
+            self.recent.push_back((now, record.clone()));
+        }
         if let Some(journal) = self.journal.as_mut() {
             journal.push(record);
         }
@@ -134,6 +151,7 @@ fn apply_record(inventory: Option<&mut Inventory>, claims: &mut Claims, record: 
                 }
             }
         }
+        (Record::Resolved { answers }, Some(inv)) => inv.record_resolved(answers.iter().cloned()),
         (_, None) => {}
     }
 }
@@ -193,6 +211,8 @@ impl Account {
             }
             view.journal = Some(Vec::new());
         }
+        // A refresh dropped half-way (its reconcile cancelled) closes the journal too.
+        let _journal_open = JournalOpen(self);
         let loaded = load.await;
         let mut view = self.view();
         let journal = view.journal.take().unwrap_or_default();
@@ -203,12 +223,25 @@ impl Account {
                 return Err(e);
             }
         };
-        for record in &journal {
+        // Recent writes first (the listing may not show them yet), then those made
+        // while it ran; replaying one the listing shows changes nothing.
+        for record in view.recent.iter().map(|(_, r)| r).chain(&journal) {
             apply_record(Some(&mut inventory), &mut claims, record);
         }
         view.inventory = Some(inventory);
         view.claims = claims;
         Ok(())
+    }
+}
+
+/// Closes a refresh's journal when the refresh ends, however it ends.
+struct JournalOpen<'a>(&'a Account);
+
+impl Drop for JournalOpen<'_> {
+    fn drop(&mut self) {
+        // Dropped after `refresh` released the view (declared before it) and before it
+        // releases `refreshing`: the journal closed is always this refresh's own.
+        self.0.view().journal = None;
     }
 }
 
@@ -301,6 +334,24 @@ mod tests {
         assert!(inventory.virtual_device(serial).is_some(), "the create survived the refresh");
         assert_eq!(view.claims.get(serial), Some(&vec![id("a")]));
         assert!(view.journal.is_none(), "the journal ends with the refresh");
+    }
+
+    #[tokio::test]
+    async fn a_write_made_just_before_a_refresh_survives_a_listing_that_lags() {
+        let account = account();
+        let serial = "arn:aws:iam::123456789012:mfa/p/bob";
+        account.record(Record::Created { serial: serial.into() });
+        let answers = vec![Resolved { user: "carol".into(), active: Vec::new() }];
+        let lagging = async {
+            // IAM's listing does not show the device created a moment ago.
+            Ok::<_, ()>((Inventory::from_parts(Timestamp::UNIX_EPOCH, Vec::new(), Vec::new(), None), Claims::new()))
+        };
+        account.refresh(|_| true, lagging).await.expect("refresh");
+        account.record(Record::Resolved { answers });
+        let view = account.view();
+        let inventory = view.inventory.as_ref().expect("inventory");
+        assert!(inventory.virtual_device(serial).is_some());
+        assert_eq!(inventory.mfa_state("carol"), crate::inventory::MfaState::None, "answers are recorded too");
     }
 
     #[tokio::test]

@@ -8,7 +8,6 @@
 //! reservation of the users and devices it touches (see `accounts.rs`) until it ends.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -122,17 +121,20 @@ fn planned_status_is_void(error: &StepError, unrun: &[Action]) -> bool {
     !matches!(error, StepError::StaleInventory(_)) || unrun.iter().any(|a| matches!(a, Action::CreatePending { .. }))
 }
 
-/// Voids a user's planned status: `unrun` did not happen. The refusal count and the
-/// device it belongs to survive unless the unrun work was replacing that device: a
-/// failure must never reset the guess limit.
-pub fn void(status: &mut UserPlan, state: UserState, message: String, unrun: &[Action]) {
-    let replacing = unrun.iter().any(|a| matches!(a, Action::CreatePending { .. } | Action::DeleteDevice { .. }));
+/// Voids a user's planned status after their work did not (all) happen; `ran` is the
+/// part that did. The refusal count and the device it belongs to survive unless the work
+/// that ran already removed that device or its Secret: a failure, or work that never
+/// started, must never reset the guess limit.
+pub fn void(status: &mut UserPlan, state: UserState, message: String, ran: &[Action]) {
+    let replaced = ran
+        .iter()
+        .any(|a| matches!(a, Action::CreatePending { .. } | Action::DeleteDevice { .. } | Action::DeleteSecret { .. }));
     status.state = state;
     status.message = Some(message);
     status.serial = None;
     status.secret = None;
     status.expires_at = None;
-    if replacing {
+    if replaced {
         status.pending_since = None;
         status.failed_attempts = 0;
     }
@@ -222,26 +224,38 @@ struct Runner<'a> {
     account: &'a Account,
     secrets: BTreeMap<&'a str, &'a SeedSecret>,
     api: Api<Secret>,
-    /// Set by a failure that every later step would meet too.
-    stop: AtomicBool,
+    /// Set by a failure that every later step would meet too; items waiting for a
+    /// permit give up at once.
+    stop: tokio::sync::watch::Sender<bool>,
 }
 
-/// Runs `plan` (its work already reserved): submissions at once, bulk work a few at a
-/// time, each item stopped at its first failure. `progress` is called with the users'
-/// status as it stands every [`PROGRESS_EVERY`] while work is still running.
+/// The users' statuses an apply starts from.
+pub struct Statuses<'a> {
+    /// As planned: what each user's status is once their work succeeds.
+    pub planned: Vec<UserPlan>,
+    /// As last written: what a user whose work is unfinished keeps showing.
+    pub before: &'a BTreeMap<String, UserPlan>,
+}
+
+/// Runs the reserved work: submissions at once, bulk work a few at a time, each item
+/// stopped at its first failure. While work runs, `progress` is called with the users'
+/// status as it stands (finished items as planned, unfinished ones as they were in
+/// `before`, the status last written) every [`PROGRESS_EVERY`], and at once when a code
+/// submission finished, so a person's outcome never waits for bulk work.
 pub async fn apply<P, F>(
     enrollment: &MfaEnrollment,
     ctx: &Context,
     account: &Account,
     secrets: &[SeedSecret],
     work: Vec<Reserved>,
-    mut users: Vec<UserPlan>,
+    statuses: Statuses<'_>,
     progress: P,
 ) -> Applied
 where
     P: Fn(Vec<UserPlan>) -> F,
     F: Future<Output = ()>,
 {
+    let Statuses { planned: mut users, before } = statuses;
     let id = EnrollmentId { namespace: enrollment.namespace().unwrap_or_default(), name: enrollment.name_any() };
     let runner = Runner {
         enrollment,
@@ -250,13 +264,13 @@ where
         id,
         account,
         secrets: secrets.iter().map(|s| (s.name.as_str(), s)).collect(),
-        stop: AtomicBool::new(false),
+        stop: tokio::sync::watch::Sender::new(false),
     };
     let ttl = jiff::SignedDuration::try_from(std::time::Duration::from(enrollment.spec.pending_ttl))
         .unwrap_or(jiff::SignedDuration::MAX);
-    // Users whose device is still being created: shown as such in progress reports.
-    let mut creating: std::collections::BTreeSet<String> =
-        work.iter().filter(|r| creates(&r.work)).filter_map(|r| r.work.user.clone()).collect();
+    // Users whose work has not finished, with whether it creates a device.
+    let mut unfinished: BTreeMap<String, bool> =
+        work.iter().filter_map(|r| Some((r.work.user.clone()?, creates(&r.work)))).collect();
     let mut work = work;
     // Submissions first: they also skip the write permits.
     work.sort_by_key(|r| !is_submission(&r.work));
@@ -271,15 +285,32 @@ where
             }
         })
         .buffer_unordered(ITEMS_IN_FLIGHT);
+    // Events and progress statuses are written beside the work, never between its steps.
+    let mut events = futures::stream::FuturesUnordered::new();
+    let mut report: Option<std::pin::Pin<Box<F>>> = None;
+    let mut report_due = false;
 
     let mut issue: Option<Issue> = None;
     let mut stale_inventory = false;
     let mut changed_account = false;
-    let mut stopped_by: Option<(UserState, String, Issue)> = None;
+    let mut stopped_by: Option<(UserState, String)> = None;
     let mut last_report = Instant::now();
-    while let Some((Work { user, actions, note }, outcome)) = running.next().await {
+    loop {
+        let finished = tokio::select! {
+            finished = running.next() => match finished {
+                Some(finished) => finished,
+                None => break,
+            },
+            Some(()) = events.next(), if !events.is_empty() => continue,
+            () = async { report.as_mut().expect("guarded").await }, if report.is_some() => {
+                report = None;
+                continue;
+            }
+        };
+        let (Work { user, actions, note }, outcome) = finished;
+        let submission = is_submission(&Work { user: None, actions: actions.clone(), note: None });
         if let Some(user) = &user {
-            creating.remove(user);
+            unfinished.remove(user);
         }
         let ran = match &outcome {
             Outcome::Done => actions.len(),
@@ -292,12 +323,12 @@ where
         match outcome {
             Outcome::Done => {
                 if let Some(note) = note {
-                    publish(ctx, enrollment, note.reason, note.message).await;
+                    events.push(publish(ctx, enrollment, note.reason, note.message));
                 }
             }
             Outcome::NotRun => {
-                if let (Some(status), Some((state, message, _))) = (status, &stopped_by) {
-                    void(status, *state, message.clone(), &actions);
+                if let (Some(status), Some((state, message))) = (status, &stopped_by) {
+                    void(status, *state, message.clone(), &[]);
                 }
             }
             Outcome::Failed { index, error: StepError::CodesRefused } => {
@@ -324,43 +355,51 @@ where
             Outcome::Failed { index, error } => {
                 stale_inventory |= matches!(error, StepError::StaleInventory(_));
                 tracing::warn!(enrollment = %runner.id, user = user.as_deref().unwrap_or("-"), error = %error.message(), "work failed");
-                publish(ctx, enrollment, EventReason::ReconcileFailed, error.message()).await;
+                events.push(publish(ctx, enrollment, EventReason::ReconcileFailed, error.message()));
                 if let (Some(status), true) = (status, planned_status_is_void(&error, &actions[index..])) {
-                    void(status, error.failed_state(), error.message(), &actions[index..]);
+                    void(status, error.failed_state(), error.message(), &actions[..index]);
                 }
                 let new_issue = error.issue();
                 if error.stops_everything() && stopped_by.is_none() {
-                    stopped_by = Some((error.failed_state(), error.message(), new_issue.clone()));
+                    stopped_by = Some((error.failed_state(), error.message()));
                 }
                 if issue.as_ref().is_none_or(|i| !i.needs_person() && new_issue.needs_person()) {
                     issue = Some(new_issue);
                 }
             }
         }
-        if !creating.is_empty() && last_report.elapsed() >= PROGRESS_EVERY {
-            progress(in_progress(&users, &creating)).await;
+        report_due |= submission || last_report.elapsed() >= PROGRESS_EVERY;
+        if report_due && report.is_none() && !unfinished.is_empty() {
+            report = Some(Box::pin(progress(in_progress(&users, &unfinished, before))));
             last_report = Instant::now();
+            report_due = false;
         }
     }
+    // The final status is written after this returns: no progress write may land after it.
+    if let Some(report) = report {
+        report.await;
+    }
+    while events.next().await.is_some() {}
     Applied { users, issue, stale_inventory, changed_account }
 }
 
-/// The users as they stand while `creating` users' devices are still being made.
-fn in_progress(users: &[UserPlan], creating: &std::collections::BTreeSet<String>) -> Vec<UserPlan> {
+/// The users as they stand while the work of `unfinished` users still runs: those show
+/// the status last written for them (or, new ones, Missing), never a prediction.
+fn in_progress(
+    users: &[UserPlan],
+    unfinished: &BTreeMap<String, bool>,
+    before: &BTreeMap<String, UserPlan>,
+) -> Vec<UserPlan> {
     users
         .iter()
-        .map(|u| {
-            if creating.contains(&u.name) {
+        .map(|u| match (unfinished.get(&u.name), before.get(&u.name)) {
+            (None, _) => u.clone(),
+            (Some(_), Some(previous)) => previous.clone(),
+            (Some(creates), None) => {
                 let mut shown = u.clone();
-                void(
-                    &mut shown,
-                    UserState::Missing,
-                    "a pending device is being created".into(),
-                    &[Action::CreatePending { user: u.name.clone(), at: jiff::Timestamp::UNIX_EPOCH }],
-                );
+                let message = if *creates { "a pending device is being created" } else { "work in progress" };
+                void(&mut shown, UserState::Missing, message.into(), &[]);
                 shown
-            } else {
-                u.clone()
             }
         })
         .collect()
@@ -405,19 +444,26 @@ impl Runner<'_> {
     /// Runs one item's actions in order, stopping at the first failure. Bulk items wait
     /// for a write permit first; nothing starts once the plan was stopped.
     async fn run_item(&self, work: &Work) -> Outcome {
+        let mut stopped = self.stop.subscribe();
+        if *stopped.borrow() {
+            return Outcome::NotRun;
+        }
         let _permit = if is_submission(work) {
             None
         } else {
             let calm = self.account.iam.read_concurrency() > 1;
-            self.account.bulk_write_permit(calm).await
+            tokio::select! {
+                permit = self.account.bulk_write_permit(calm) => permit,
+                _ = stopped.wait_for(|stop| *stop) => return Outcome::NotRun,
+            }
         };
-        if self.stop.load(Ordering::SeqCst) {
+        if *stopped.borrow() {
             return Outcome::NotRun;
         }
         for (index, action) in work.actions.iter().enumerate() {
             if let Err(error) = self.run(action).await {
                 if error.stops_everything() {
-                    self.stop.store(true, Ordering::SeqCst);
+                    self.stop.send_replace(true);
                 }
                 return Outcome::Failed { index, error };
             }
@@ -644,14 +690,20 @@ mod tests {
             codes: super::super::plan::Codes { code1: "123456".into(), code2: "654321".into() },
         };
         let mut status = planned.clone();
-        void(&mut status, error.failed_state(), error.message(), &[enable]);
+        void(&mut status, error.failed_state(), error.message(), &[]);
         assert_eq!(
             (status.state, status.failed_attempts, status.pending_since),
-            (UserState::Missing, 3, planned.pending_since)
+            (UserState::Missing, 3, planned.pending_since),
+            "the enable did not happen: {enable:?}"
         );
+        // A rotation that failed at its first step left the old device and Secret.
         let mut status = planned.clone();
-        let create = Action::CreatePending { user: "alice".into(), at: jiff::Timestamp::UNIX_EPOCH };
-        void(&mut status, error.failed_state(), error.message(), &[create]);
+        void(&mut status, error.failed_state(), error.message(), &[]);
+        assert_eq!(status.failed_attempts, 3);
+        // One that already removed the old device starts over with the new one.
+        let delete = Action::DeleteDevice { serial: "arn:aws:iam::123456789012:mfa/p/alice".into() };
+        let mut status = planned.clone();
+        void(&mut status, error.failed_state(), error.message(), &[delete]);
         assert_eq!((status.failed_attempts, status.pending_since), (0, None), "a new device starts over");
     }
 }

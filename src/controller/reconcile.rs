@@ -14,7 +14,7 @@ use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::{Resource, ResourceExt};
 
 use super::accounts::{Account, AccountKey, Record, Subject, View};
-use super::apply::{Applied, Reservation, Reserved, apply, delete_seed_secret, subjects, void};
+use super::apply::{Applied, Reservation, Reserved, Statuses, apply, delete_seed_secret, subjects, void};
 use super::plan::{Claims, EnrollmentId, PlanInput, REFUSAL_PREFIX, Refusals, UserPlan, owners, plan};
 use super::publish::{publish, write_status};
 use super::seed_secret::{self, SeedSecret, Untrusted};
@@ -140,24 +140,16 @@ async fn reconcile_apply(enrollment: &MfaEnrollment, ctx: &Context) -> Result<Re
     };
 
     let last = ctx.last_status(enrollment);
+    // The status last written for each user: what a user whose work waits keeps showing.
+    let before: BTreeMap<String, UserPlan> =
+        last.as_ref().map(previous_users).unwrap_or_default().into_iter().map(|u| (u.name.clone(), u)).collect();
     // Only selected users without an assigned virtual device cost a ListMFADevices call,
     // asked with no lock held. Many of them take a while: a new generation says so first.
-    if !unresolved.is_empty() {
-        if unresolved.len() >= EARLY_STATUS_AFTER
-            && last.as_ref().and_then(|s| s.observed_generation) != enrollment.meta().generation
-        {
-            write_listing_status(enrollment, ctx, &account, &selection, unresolved.len(), last.as_ref()).await;
-        }
-        let mut answers = Vec::new();
-        let asked = Inventory::ask(&account.iam, unresolved, &mut answers).await;
-        if let Some(inventory) = account.view().inventory.as_mut() {
-            inventory.record_resolved(answers);
-        }
-        if let Err(e) = asked {
-            return report_iam_failure(enrollment, ctx, e).await;
-        }
+    if unresolved.len() >= EARLY_STATUS_AFTER
+        && last.as_ref().and_then(|s| s.observed_generation) != enrollment.meta().generation
+    {
+        write_listing_status(enrollment, ctx, &account, &selection, &before, unresolved.len(), last.as_ref()).await;
     }
-
     let (secrets, untrusted) = list_seed_secrets(ctx, enrollment).await?;
     let refusals = refusals(last.as_ref());
     let received: BTreeMap<String, jiff::Timestamp> = secrets
@@ -167,13 +159,32 @@ async fn reconcile_apply(enrollment: &MfaEnrollment, ctx: &Context) -> Result<Re
             Some((s.name.clone(), at))
         })
         .collect();
+
     // Decide, and reserve the users and devices of each work item, in one critical
-    // section: what another reconcile is working on waits for the next round.
-    let (mut users, reserved, skipped, root_mfa) = {
+    // section: what another reconcile is working on waits for the next round. A refresh
+    // that lands between asking and planning drops the answers' users back to unknown:
+    // ask again (they are few by then).
+    let (mut reserved, mut skipped) = (Vec::new(), Vec::new());
+    let mut unresolved = unresolved;
+    let mut asks = 0;
+    let (mut users, root_mfa) = loop {
+        if !unresolved.is_empty() && asks < MAX_ASKS {
+            asks += 1;
+            let mut answers = Vec::new();
+            let asked = Inventory::ask(&account.iam, std::mem::take(&mut unresolved), &mut answers).await;
+            account.record(Record::Resolved { answers });
+            if let Err(e) = asked {
+                return report_iam_failure(enrollment, ctx, e).await;
+            }
+        }
         let mut view = account.view();
         let Some(inventory) = view.inventory.as_ref() else {
             return Err(Error::StaleInventory("inventory vanished".into()));
         };
+        unresolved = inventory.unresolved(&selection.users);
+        if !unresolved.is_empty() && asks < MAX_ASKS {
+            continue;
+        }
         let planned = plan(&PlanInput {
             id: &id,
             spec: &enrollment.spec,
@@ -189,7 +200,6 @@ async fn reconcile_apply(enrollment: &MfaEnrollment, ctx: &Context) -> Result<Re
         });
         let account_id = inventory.account_id().map(str::to_owned);
         let root_mfa = inventory.root_mfa_enabled;
-        let (mut reserved, mut skipped) = (Vec::new(), Vec::new());
         for work in planned.work {
             let subjects = subjects(&work, account_id.as_deref(), &enrollment.spec.device.path);
             match Reservation::take(&account, &mut view, &id, subjects) {
@@ -197,20 +207,26 @@ async fn reconcile_apply(enrollment: &MfaEnrollment, ctx: &Context) -> Result<Re
                 None => skipped.push(work),
             }
         }
-        (planned.users, reserved, skipped, root_mfa)
+        break (planned.users, root_mfa);
     };
-    // A user whose work waits keeps the status last written for them.
-    let before: BTreeMap<String, UserPlan> =
-        last.as_ref().map(previous_users).unwrap_or_default().into_iter().map(|u| (u.name.clone(), u)).collect();
-    for work in &skipped {
-        let Some(status) = work.user.as_ref().and_then(|u| users.iter_mut().find(|p| &p.name == u)) else { continue };
-        match before.get(&status.name) {
+    // A user whose work waits, or whose MFA devices could not be listed, keeps the
+    // status last written for them.
+    let waiting: Vec<&str> = skipped
+        .iter()
+        .filter_map(|w: &super::plan::Work| w.user.as_deref())
+        .chain(unresolved.iter().map(String::as_str))
+        .collect();
+    for name in &waiting {
+        let Some(status) = users.iter_mut().find(|p| p.name == *name) else { continue };
+        match before.get(*name) {
             Some(previous) => *status = previous.clone(),
-            None => {
-                void(status, UserState::Missing, "waiting for other work on this user to finish".into(), &work.actions)
-            }
+            None => void(status, UserState::Missing, "waiting for other work on this user to finish".into(), &[]),
         }
     }
+    let waiting = (!waiting.is_empty()).then(|| Issue {
+        reason: ConditionReason::Progressing,
+        message: format!("{} selected users wait for other work in the account; retrying shortly", waiting.len()),
+    });
 
     let progress = |users: Vec<UserPlan>| {
         let status = build(StatusInput {
@@ -229,7 +245,8 @@ async fn reconcile_apply(enrollment: &MfaEnrollment, ctx: &Context) -> Result<Re
         }
     };
     let Applied { users, issue, stale_inventory, changed_account } =
-        apply(enrollment, ctx, &account, &secrets, reserved, users, progress).await;
+        apply(enrollment, ctx, &account, &secrets, reserved, Statuses { planned: users, before: &before }, progress)
+            .await;
     if stale_inventory {
         account.view().inventory = None;
     }
@@ -247,7 +264,7 @@ async fn reconcile_apply(enrollment: &MfaEnrollment, ctx: &Context) -> Result<Re
     };
     let previous = last.as_ref();
     // Only a reconcile that saw the whole picture may say a user lost MFA.
-    let clean = issue.is_none() && !stale_inventory && skipped.is_empty();
+    let clean = issue.is_none() && !stale_inventory && waiting.is_none();
     let before = ctx.remembered_compliant(&id).unwrap_or_else(|| {
         compliant_users(previous.iter().flat_map(|p| p.users.iter().map(|u| (u.name.as_str(), u.state))))
     });
@@ -260,14 +277,16 @@ async fn reconcile_apply(enrollment: &MfaEnrollment, ctx: &Context) -> Result<Re
             .await;
     }
     let next_expiry = users.iter().filter_map(|u| u.expires_at).min();
+    // Conditions move on from the status last written, progress reports included.
+    let written = ctx.last_status(enrollment);
     let status = build(StatusInput {
         mode: enrollment.spec.mode,
         generation: enrollment.meta().generation,
         now,
         users,
-        issue: issue.clone(),
+        issue: issue.clone().or(waiting.clone()),
         root_mfa_enabled: Some(root_mfa),
-        previous,
+        previous: written.as_ref(),
     });
     if let Some(summary) = &status.summary {
         ctx.metrics.set_users(&id.namespace, &id.name, summary);
@@ -283,7 +302,7 @@ async fn reconcile_apply(enrollment: &MfaEnrollment, ctx: &Context) -> Result<Re
                 .and_then(|d| Duration::try_from(d).ok())
                 .map(|d| d + Duration::from_secs(1));
             let mut next = until_expiry.map_or(resync, |d| d.min(resync));
-            if !skipped.is_empty() {
+            if waiting.is_some() {
                 // Another reconcile held some of these users: try again shortly.
                 next = next.min(RETRY_SKIPPED);
             }
@@ -295,6 +314,8 @@ async fn reconcile_apply(enrollment: &MfaEnrollment, ctx: &Context) -> Result<Re
 /// Unresolved users from which a new generation's status says "listing" before asking
 /// IAM (at 100 ms a call, eight at a time, about half a second of calls).
 const EARLY_STATUS_AFTER: usize = 40;
+/// Rounds of `ListMFADevices` one reconcile asks before it plans with what it has.
+const MAX_ASKS: u32 = 3;
 /// When to look again at users whose work another reconcile held.
 const RETRY_SKIPPED: Duration = Duration::from_secs(2);
 
@@ -305,16 +326,21 @@ async fn write_listing_status(
     ctx: &Context,
     account: &Account,
     selection: &Selection,
+    before: &BTreeMap<String, UserPlan>,
     unresolved: usize,
     previous: Option<&MfaEnrollmentStatus>,
 ) {
     let (users, root_mfa) = {
         let view = account.view();
         let Some(inventory) = view.inventory.as_ref() else { return };
+        // Users the last status shows keep their entry (and their refusal count).
         let users = selection
             .users
             .iter()
             .map(|name| {
+                if let Some(previous) = before.get(name) {
+                    return previous.clone();
+                }
                 let (state, message) = match inventory.mfa_state(name) {
                     MfaState::Active(_) => (UserState::Compliant, None),
                     _ => (UserState::Missing, Some("MFA devices not listed yet")),
@@ -512,12 +538,16 @@ async fn cleanup(enrollment: &MfaEnrollment, ctx: &Context) -> Result<Requeue> {
         let Some(_reservation) = Reservation::take(&account, &mut account.view(), &id, subjects) else {
             return Err(Error::WorkFailed("another reconcile is working on this enrollment's devices".into()));
         };
-        // Decide from a fresh device list: only unassigned devices are ever deleted.
+        // Decide from a fresh device list: only unassigned devices are ever deleted. Claims
+        // of other enrollments come from the view, or fresh when this process has not
+        // read the account yet (just restarted).
+        let unread = account.view().inventory.is_none();
+        let fresh_claims = if unread { Some(load_claims(ctx).await?) } else { None };
         let devices = account.iam.list_virtual_mfa_devices().await?;
         let unassigned: BTreeMap<&str, bool> = devices.iter().map(|d| (d.serial.as_str(), d.user.is_none())).collect();
         for secret in &secrets {
-            let held_elsewhere =
-                account.view().claims.get(&secret.serial).is_some_and(|holders| holders.iter().any(|h| *h != id));
+            let held = |claims: &Claims| claims.get(&secret.serial).is_some_and(|h| h.iter().any(|h| *h != id));
+            let held_elsewhere = fresh_claims.as_ref().map_or_else(|| held(&account.view().claims), held);
             if unassigned.get(secret.serial.as_str()) == Some(&true) && !held_elsewhere {
                 match account.iam.delete_virtual_mfa_device(&secret.serial).await {
                     Ok(()) | Err(IamError::NoSuchEntity { .. }) => {}
@@ -529,6 +559,8 @@ async fn cleanup(enrollment: &MfaEnrollment, ctx: &Context) -> Result<Requeue> {
             account.record(Record::Released { serial: secret.serial.clone(), holder: id.clone() });
         }
         tracing::info!(enrollment = %id, removed = secrets.len(), "removed pending devices and seed Secrets");
+        // Another enrollment may own these users now: let it create their devices.
+        ctx.reconcile_all();
     }
     ctx.forget_compliant(&id);
     ctx.forget_status(enrollment);

@@ -72,10 +72,6 @@ pub enum Record {
     },
 }
 
-/// How long the operator's own writes are replayed onto every fresh inventory: IAM's
-/// list calls may not show a write made moments before (IAM is eventually consistent).
-const REPLAY_FOR: std::time::Duration = std::time::Duration::from_secs(60);
-
 /// The account's in-memory view, behind [`Account::view`]'s short lock.
 #[derive(Default)]
 pub struct View {
@@ -87,21 +83,12 @@ pub struct View {
     busy: BTreeMap<Subject, EnrollmentId>,
     /// Records made while a refresh reads the account (`Some` only then).
     journal: Option<Vec<Record>>,
-    /// The writes of the last [`REPLAY_FOR`], oldest first.
-    recent: std::collections::VecDeque<(std::time::Instant, Record)>,
 }
 
 impl View {
     /// Applies a record to the inventory and claims (and the journal of a running refresh).
     pub fn record(&mut self, record: Record) {
         apply_record(self.inventory.as_mut(), &mut self.claims, &record);
-        if !matches!(record, Record::Resolved { .. }) {
-            let now = std::time::Instant::now();
-            while self.recent.front().is_some_and(|(at, _)| now.duration_since(*at) > REPLAY_FOR) {
-                self.recent.pop_front();
-            }
-            self.recent.push_back((now, record.clone()));
-        }
         if let Some(journal) = self.journal.as_mut() {
             journal.push(record);
         }
@@ -223,9 +210,8 @@ impl Account {
                 return Err(e);
             }
         };
-        // Recent writes first (the listing may not show them yet), then those made
-        // while it ran; replaying one the listing shows changes nothing.
-        for record in view.recent.iter().map(|(_, r)| r).chain(&journal) {
+        // Writes made while it ran; replaying one the listing shows changes nothing.
+        for record in &journal {
             apply_record(Some(&mut inventory), &mut claims, record);
         }
         view.inventory = Some(inventory);
@@ -337,20 +323,23 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_write_made_just_before_a_refresh_survives_a_listing_that_lags() {
+    async fn a_refresh_shows_what_iam_lists_and_answers_recorded_after_it_count() {
         let account = account();
+        // Writes before the refresh began are IAM's to list: a device deleted since (by
+        // the console's clean-up) or deactivated must show as gone.
         let serial = "arn:aws:iam::123456789012:mfa/p/bob";
         account.record(Record::Created { serial: serial.into() });
-        let answers = vec![Resolved { user: "carol".into(), active: Vec::new() }];
-        let lagging = async {
-            // IAM's listing does not show the device created a moment ago.
+        let enabled = "arn:aws:iam::123456789012:mfa/p/dave";
+        account.record(Record::Enabled { user: "dave".into(), serial: enabled.into(), at: Timestamp::UNIX_EPOCH });
+        let listing = async {
             Ok::<_, ()>((Inventory::from_parts(Timestamp::UNIX_EPOCH, Vec::new(), Vec::new(), None), Claims::new()))
         };
-        account.refresh(|_| true, lagging).await.expect("refresh");
-        account.record(Record::Resolved { answers });
+        account.refresh(|_| true, listing).await.expect("refresh");
+        account.record(Record::Resolved { answers: vec![Resolved { user: "carol".into(), active: Vec::new() }] });
         let view = account.view();
         let inventory = view.inventory.as_ref().expect("inventory");
-        assert!(inventory.virtual_device(serial).is_some());
+        assert!(inventory.virtual_device(serial).is_none());
+        assert_eq!(inventory.mfa_state("dave"), crate::inventory::MfaState::Unknown, "drift stays visible");
         assert_eq!(inventory.mfa_state("carol"), crate::inventory::MfaState::None, "answers are recorded too");
     }
 

@@ -14,7 +14,9 @@ middleware that answers as IAM documents for the calls where moto differs:
   ListUsers, ListGroups, ListVirtualMFADevices, ListMFADevices, ListUserTags,
   GetAccountAuthorizationDetails
                           MaxItems (1..1000, default 100), IsTruncated and an opaque
-                          Marker, which the next call accepts
+                          Marker, which the next call accepts; the pages after the
+                          first come from moto's answer to the first (for 60 s): one
+                          consistent listing, and moto builds a large answer once
 
 Everything else goes to moto untouched, /moto-api/ (reset, seed) included. Control
 endpoints, not IAM:
@@ -89,6 +91,9 @@ MAX_ITEMS_DEFAULT = 100
 MAX_ITEMS_LIMIT = 1000
 # moto pages ListVirtualMFADevices itself (and oddly): ask it for everything.
 MOTO_ALL = "1000000"
+# A paged listing's later pages come from the answer moto gave for its first page, for
+# this long (a consistent view, and moto builds a 5,000-user answer once, not per page).
+SNAPSHOT_SECS = 60
 
 HANDLED = frozenset(LISTS) | {"EnableMFADevice", "DeleteVirtualMFADevice"}
 
@@ -211,6 +216,8 @@ class StrictIam:
         self.jitter_ms = 0
         # account id -> (delay_ms, jitter_ms), instead of the global delay for that account
         self.account_delays = {}
+        # (account, action, parameters but paging) -> (time, moto's status, headers, body)
+        self.snapshots = {}
 
     # ------------------------------------------------------------------ dispatch
 
@@ -360,8 +367,19 @@ class StrictIam:
     def paged(self, environ, start_response, action, params, form):
         max_items, marker = page_parameters(params)
         after = decode_marker(action, marker) if marker is not None else None
-        self.ask_for_everything(environ, action, form)
-        status, headers, body = self.call_moto(environ)
+        listing = (self.request_account(environ), action,
+                   tuple(sorted((k, v) for k, v in params.items() if k not in ("MaxItems", "Marker"))))
+        now = time.monotonic()
+        snapshot = self.snapshots.get(listing) if after is not None else None
+        if snapshot is not None and now - snapshot[0] < SNAPSHOT_SECS:
+            status, headers, body = snapshot[1:]
+        else:
+            self.ask_for_everything(environ, action, form)
+            status, headers, body = self.call_moto(environ)
+            if status.startswith("200"):
+                kept = {k: v for k, v in self.snapshots.items() if now - v[0] < SNAPSHOT_SECS}
+                kept[listing] = (now, status, headers, body)
+                self.snapshots = kept
         if not status.startswith("200"):
             return relay(start_response, status, headers, body)
         if after is None and body.count(b"<member>") <= max_items:

@@ -2,29 +2,15 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
 
 use axum::Router;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 
+use crate::health::{Health, Probe};
 use crate::metrics::Metrics;
-
-/// Readiness, shared with the controller: true once this process is doing its job (the
-/// leader reconciling, or a standby replica waiting for the lease).
-#[derive(Clone, Default)]
-pub struct Readiness(Arc<AtomicBool>);
-
-impl Readiness {
-    pub fn set(&self, ready: bool) {
-        self.0.store(ready, Ordering::Relaxed);
-    }
-
-    pub fn get(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
-    }
-}
 
 /// Binds `address` (before anything else starts, so a taken port fails the process).
 pub async fn bind(address: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
@@ -37,12 +23,13 @@ pub async fn bind(address: SocketAddr) -> std::io::Result<tokio::net::TcpListene
 pub async fn serve(
     listener: tokio::net::TcpListener,
     metrics: Arc<Metrics>,
-    readiness: Readiness,
+    health: Health,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(metrics, readiness)).await
+    axum::serve(listener, router(metrics, health)).await
 }
 
-fn router(metrics: Arc<Metrics>, readiness: Readiness) -> Router {
+fn router(metrics: Arc<Metrics>, health: Health) -> Router {
+    let live = health.clone();
     Router::new()
         .route(
             "/metrics",
@@ -51,18 +38,11 @@ fn router(metrics: Arc<Metrics>, readiness: Readiness) -> Router {
                 async move { ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body) }
             }),
         )
-        .route("/healthz", get(|| async { "ok" }))
-        .route(
-            "/readyz",
-            get(move || {
-                let ready = readiness.get();
-                async move {
-                    if ready {
-                        (StatusCode::OK, "ready").into_response()
-                    } else {
-                        (StatusCode::SERVICE_UNAVAILABLE, "not ready").into_response()
-                    }
-                }
-            }),
-        )
+        .route("/healthz", get(move || answer(live.liveness(Instant::now()))))
+        .route("/readyz", get(move || answer(health.readiness(Instant::now()))))
+}
+
+async fn answer(probe: Probe) -> axum::response::Response {
+    let status = if probe.ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, probe.reason).into_response()
 }

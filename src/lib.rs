@@ -6,6 +6,7 @@
 //! - [`controller`]: the enrollment controller (planning, apply, status).
 //! - [`totp`]: RFC 6238 codes, for checking the two codes locally before AWS sees them.
 //! - [`failpoint`]: crash points for fault tests (`MFA_OPERATOR_FAILPOINT`).
+//! - [`health`]: what `/readyz` and `/healthz` answer.
 //! - [`qr`]: the `otpauth://` URI and its QR code PNG for the seed Secret.
 
 pub mod audit;
@@ -13,6 +14,7 @@ pub mod aws;
 pub mod controller;
 pub mod crd;
 pub mod failpoint;
+pub mod health;
 pub mod http;
 pub mod inventory;
 pub mod leader;

@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand, ValueEnum};
 use mfa_operator::controller;
-use mfa_operator::http::Readiness;
+use mfa_operator::health::Health;
 use mfa_operator::leader::{Leadership, LeaseConfig};
 use mfa_operator::metrics::Metrics;
 use tracing_subscriber::EnvFilter;
@@ -91,6 +91,11 @@ struct RunArgs {
     /// namespace whose Secrets tenants may read.
     #[arg(long, env = "MFA_OPERATOR_INTEGRITY_KEY_NAMESPACE")]
     integrity_key_namespace: Option<String>,
+
+    /// Seconds the controller loop may go without running before /healthz and /readyz
+    /// fail (a wedged loop: a blocked thread, a deadlock); slow IAM calls do not count.
+    #[arg(long, env = "MFA_OPERATOR_LIVENESS_TIMEOUT_SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(2..=3600))]
+    liveness_timeout_seconds: u64,
 }
 
 /// Resolves on SIGTERM or SIGINT.
@@ -113,11 +118,11 @@ async fn termination() {
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     let client = kube::Client::try_default().await?;
     let metrics = Metrics::new();
-    let readiness = Readiness::default();
+    let health = Health::new(std::time::Duration::from_secs(args.liveness_timeout_seconds));
     let listener = mfa_operator::http::bind(args.metrics_address)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {} for metrics and probes: {e}", args.metrics_address))?;
-    let server = tokio::spawn(mfa_operator::http::serve(listener, metrics.clone(), readiness.clone()));
+    let server = tokio::spawn(mfa_operator::http::serve(listener, metrics.clone(), health.clone()));
     // The operator's own namespace: where its Lease and integrity key live.
     let own_namespace = args.lease_namespace.clone().or(args.namespace.clone()).unwrap_or_else(|| "default".into());
     let config = controller::Config {
@@ -127,8 +132,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         key_secret: args.integrity_key_secret.clone(),
     };
     if !args.leader_election {
-        readiness.set(true);
-        let result = controller::run(client, config, metrics, termination()).await;
+        let result = controller::run(client, config, metrics, health, termination()).await;
         server.abort();
         return result;
     }
@@ -141,7 +145,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         grace_secs: args.lease_grace_seconds.min(args.lease_duration_seconds - 1),
     };
     // A standby is healthy and ready: it is doing its job, which is to wait.
-    readiness.set(true);
+    health.standby();
     let mut leadership = tokio::select! {
         leadership = Leadership::acquire(client.clone(), &lease) => leadership?,
         _ = termination() => return Ok(()),
@@ -158,7 +162,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         let _ = lost_tx.send(());
     };
     let (result, lost) = tokio::select! {
-        result = controller::run(client, config, metrics, shutdown) => (result, false),
+        result = controller::run(client, config, metrics, health, shutdown) => (result, false),
         _ = watch_lease => (Ok(()), true),
     };
     if lost {

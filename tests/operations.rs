@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use common::iam;
 use common::operator::Operator;
 use k8s_openapi::api::coordination::v1::Lease;
-use kube::api::Api;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use kube::api::{Api, PostParams};
+use kube::config::Kubeconfig;
 use mfa_operator::crd::MfaEnrollment;
 
 fn free_port() -> u16 {
@@ -144,4 +146,136 @@ async fn two_replicas_elect_one_leader_and_a_standby_takes_over() {
     )
     .await;
     assert_eq!(iam::devices_under(&raw, &format!("/{tag}/")).await.len(), 15, "still exactly one device per user");
+}
+
+/// A kubeconfig like the test bed's admin one that acts as `user` (impersonation): only
+/// what RBAC grants `user` is allowed. Returns its path.
+fn impersonating_kubeconfig(user: &str) -> std::path::PathBuf {
+    let mut config = Kubeconfig::read().expect("read the test bed's KUBECONFIG");
+    for named in &mut config.auth_infos {
+        if let Some(auth) = named.auth_info.as_mut() {
+            auth.impersonate = Some(user.to_owned());
+            auth.impersonate_groups = Some(vec!["system:authenticated".to_owned()]);
+        }
+    }
+    let path = std::env::temp_dir().join(format!("mfa-operator-test-{user}.kubeconfig"));
+    std::fs::write(&path, serde_yaml::to_string(&config).expect("kubeconfig YAML")).expect("write kubeconfig");
+    path
+}
+
+/// Grants `user` the rules in `namespace` through a Role and RoleBinding named `name`.
+async fn grant(client: &kube::Client, namespace: &str, name: &str, user: &str, rules: serde_json::Value) {
+    let role: Role = serde_json::from_value(serde_json::json!({ "metadata": { "name": name }, "rules": rules }))
+        .expect("role literal");
+    let binding: RoleBinding = serde_json::from_value(serde_json::json!({
+        "metadata": { "name": name },
+        "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name },
+        "subjects": [{ "apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user }],
+    }))
+    .expect("binding literal");
+    let roles: Api<Role> = Api::namespaced(client.clone(), namespace);
+    let bindings: Api<RoleBinding> = Api::namespaced(client.clone(), namespace);
+    for result in [
+        roles.create(&PostParams::default(), &role).await.map(|_| ()),
+        bindings.create(&PostParams::default(), &binding).await.map(|_| ()),
+    ] {
+        match result {
+            Ok(()) => {}
+            Err(kube::Error::Api(status)) if status.code == 409 => {}
+            Err(e) => panic!("grant {name} to {user} in {namespace}: {e}"),
+        }
+    }
+}
+
+/// Polls the operator's log (bounded) until it contains `needle`.
+async fn logged(operator: &Operator, needle: &str) {
+    eventually(needle, Duration::from_secs(60), || {
+        let logs = std::fs::read_to_string(&operator.log).expect("the operator's log is readable");
+        logs.contains(needle).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn not_ready_until_the_enrollment_cache_syncs() {
+    let client = common::client().await;
+    common::install_crd(&client).await;
+    let ns = common::namespace(&client, "readyz").await;
+    let user = common::unique("readyz");
+    // The integrity key only: the operator starts, but may not list MfaEnrollments.
+    grant(
+        &client,
+        common::KEY_NAMESPACE,
+        &format!("{user}-key"),
+        &user,
+        serde_json::json!([{ "apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "create"] }]),
+    )
+    .await;
+    let kubeconfig = impersonating_kubeconfig(&user);
+    let port = free_port();
+    let operator = Operator::start_args(
+        &ns,
+        &["--metrics-address", &format!("127.0.0.1:{port}")],
+        &[("KUBECONFIG", kubeconfig.to_str().expect("utf-8 path"))],
+    );
+
+    // The list was refused (kube-runtime logs the 403), and the operator says why it is
+    // not ready while staying alive: a restart would not grant it RBAC.
+    logged(&operator, "initlist error with 403").await;
+    let (status, body) = eventually("/readyz", common::WAIT, || get(port, "/readyz")).await;
+    assert_eq!((status, body.as_str()), (503, "waiting for the MfaEnrollment cache to sync"));
+    assert_eq!(get(port, "/healthz").map(|(status, _)| status), Some(200), "alive while not ready");
+
+    grant(
+        &client,
+        &ns,
+        "operator",
+        &user,
+        serde_json::json!([
+            { "apiGroups": ["iam.mfa-operator.dev"], "resources": ["mfaenrollments"], "verbs": ["get", "list", "watch", "patch", "update"] },
+            { "apiGroups": ["iam.mfa-operator.dev"], "resources": ["mfaenrollments/status"], "verbs": ["get", "patch", "update"] },
+            { "apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "list", "watch", "create", "patch", "delete"] },
+            { "apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"] },
+        ]),
+    )
+    .await;
+    let ready = eventually("/readyz to answer 200 once RBAC allows the list", Duration::from_secs(90), || {
+        get(port, "/readyz").filter(|(status, _)| *status == 200)
+    })
+    .await;
+    assert_eq!(ready.1, "ready");
+    let _ = std::fs::remove_file(kubeconfig);
+}
+
+#[tokio::test]
+async fn a_wedged_controller_loop_fails_liveness_and_readiness() {
+    let client = common::client().await;
+    common::install_crd(&client).await;
+    let ns = common::namespace(&client, "healthz").await;
+    let tag = common::unique("healthz");
+    let port = free_port();
+    // The failpoint blocks the thread of the first reconcile forever, as a deadlock would.
+    let operator = Operator::start_args(
+        &ns,
+        &["--metrics-address", &format!("127.0.0.1:{port}"), "--liveness-timeout-seconds", "2"],
+        &[("MFA_OPERATOR_FAILPOINT", "reconcile-wedge")],
+    );
+    let ready = eventually("/readyz 200 before any reconcile", common::WAIT, || {
+        get(port, "/readyz").filter(|(status, _)| *status == 200)
+    })
+    .await;
+    assert_eq!(ready.1, "ready");
+    assert_eq!(get(port, "/healthz"), Some((200, "ok".to_owned())));
+
+    let api: Api<MfaEnrollment> = Api::namespaced(client.clone(), &ns);
+    common::apply_enrollment(&api, "w", serde_json::json!({ "mode": "Report", "users": { "pathPrefix": format!("/{tag}/") } })).await;
+    logged(&operator, "failpoint reconcile-wedge").await;
+    let (status, body) = eventually("/healthz to fail", common::WAIT, || {
+        get(port, "/healthz").filter(|(status, _)| *status != 200)
+    })
+    .await;
+    assert_eq!(status, 503);
+    assert!(body.starts_with("the controller loop has not run for"), "{body}");
+    let (status, body) = get(port, "/readyz").expect("/readyz answers while the loop is wedged");
+    assert_eq!(status, 503, "{body}");
 }

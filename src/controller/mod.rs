@@ -43,6 +43,7 @@ use kube::{Client, ResourceExt};
 
 use crate::aws::{CallCounter, IamError};
 use crate::crd::{MfaEnrollment, MfaEnrollmentStatus};
+use crate::health::Health;
 use crate::metrics::Metrics;
 
 pub use accounts::{AccountKey, Accounts};
@@ -189,11 +190,13 @@ impl Context {
     }
 }
 
-/// Runs the controller until `shutdown` resolves (SIGTERM, or leadership lost).
+/// Runs the controller until `shutdown` resolves (SIGTERM, or leadership lost), telling
+/// `health` where it is.
 pub async fn run(
     client: Client,
     config: Config,
     metrics: Arc<Metrics>,
+    health: Health,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> anyhow::Result<()> {
     let enrollments: Api<MfaEnrollment> = match &config.namespace {
@@ -243,16 +246,33 @@ pub async fn run(
         received,
     });
     tracing::info!(namespace = ?context.config.namespace, "controller starting");
-    controller
-        .graceful_shutdown_on(shutdown)
-        .run(reconcile::reconcile, reconcile::error_policy, context)
-        .for_each(|result| async move {
+    health.syncing();
+    let store = context.store.clone();
+    let drive = controller.graceful_shutdown_on(shutdown).run(reconcile::reconcile, reconcile::error_policy, context).for_each(
+        |result| async move {
             match result {
                 Ok((object, _)) => tracing::debug!(enrollment = %object, "reconciled"),
                 Err(e) => tracing::debug!(error = %e, "reconcile did not finish"),
             }
-        })
-        .await;
+        },
+    );
+    // The beat is polled by the same task as every reconcile (kube-runtime runs them in
+    // the controller's stream): a reconcile that blocks the thread silences it.
+    let beat = async {
+        if store.wait_until_ready().await.is_err() {
+            return std::future::pending().await;
+        }
+        tracing::info!("enrollment cache synced");
+        health.running();
+        let mut ticks = tokio::time::interval(crate::health::BEAT);
+        loop {
+            ticks.tick().await;
+            health.beat();
+        }
+    };
+    futures::pin_mut!(drive, beat);
+    futures::future::select(drive, beat).await;
+    health.stopped();
     tracing::info!("controller stopped");
     Ok(())
 }

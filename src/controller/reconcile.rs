@@ -28,6 +28,7 @@ use crate::inventory::{Inventory, MfaState};
 
 /// Entry point called by the controller runtime.
 pub async fn reconcile(enrollment: Arc<MfaEnrollment>, ctx: Arc<Context>) -> Result<Requeue> {
+    crate::failpoint::wedge("reconcile-wedge");
     let namespace = enrollment.namespace().ok_or(Error::NoNamespace)?;
     let api: Api<MfaEnrollment> = ctx.api(&namespace);
     let started = std::time::Instant::now();

@@ -4,7 +4,7 @@
 //!   by mutating valid specs, are sent to the real apiserver. Each is refused with a 4xx
 //!   whose message names the offending field, or, when the apiserver accepts it, the
 //!   stored object is proven valid: it deserializes into `MfaEnrollment` and meets every
-//!   rule the README promises the schema enforces.
+//!   rule docs/api.md promises the schema enforces.
 //! - Over 200 hostile code submissions are written into the seed Secrets of a running
 //!   operator, several Secrets at once. Each is refused (by the apiserver or by the
 //!   operator, with the codes cleared and the reason in status); the device is replaced
@@ -610,7 +610,7 @@ fn corpus() -> Vec<Case> {
     cases
 }
 
-/// What the README promises the schema guarantees, checked on an object the apiserver
+/// What docs/api.md promises the schema guarantees, checked on an object the apiserver
 /// accepted (after its defaulting and pruning), in Rust rather than CEL.
 fn check_valid(spec: &mfa_operator::crd::MfaEnrollmentSpec) -> Result<(), String> {
     let users = &spec.users;

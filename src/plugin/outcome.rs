@@ -1,7 +1,7 @@
 //! Judging the operator's answer to a code submission from what the plugin sees of the
 //! enrollment's status and of the seed Secret after writing the codes. Pure.
 //!
-//! The operator answers in one of these ways (README, "How enrollment works"):
+//! The operator answers in one of these ways (docs/design.md, "How enrollment works"):
 //! - accepted: it enables the device, deletes the Secret and lists the user `Compliant`;
 //! - refused: it removes the code keys from the Secret, records the reason in the
 //!   Secret's `iam.mfa-operator.dev/last-rejection` annotation and sets the user's status

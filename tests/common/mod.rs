@@ -65,7 +65,7 @@ pub async fn namespace(client: &Client, test: &str) -> String {
     name
 }
 
-/// The committed CRD YAML (the file the README tells people to apply).
+/// The committed CRD YAML (the file docs/operations.md tells people to apply).
 pub fn committed_crd() -> CustomResourceDefinition {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/crds/mfaenrollments.iam.mfa-operator.dev.yaml");
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {path}: {e}"));

@@ -11,11 +11,12 @@
 //! another and this binary holds a single test, so that only happens when binaries are
 //! run concurrently by hand.
 //!
-//! 410 Gone is made likely, not certain: the test bed's apiserver compacts etcd every
-//! 10 s (`--etcd-compaction-interval=10s` in the script), and before the second restart
-//! the test writes over a thousand ConfigMap updates and waits for two compactions, so
-//! the operator's last seen resourceVersion is older than anything the restarted
-//! apiserver can resume from. The test prints whether the operator's log shows it.
+//! Before the second restart the test ages the operator's resourceVersion out: it notes
+//! the revision after the operator's last writes, writes over a thousand ConfigMap
+//! updates, and waits (bounded) until a list at exactly that revision answers 410 Gone
+//! (the test bed's apiserver compacts etcd every 10 s, `--etcd-compaction-interval=10s`).
+//! After the restart the operator's watches cannot resume from there: the test asserts
+//! that its log shows the 410 and that it re-listed and caught B's codes.
 
 mod common;
 
@@ -27,7 +28,7 @@ use common::operator::Operator;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::Client;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams, VersionMatch};
 use mfa_operator::crd::{MfaEnrollment, UserState};
 
 /// How long a user may take to become Compliant after a restart. Far below the default
@@ -82,7 +83,7 @@ fn operator_pid(namespace: &str) -> Option<u32> {
 /// The operator is the very process started at the beginning and has not given up.
 fn assert_operator_alive(operator: &Operator, namespace: &str, pid: u32) {
     assert_eq!(operator_pid(namespace), Some(pid), "the operator process exited or was replaced");
-    let logs = operator.logs();
+    let logs = operator.logs_to_scan();
     // Its own words for giving up (not a bare "exiting": the AWS SDK logs "exiting
     // attempt loop" at debug level on every call).
     for bad in ["panicked", "lost the leader lease", "controller stopped"] {
@@ -189,7 +190,6 @@ async fn operator_recovers_from_apiserver_restarts_and_misses_no_code() {
         seeds.insert(user.clone(), (name, String::from_utf8(seed).expect("base32 text")));
     }
     let pid = operator_pid(&ns).expect("the operator runs");
-    let log_lines_before = operator.logs().lines().count();
 
     // 1 + 3: restart; C's codes go in the moment the apiserver answers again (before the
     // operator's watches can have reconnected), A's right after.
@@ -205,10 +205,14 @@ async fn operator_recovers_from_apiserver_restarts_and_misses_no_code() {
 
     // 2: age the operator's resourceVersion out (writes + two compaction intervals), then
     // restart again: resuming its watches from there answers 410 Gone.
+    let old = enrollments.list_metadata(&ListParams::default()).await.expect("list enrollments");
+    let old = old.metadata.resource_version.expect("a list has a resourceVersion");
     let t = Instant::now();
     churn(&client, &ns).await;
-    eprintln!("injected: {WRITES} ConfigMap updates in {:.1?}; waiting 25 s for etcd compaction", t.elapsed());
-    tokio::time::sleep(Duration::from_secs(25)).await;
+    eprintln!("injected: {WRITES} ConfigMap updates in {:.1?}", t.elapsed());
+    wait_compacted(&enrollments, &old).await;
+    eprintln!("checked: revision {old} answers 410 Gone {:.1?} after the churn began", t.elapsed());
+    let log_lines_before = operator.logs().lines().count();
     let took2 = restart_apiserver();
     let back = Instant::now();
     submit(&secrets, &seeds[&b].0, &seeds[&b].1).await;
@@ -224,23 +228,34 @@ async fn operator_recovers_from_apiserver_restarts_and_misses_no_code() {
         assert_eq!(devices.iter().filter(|(_, u)| u.as_ref() == Some(user)).count(), 1, "{devices:?}");
     }
 
-    // What the operator saw of it (printed, not asserted: the wording is kube-rs's).
-    let logs = operator.logs();
-    let plain = strip_ansi(&logs);
-    let seen: Vec<&str> = plain
-        .lines()
-        .skip(log_lines_before)
-        .filter(|l| {
-            ["code: 410", "too old resource version", "initlist error", "eof in poll"].iter().any(|k| l.contains(k))
-        })
-        .collect();
-    eprintln!("operator log lines about broken watches after the first restart ({}):", seen.len());
-    for line in seen.iter().take(12) {
-        eprintln!("  {}", line.chars().take(240).collect::<String>());
-    }
-    let gone = seen.iter().any(|l| l.contains("code: 410") || l.contains("too old resource version"));
+    // The operator's watches answered 410 Gone after the second restart and it re-listed
+    // (kube-rs's watcher logs the error event at debug level, then lists afresh).
+    let logs = strip_ansi(&operator.logs_to_scan());
+    let after: Vec<&str> = logs.lines().skip(log_lines_before).collect();
+    let gone = after.iter().filter(|l| l.contains("code: 410") || l.contains("too old resource version")).count();
+    assert!(
+        gone > 0,
+        "no 410 Gone in the operator's log after the second restart; its last lines:\n{}",
+        tail(&after.join("\n"), 40)
+    );
     eprintln!(
         "summary: restarts {took1:.1?} and {took2:.1?}; Compliant {compliant1:.1?} and {compliant2:.1?} after them; \
-         410 Gone in the operator log: {gone}; operator pid {pid} throughout"
+         {gone} log lines with 410 Gone after the second; operator pid {pid} throughout"
     );
+}
+
+/// Waits (bounded) until etcd has compacted `revision` away: a list at exactly that
+/// revision answers 410 Gone.
+async fn wait_compacted(api: &Api<MfaEnrollment>, revision: &str) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let exact = ListParams::default().at(revision).matching(VersionMatch::Exact);
+    loop {
+        match api.list_metadata(&exact).await {
+            Err(kube::Error::Api(status)) if status.code == 410 => return,
+            Ok(_) => {}
+            Err(e) => eprintln!("list at revision {revision}: {e} (retrying)"),
+        }
+        assert!(Instant::now() < deadline, "revision {revision} still served after 90 s: etcd did not compact");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }

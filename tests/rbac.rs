@@ -245,7 +245,7 @@ impl Pod {
     }
 
     fn logs(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        common::operator::read_log(&self.log)
     }
 
     /// Panics with the operator's log if it exited (a refused call it cannot live with).

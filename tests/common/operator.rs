@@ -4,6 +4,14 @@
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
+/// What the operator logs before anything else (`http::bind`).
+pub const FIRST_LINE: &str = "serving /metrics, /healthz, /readyz";
+
+/// Reads an operator's log; panics if it cannot.
+pub fn read_log(path: &std::path::Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read the operator's log {}: {e}", path.display()))
+}
+
 /// A running operator; killed when dropped.
 pub struct Operator {
     child: Child,
@@ -53,9 +61,18 @@ impl Operator {
         Self { child, log }
     }
 
-    /// Everything the operator logged so far.
+    /// Everything the operator logged so far; an unreadable log fails the test.
     pub fn logs(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        read_log(&self.log)
+    }
+
+    /// The log, for scans that look for the absence of something ("no panic", "no IAM
+    /// write"): fails unless the operator's first line is in it, so an empty or missing
+    /// log cannot pass such a scan.
+    pub fn logs_to_scan(&self) -> String {
+        let logs = self.logs();
+        assert!(logs.contains(FIRST_LINE), "the operator's log {} lacks its first line {FIRST_LINE:?}", self.log.display());
+        logs
     }
 
     /// Stops the operator with SIGKILL (no graceful shutdown), as a crash would.

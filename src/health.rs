@@ -2,12 +2,18 @@
 //! heartbeat, written by `main` and the controller, read by the HTTP server.
 //!
 //! Ready means doing its job: a standby replica waiting for the Lease, or a leader whose
-//! enrollment cache has synced and whose loop is beating. Alive means not wedged: the task
-//! that drives every reconcile has beaten within the liveness timeout (a reconcile that
-//! blocks its thread, a deadlock, a spin, stops the beat; one slow IAM call does not).
+//! enrollment cache has synced and whose loop is beating. Alive means not wedged: the
+//! controller's loop has beaten within the liveness timeout, and no reconcile has been
+//! stuck inside one poll that long (a blocked thread, a deadlock on a lock, a spin).
+//! Awaiting is not being stuck: a slow IAM call or a wait for the account's write permits
+//! returns from poll at once and does not count.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 /// How often the controller loop beats.
@@ -38,6 +44,9 @@ struct Inner {
     /// Milliseconds since `epoch` of the last beat.
     beat: AtomicU64,
     timeout: Duration,
+    /// Reconciles inside a poll right now: id -> when that poll began.
+    polls: Mutex<HashMap<u64, Instant>>,
+    next_poll: AtomicU64,
 }
 
 /// An answer of a probe: whether it passes, and a short reason for people.
@@ -65,7 +74,23 @@ impl Health {
             phase: AtomicU8::new(Phase::Starting as u8),
             beat: AtomicU64::new(0),
             timeout,
+            polls: Mutex::default(),
+            next_poll: AtomicU64::new(0),
         }))
+    }
+
+    /// Wraps a reconcile so that a poll of it that never returns is noticed.
+    pub fn watch<F: Future>(&self, future: F) -> Watched<F> {
+        Watched { inner: Box::pin(future), health: self.clone() }
+    }
+
+    fn polls(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Instant>> {
+        self.0.polls.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The longest poll in progress, as of `now`.
+    fn longest_poll(&self, now: Instant) -> Option<Duration> {
+        self.polls().values().map(|began| now.saturating_duration_since(*began)).max()
     }
 
     fn set(&self, phase: Phase) {
@@ -113,15 +138,20 @@ impl Health {
         Duration::from_millis(self.millis(now).saturating_sub(self.0.beat.load(Ordering::Acquire)))
     }
 
-    fn stalled(&self, now: Instant) -> Option<Duration> {
+    /// Why the controller counts as wedged, if it does.
+    fn stalled(&self, now: Instant) -> Option<String> {
+        if let Some(stuck) = self.longest_poll(now).filter(|d| *d > self.0.timeout) {
+            return Some(format!("a reconcile has been stuck for {} s", stuck.as_secs()));
+        }
         let silence = self.silence(now);
-        (self.phase() == Phase::Running && silence > self.0.timeout).then_some(silence)
+        (self.phase() == Phase::Running && silence > self.0.timeout)
+            .then(|| format!("the controller loop has not run for {} s", silence.as_secs()))
     }
 
     /// `/readyz`.
     pub fn readiness(&self, now: Instant) -> Probe {
-        if let Some(silence) = self.stalled(now) {
-            return Probe::fail(format!("the controller loop has not run for {} s", silence.as_secs()));
+        if let Some(why) = self.stalled(now) {
+            return Probe::fail(why);
         }
         match self.phase() {
             Phase::Starting => Probe::fail("starting"),
@@ -136,13 +166,43 @@ impl Health {
     /// controller stopped while the process lingers). A cache that cannot sync (RBAC, an
     /// unreachable apiserver) is a readiness problem: restarting would not fix it.
     pub fn liveness(&self, now: Instant) -> Probe {
-        if let Some(silence) = self.stalled(now) {
-            return Probe::fail(format!("the controller loop has not run for {} s", silence.as_secs()));
+        if let Some(why) = self.stalled(now) {
+            return Probe::fail(why);
         }
         match self.phase() {
             Phase::Stopped => Probe::fail("the controller has stopped"),
             _ => Probe::pass("ok"),
         }
+    }
+}
+
+/// A reconcile whose polls are timed (see [`Health::watch`]).
+pub struct Watched<F> {
+    inner: Pin<Box<F>>,
+    health: Health,
+}
+
+impl<F: Future> Future for Watched<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let health = self.health.clone();
+        let id = health.0.next_poll.fetch_add(1, Ordering::Relaxed);
+        health.polls().insert(id, Instant::now());
+        // Removed on return and on unwind; a poll that never returns stays listed.
+        let _polling = PollEntry { health: &health, id };
+        self.inner.as_mut().poll(cx)
+    }
+}
+
+struct PollEntry<'a> {
+    health: &'a Health,
+    id: u64,
+}
+
+impl Drop for PollEntry<'_> {
+    fn drop(&mut self) {
+        self.health.polls().remove(&self.id);
     }
 }
 
@@ -188,6 +248,24 @@ mod tests {
         assert!(!health.readiness(wedged).ok);
         health.beat();
         assert!(health.liveness(Instant::now()).ok);
+    }
+
+    #[test]
+    fn a_poll_that_never_returns_fails_liveness_and_waiting_does_not() {
+        let health = Health::new(TIMEOUT);
+        health.running();
+        let mut waiting = std::pin::pin!(health.watch(std::future::pending::<()>()));
+        let waker = std::task::Waker::noop();
+        assert!(waiting.as_mut().poll(&mut Context::from_waker(waker)).is_pending());
+        let later = Instant::now() + Duration::from_secs(30);
+        health.beat();
+        assert_eq!(health.longest_poll(later), None, "a pending future is not in a poll");
+
+        // A poll in progress (as a blocked thread leaves it), seen from the probe.
+        health.polls().insert(u64::MAX, Instant::now());
+        let probe = health.liveness(later);
+        assert!(!probe.ok);
+        assert!(probe.reason.starts_with("a reconcile has been stuck for"), "{}", probe.reason);
     }
 
     #[test]

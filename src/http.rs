@@ -20,11 +20,7 @@ pub async fn bind(address: SocketAddr) -> std::io::Result<tokio::net::TcpListene
 }
 
 /// Serves until the process ends.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    metrics: Arc<Metrics>,
-    health: Health,
-) -> std::io::Result<()> {
+pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>, health: Health) -> std::io::Result<()> {
     axum::serve(listener, router(metrics, health)).await
 }
 

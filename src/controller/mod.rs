@@ -248,7 +248,9 @@ pub async fn run(
     tracing::info!(namespace = ?context.config.namespace, "controller starting");
     health.syncing();
     let store = context.store.clone();
-    let drive = controller.graceful_shutdown_on(shutdown).run(reconcile::reconcile, reconcile::error_policy, context).for_each(
+    let watcher = health.clone();
+    let reconcile = move |object, ctx| watcher.watch(reconcile::reconcile(object, ctx));
+    let drive = controller.graceful_shutdown_on(shutdown).run(reconcile, reconcile::error_policy, context).for_each(
         |result| async move {
             match result {
                 Ok((object, _)) => tracing::debug!(enrollment = %object, "reconciled"),
@@ -256,8 +258,8 @@ pub async fn run(
             }
         },
     );
-    // The beat is polled by the same task as every reconcile (kube-runtime runs them in
-    // the controller's stream): a reconcile that blocks the thread silences it.
+    // The loop's beat: silenced when the task driving the controller's streams is blocked
+    // (reconciles are tasks of their own, watched by `Health::watch`).
     let beat = async {
         if store.wait_until_ready().await.is_err() {
             return std::future::pending().await;

@@ -71,7 +71,11 @@ impl Operator {
     /// log cannot pass such a scan.
     pub fn logs_to_scan(&self) -> String {
         let logs = self.logs();
-        assert!(logs.contains(FIRST_LINE), "the operator's log {} lacks its first line {FIRST_LINE:?}", self.log.display());
+        assert!(
+            logs.contains(FIRST_LINE),
+            "the operator's log {} lacks its first line {FIRST_LINE:?}",
+            self.log.display()
+        );
         logs
     }
 

@@ -1,10 +1,17 @@
 //! Fault matrix item 5 (issue 5): a generated corpus of invalid and hostile input.
 //!
 //! - Over 800 MfaEnrollment specs, generated deterministically (a seeded xorshift PRNG)
-//!   by mutating valid specs, are sent to the real apiserver. Each is refused with a 4xx
-//!   whose message names the offending field, or, when the apiserver accepts it, the
-//!   stored object is proven valid: it deserializes into `MfaEnrollment` and meets every
-//!   rule docs/api.md promises the schema enforces.
+//!   by mutating valid specs, are sent to the real apiserver. A model of the apiserver
+//!   (pruning, null handling and defaulting by the committed CRD's schema, then
+//!   `check_valid`, every rule of the CRD written out by hand) predicts each answer, and
+//!   the apiserver must give exactly that: 400 naming every unknown or duplicate field
+//!   under fieldValidation=Strict; 422 naming every field that breaks a rule, each with
+//!   what its rule says (a CEL rule is named by the field carrying it, with its message;
+//!   the apiserver skips CEL rules when an OpenAPI error blocks them, and says so); 400
+//!   "max depth" for JSON nested past the decoder's limit, the one refusal that cannot
+//!   name a field; or acceptance, with the stored spec (read back as raw JSON) equal to
+//!   the prediction, free of fields the schema does not know, valid for `check_valid`,
+//!   and deserializing into `MfaEnrollment`.
 //! - Over 200 hostile code submissions are written into the seed Secrets of a running
 //!   operator, several Secrets at once. Each is refused (by the apiserver or by the
 //!   operator, with the codes cleared and the reason in status); the device is replaced
@@ -15,6 +22,7 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
 use common::bed::{data, state, user_status};
@@ -22,6 +30,9 @@ use common::iam;
 use common::operator::Operator;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
+    JSONSchemaProps, JSONSchemaPropsOrArray, JSONSchemaPropsOrBool,
+};
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
 use kube::core::{ApiResource, GroupVersionKind};
@@ -197,11 +208,6 @@ fn set(root: &mut Value, path: &str, value: Option<Value>) {
             current = object.entry((*part).to_owned()).or_insert_with(|| json!({}));
         }
     }
-}
-
-/// The name an apiserver message uses for a dotted path: its last non-index segment.
-fn leaf(path: &str) -> &str {
-    path.rsplit('.').find(|p| p.parse::<usize>().is_err() && !p.is_empty()).unwrap_or("spec")
 }
 
 /// One change to a valid spec.
@@ -506,12 +512,20 @@ struct Case {
     what: String,
     /// The spec's JSON text (raw, so that duplicate keys and deep nesting survive).
     spec: String,
-    /// Fields the mutation touched (the refusal must name one of them, or `spec`).
-    fields: Vec<String>,
     /// `fieldValidation=Strict` (kubectl's default) or the API's default (`Warn`).
     strict: bool,
-    /// Nested deeper than the apiserver's JSON decoder allows: it cannot name a field.
-    over_decoder_depth: bool,
+    /// What the apiserver must answer.
+    judge: Judge,
+}
+
+/// How a case's expected answer is found.
+enum Judge {
+    /// The model of the apiserver below decides, from this parsed spec (for deep nesting,
+    /// a shallow stand-in of the same shape, which the apiserver treats the same way).
+    Model(Value),
+    /// Refused while decoding, before the model's steps apply: the status and the message
+    /// fragment are given with the case.
+    Fixed { status: u16, says: String },
 }
 
 fn corpus() -> Vec<Case> {
@@ -529,7 +543,6 @@ fn corpus() -> Vec<Case> {
             mutations.push(mutation(&mut rng, second));
         }
         let what = mutations.iter().map(|m| m.what.as_str()).collect::<Vec<_>>().join(" + ");
-        let fields = mutations.iter().map(|m| m.path.clone()).collect();
         for m in mutations {
             set(&mut spec, &m.path, m.value);
         }
@@ -537,9 +550,8 @@ fn corpus() -> Vec<Case> {
             category,
             what,
             spec: serde_json::to_string(&spec).expect("spec serializes"),
-            fields,
             strict: true,
-            over_decoder_depth: false,
+            judge: Judge::Model(spec),
         });
     }
 
@@ -548,19 +560,18 @@ fn corpus() -> Vec<Case> {
         let mut spec = bases[i % bases.len()].clone();
         let m = mutation(&mut rng, "unknown field");
         let what = format!("{} (fieldValidation=Warn)", m.what);
-        let fields = vec![m.path.clone()];
         set(&mut spec, &m.path, m.value);
         cases.push(Case {
             category: "unknown field (pruned)",
             what,
             spec: serde_json::to_string(&spec).expect("spec serializes"),
-            fields,
             strict: false,
-            over_decoder_depth: false,
+            judge: Judge::Model(spec),
         });
     }
 
-    // Duplicate keys (only raw JSON can carry them).
+    // Duplicate keys (only raw JSON can carry them). Strict: a 400 naming the key; Warn: the
+    // last one wins, as when serde_json parses the text, and the model decides.
     let duplicates = [
         (r#"{"mode":"Report","mode":"Enroll","users":{"names":["bad-input-dup"]}}"#, "spec.mode"),
         (r#"{"mode":"Report","users":{"names":["bad-input-a"],"names":["bad-input-b"]}}"#, "spec.users.names"),
@@ -576,9 +587,12 @@ fn corpus() -> Vec<Case> {
                 category: "duplicate keys",
                 what: format!("duplicate {field} (strict: {strict})"),
                 spec: spec.to_owned(),
-                fields: vec![field.trim_start_matches("spec.").to_owned()],
                 strict,
-                over_decoder_depth: false,
+                judge: if strict {
+                    Judge::Fixed { status: 400, says: format!("duplicate field \"{field}\"") }
+                } else {
+                    Judge::Model(serde_json::from_str(spec).expect("duplicate-key literal parses"))
+                },
             });
         }
     }
@@ -597,88 +611,437 @@ fn corpus() -> Vec<Case> {
                 nested.push(if level % 2 == 0 { '}' } else { ']' });
             }
             let text = serde_json::to_string(&spec).expect("spec serializes").replace("\"@@DEEP@@\"", &nested);
+            let judge = if depth > 10_000 {
+                // The one refusal that cannot name a field: past the JSON decoder's depth
+                // limit the body never becomes an object, so there is no field to name.
+                Judge::Fixed { status: 400, says: "max depth".to_owned() }
+            } else {
+                // What the apiserver looks at is the top of the nesting: an object whose
+                // only key is `a`, holding a list.
+                set(&mut spec, path, Some(json!({ "a": [1] })));
+                Judge::Model(spec)
+            };
             cases.push(Case {
                 category: "deeply nested JSON",
                 what: format!("{path} nested {depth} levels"),
                 spec: text,
-                fields: vec![path.to_owned()],
                 strict: path != "foo",
-                over_decoder_depth: depth > 10_000,
+                judge,
             });
         }
     }
     cases
 }
 
-/// What docs/api.md promises the schema guarantees, checked on an object the apiserver
-/// accepted (after its defaulting and pruning), in Rust rather than CEL.
-fn check_valid(spec: &mfa_operator::crd::MfaEnrollmentSpec) -> Result<(), String> {
-    let users = &spec.users;
-    let iam_name = |name: &str, max: usize| {
-        (1..=max).contains(&name.chars().count())
-            && name.chars().all(|c| c.is_ascii_alphanumeric() || "_+=,.@-".contains(c))
+// ---------------------------------------------------------------------------------------
+// The validity oracle: every rule of the CRD (crds/mfaenrollments.iam.mfa-operator.dev.yaml),
+// written out by hand from the schema and docs/api.md (section Validation), so that a rule
+// lost or loosened in src/crd/mod.rs shows up as an accepted object the oracle calls invalid.
+// ---------------------------------------------------------------------------------------
+
+/// One rule an object breaks, where the apiserver reports it and what it says there.
+#[derive(Debug)]
+struct Violation {
+    /// The field as the apiserver names it (`spec.users.names[0]`).
+    at: String,
+    /// A fragment of the apiserver's message for this rule.
+    says: &'static str,
+    /// An OpenAPI error that keeps the apiserver from running the CEL rules (wrong type,
+    /// unsupported enum value, required, too long, too many).
+    blocking: bool,
+    /// A CEL rule (x-kubernetes-validations).
+    cel: bool,
+}
+
+/// The CEL rules of the CRD: where each is reported and its message. They name the field
+/// that carries the rule (a parent of what was mutated, for cross-field rules); the
+/// message fragment says which rule it is.
+const CEL_NO_SELECTOR: (&str, &str) = ("spec.users", "at least one selector");
+const CEL_SELECTED_AND_EXCLUDED: (&str, &str) = ("spec.users", "cannot be in both names and exclude");
+const CEL_TAGS: (&str, &str) = ("spec.users.tags", "keys must be 1-128 IAM tag characters");
+const CEL_DEVICE_ROOT: (&str, &str) = ("spec.device.path", "must be a path dedicated to the operator");
+const CEL_PENDING_TTL: (&str, &str) = ("spec.pendingTTL", "pendingTTL must be between 30s and 8760h");
+const CEL_RESYNC: (&str, &str) = ("spec.resyncInterval", "resyncInterval must be between 10s and 24h");
+const CEL_EXTERNAL_ID: (&str, &str) = ("spec.aws", "only used together with aws.roleArn");
+/// When an OpenAPI error blocks the CEL rules, the apiserver says so instead.
+const CEL_SKIPPED: &str = "some validation rules were not checked";
+
+fn regex(pattern: &str) -> regex::Regex {
+    regex::Regex::new(pattern).expect("oracle pattern")
+}
+
+/// IAM user and group names (Go's `\w` is ASCII only).
+static IAM_NAME: LazyLock<regex::Regex> = LazyLock::new(|| regex(r"^[0-9A-Za-z_+=,.@-]+$"));
+static PATH_PREFIX: LazyLock<regex::Regex> = LazyLock::new(|| regex(r"^/[\x21-\x7E]*$"));
+static DEVICE_PATH: LazyLock<regex::Regex> = LazyLock::new(|| regex(r"^/([\x21-\x7E]+/)?$"));
+static DURATION: LazyLock<regex::Regex> = LazyLock::new(|| regex(r"^([0-9]{1,6}(h|m|s))+$"));
+static DURATION_PART: LazyLock<regex::Regex> = LazyLock::new(|| regex(r"([0-9]{1,6})(h|m|s)"));
+static REGION: LazyLock<regex::Regex> = LazyLock::new(|| regex(r"^[a-z]{2}(-[a-z]+)+-[0-9]{1,2}$"));
+static ROLE_ARN: LazyLock<regex::Regex> =
+    LazyLock::new(|| regex(r"^arn:aws[a-z-]*:iam::[0-9]{12}:role/[0-9A-Za-z_+=,.@/-]{1,512}$"));
+static EXTERNAL_ID: LazyLock<regex::Regex> = LazyLock::new(|| regex(r"^[0-9A-Za-z_+=,.@:/-]+$"));
+/// IAM tag keys: letters, separators, numbers (any script) and `_.:/=+-@`.
+static TAG_KEY: LazyLock<regex::Regex> = LazyLock::new(|| regex(r"^[\p{L}\p{Z}\p{N}_.:/=+\-@]+$"));
+
+#[derive(Default)]
+struct Rules(Vec<Violation>);
+
+impl Rules {
+    fn schema(&mut self, at: &str, says: &'static str, blocking: bool) {
+        self.0.push(Violation { at: at.to_owned(), says, blocking, cel: false });
+    }
+
+    fn cel(&mut self, (at, says): (&str, &'static str)) {
+        self.0.push(Violation { at: at.to_owned(), says, blocking: false, cel: true });
+    }
+
+    fn object<'a>(&mut self, value: &'a Value, at: &str) -> Option<&'a serde_json::Map<String, Value>> {
+        let object = value.as_object();
+        if object.is_none() {
+            self.schema(at, "must be of type object", true);
+        }
+        object
+    }
+
+    /// A string with lengths in characters (as the apiserver counts them) and a pattern.
+    fn string<'a>(
+        &mut self,
+        value: &'a Value,
+        at: &str,
+        (min, max): (usize, usize),
+        pattern: &regex::Regex,
+    ) -> Option<&'a str> {
+        let Some(text) = value.as_str() else {
+            self.schema(at, "must be of type string", true);
+            return None;
+        };
+        // The apiserver reports a string's length or, when that is right, its pattern.
+        let length = text.chars().count();
+        if length < min {
+            self.schema(at, "should be at least", false);
+        } else if length > max {
+            self.schema(at, "Too long", true);
+        } else if !pattern.is_match(text) {
+            self.schema(at, "should match", false);
+        }
+        Some(text)
+    }
+
+    /// A nullable list of IAM names with set semantics.
+    fn names<'a>(&mut self, value: Option<&'a Value>, at: &str, most: usize, longest: usize) -> Vec<&'a str> {
+        let Some(value) = value.filter(|v| !v.is_null()) else { return Vec::new() };
+        let Some(list) = value.as_array() else {
+            self.schema(at, "must be of type array", true);
+            return Vec::new();
+        };
+        if list.is_empty() {
+            self.schema(at, "should have at least 1 items", false);
+        }
+        if list.len() > most {
+            self.schema(at, "Too many", true);
+        }
+        let mut seen = Vec::new();
+        for (i, item) in list.iter().enumerate() {
+            let item_at = format!("{at}[{i}]");
+            if let Some(name) = self.string(item, &item_at, (1, longest), &IAM_NAME) {
+                if seen.contains(&name) {
+                    self.schema(&item_at, "Duplicate value", false);
+                }
+                seen.push(name);
+            }
+        }
+        seen
+    }
+
+    /// A Go duration within bounds (pattern, then a CEL rule on its value).
+    fn duration(&mut self, value: Option<&Value>, at: &str, (least, most): (u64, u64), rule: (&str, &'static str)) {
+        let Some(value) = value else { return self.schema(at, "Required value", true) };
+        let Some(text) = self.string(value, at, (0, 32), &DURATION) else { return };
+        if !DURATION.is_match(text) {
+            return;
+        }
+        let seconds: u128 = DURATION_PART
+            .captures_iter(text)
+            .map(|c| {
+                let n: u128 = c[1].parse().expect("digits");
+                n * match &c[2] {
+                    "h" => 3600,
+                    "m" => 60,
+                    _ => 1,
+                }
+            })
+            .sum();
+        if seconds < u128::from(least) || seconds > u128::from(most) {
+            self.cel(rule);
+        }
+    }
+}
+
+/// Every rule of the CRD, checked on a spec as the apiserver validates it (after its
+/// pruning and defaulting). `Err` lists every rule broken, where the apiserver reports it.
+fn check_valid(spec: &Value) -> Result<(), Vec<Violation>> {
+    let mut rules = Rules::default();
+    let Some(spec) = rules.object(spec, "spec") else { return Err(rules.0) };
+
+    // mode: required, one of two values.
+    match spec.get("mode") {
+        None => rules.schema("spec.mode", "Required value", true),
+        Some(mode) => match mode.as_str() {
+            None => rules.schema("spec.mode", "must be of type string", true),
+            Some("Enroll" | "Report") => {}
+            Some(_) => rules.schema("spec.mode", "Unsupported value", true),
+        },
+    }
+
+    // users: required; lists of IAM names (sets), a path prefix, tags, a boolean.
+    match spec.get("users") {
+        None => rules.schema("spec.users", "Required value", true),
+        Some(users) => {
+            if let Some(users) = rules.object(users, "spec.users") {
+                let names = rules.names(users.get("names"), "spec.users.names", 1000, 64);
+                let exclude = rules.names(users.get("exclude"), "spec.users.exclude", 500, 64);
+                rules.names(users.get("groups"), "spec.users.groups", 300, 128);
+                if let Some(prefix) = users.get("pathPrefix").filter(|v| !v.is_null()) {
+                    rules.string(prefix, "spec.users.pathPrefix", (1, 512), &PATH_PREFIX);
+                }
+                let mut tags_given = false;
+                if let Some(tags) = users.get("tags").filter(|v| !v.is_null()) {
+                    tags_given = true;
+                    if let Some(tags) = rules.object(tags, "spec.users.tags") {
+                        if tags.is_empty() {
+                            rules.schema("spec.users.tags", "should have at least 1 properties", false);
+                        }
+                        if tags.len() > 50 {
+                            rules.schema("spec.users.tags", "Too many", true);
+                        }
+                        let mut tags_ok = true;
+                        for (key, value) in tags {
+                            match value.as_str() {
+                                None => rules.schema(&format!("spec.users.tags.{key}"), "must be of type string", true),
+                                Some(value) => {
+                                    tags_ok &= key.chars().count() <= 128
+                                        && TAG_KEY.is_match(key)
+                                        && !key.starts_with("aws:")
+                                        && value.chars().count() <= 256;
+                                }
+                            }
+                        }
+                        if !tags_ok {
+                            rules.cel(CEL_TAGS);
+                        }
+                    }
+                }
+                match users.get("consoleAccessOnly") {
+                    None => rules.schema("spec.users.consoleAccessOnly", "Required value", true),
+                    Some(Value::Bool(_)) => {}
+                    Some(_) => rules.schema("spec.users.consoleAccessOnly", "must be of type boolean", true),
+                }
+                // The documented promise: at least one selector that selects something;
+                // a selector set to null selects nothing.
+                let given = |key: &str| users.get(key).is_some_and(|v| !v.is_null());
+                if !(given("names") || given("pathPrefix") || given("groups") || tags_given) {
+                    rules.cel(CEL_NO_SELECTOR);
+                }
+                if names.iter().any(|n| exclude.contains(n)) {
+                    rules.cel(CEL_SELECTED_AND_EXCLUDED);
+                }
+            }
+        }
+    }
+
+    // device.path: an IAM path ending in `/`, not `/` itself (defaulted when missing).
+    match spec.get("device") {
+        None => rules.schema("spec.device", "Required value", true),
+        Some(device) => {
+            if let Some(device) = rules.object(device, "spec.device") {
+                match device.get("path") {
+                    None => rules.schema("spec.device.path", "Required value", true),
+                    Some(path) => {
+                        if rules.string(path, "spec.device.path", (1, 512), &DEVICE_PATH) == Some("/") {
+                            rules.cel(CEL_DEVICE_ROOT);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    rules.duration(spec.get("pendingTTL"), "spec.pendingTTL", (30, 8760 * 3600), CEL_PENDING_TTL);
+    rules.duration(spec.get("resyncInterval"), "spec.resyncInterval", (10, 24 * 3600), CEL_RESYNC);
+
+    // aws: region, role ARN and external ID patterns and lengths; externalId needs roleArn.
+    if let Some(aws) = spec.get("aws").filter(|v| !v.is_null())
+        && let Some(aws) = rules.object(aws, "spec.aws")
+    {
+        let given = |key: &str| aws.get(key).is_some_and(|v| !v.is_null());
+        if given("region") {
+            rules.string(&aws["region"], "spec.aws.region", (0, 32), &REGION);
+        }
+        if given("roleArn") {
+            rules.string(&aws["roleArn"], "spec.aws.roleArn", (0, 2048), &ROLE_ARN);
+        }
+        if given("externalId") {
+            rules.string(&aws["externalId"], "spec.aws.externalId", (2, 1224), &EXTERNAL_ID);
+            if !given("roleArn") {
+                rules.cel(CEL_EXTERNAL_ID);
+            }
+        }
+    }
+
+    if rules.0.is_empty() { Ok(()) } else { Err(rules.0) }
+}
+
+// ---------------------------------------------------------------------------------------
+// The model of what the apiserver does before validating: it prunes the fields the schema
+// does not know (refusing them under fieldValidation=Strict), drops nulls of non-nullable
+// fields without a default, and fills in defaults. These follow the committed CRD's schema.
+// ---------------------------------------------------------------------------------------
+
+/// The schema of `spec`, from the committed CRD.
+fn spec_schema() -> JSONSchemaProps {
+    let crd = common::committed_crd();
+    let version = crd.spec.versions.into_iter().next().expect("one version");
+    let root = version.schema.and_then(|s| s.open_api_v3_schema).expect("a schema");
+    root.properties.and_then(|mut p| p.remove("spec")).expect("a spec schema")
+}
+
+fn property<'a>(schema: &'a JSONSchemaProps, key: &str) -> Option<&'a JSONSchemaProps> {
+    if let Some(property) = schema.properties.as_ref().and_then(|p| p.get(key)) {
+        return Some(property);
+    }
+    match &schema.additional_properties {
+        Some(JSONSchemaPropsOrBool::Schema(s)) => Some(s),
+        _ => None,
+    }
+}
+
+fn items(schema: &JSONSchemaProps) -> Option<&JSONSchemaProps> {
+    match &schema.items {
+        Some(JSONSchemaPropsOrArray::Schema(s)) => Some(s),
+        _ => None,
+    }
+}
+
+/// Removes the fields the schema does not know and returns where they were, as the
+/// apiserver names them.
+fn prune(value: &mut Value, schema: Option<&JSONSchemaProps>, at: &str, pruned: &mut Vec<String>) {
+    match value {
+        Value::Object(map) => {
+            let keys: Vec<String> = map.keys().cloned().collect();
+            for key in keys {
+                match schema.and_then(|s| property(s, &key)) {
+                    Some(child) => prune(map.get_mut(&key).expect("key"), Some(child), &format!("{at}.{key}"), pruned),
+                    None => {
+                        map.remove(&key);
+                        pruned.push(format!("{at}.{key}"));
+                    }
+                }
+            }
+        }
+        Value::Array(list) => {
+            let item_schema = schema.and_then(items);
+            for (i, item) in list.iter_mut().enumerate() {
+                let item_at = if item_schema.is_some() { format!("{at}[{i}]") } else { at.to_owned() };
+                prune(item, item_schema, &item_at, pruned);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Drops nulls of non-nullable fields (replacing them with the default if there is one)
+/// and fills in missing defaults.
+fn default(value: &mut Value, schema: &JSONSchemaProps) {
+    let nullable = |s: &JSONSchemaProps| s.nullable == Some(true);
+    match value {
+        Value::Object(map) => {
+            let keys: Vec<String> = map.keys().cloned().collect();
+            for key in keys {
+                if let Some(child) = property(schema, &key)
+                    && map[&key].is_null()
+                    && !nullable(child)
+                {
+                    match &child.default {
+                        Some(d) => {
+                            map.insert(key, d.0.clone());
+                        }
+                        None => {
+                            map.remove(&key);
+                        }
+                    }
+                }
+            }
+            for (key, child) in schema.properties.iter().flatten() {
+                if let Some(d) = &child.default
+                    && !map.contains_key(key)
+                {
+                    map.insert(key.clone(), d.0.clone());
+                }
+            }
+            for (key, child_value) in map.iter_mut() {
+                if let Some(child) = property(schema, key) {
+                    default(child_value, child);
+                }
+            }
+        }
+        Value::Array(list) => {
+            if let Some(item_schema) = items(schema) {
+                list.iter_mut().for_each(|item| default(item, item_schema));
+            }
+        }
+        _ => {}
+    }
+}
+
+/// What the apiserver must answer to a create.
+#[derive(Debug)]
+enum Expected {
+    /// Accepted, stored with exactly this spec.
+    Stored(Value),
+    /// Refused with this status; the message contains every fragment.
+    Refused { status: u16, says: Vec<String> },
+}
+
+fn expected(case: &Case, schema: &JSONSchemaProps) -> Expected {
+    let submitted = match &case.judge {
+        Judge::Fixed { status, says } => return Expected::Refused { status: *status, says: vec![says.clone()] },
+        Judge::Model(spec) => spec,
     };
-    if users.names.is_none() && users.path_prefix.is_none() && users.groups.is_none() && users.tags.is_none() {
-        return Err("no selector".into());
+    let mut spec = submitted.clone();
+    let mut unknown = Vec::new();
+    prune(&mut spec, Some(schema), "spec", &mut unknown);
+    if case.strict && !unknown.is_empty() {
+        // fieldValidation=Strict: a 400 naming every unknown field, before any validation.
+        return Expected::Refused {
+            status: 400,
+            says: unknown.iter().map(|f| format!("unknown field \"{f}\"")).collect(),
+        };
     }
-    for (list, max, most) in [(&users.names, 64, 1000), (&users.exclude, 64, 500), (&users.groups, 128, 300)] {
-        if let Some(list) = list {
-            if list.is_empty() || list.len() > most {
-                return Err(format!("a list of {} entries", list.len()));
+    default(&mut spec, schema);
+    match check_valid(&spec) {
+        Ok(()) => Expected::Stored(spec),
+        Err(violations) => {
+            // 422, naming every field that breaks a rule, with what the rule says; CEL rules
+            // only when no OpenAPI error blocked them.
+            let blocked = violations.iter().any(|v| v.blocking);
+            let mut says = Vec::new();
+            for v in violations.iter().filter(|v| !(blocked && v.cel)) {
+                says.push(format!("{}: ", v.at));
+                says.push(v.says.to_owned());
             }
-            if let Some(bad) = list.iter().find(|n| !iam_name(n, max)) {
-                return Err(format!("invalid IAM name {:?}", truncate(bad)));
+            if blocked && violations.iter().any(|v| v.cel) {
+                says.push(CEL_SKIPPED.to_owned());
             }
+            says.dedup();
+            Expected::Refused { status: 422, says }
         }
     }
-    if let (Some(names), Some(exclude)) = (&users.names, &users.exclude)
-        && let Some(both) = names.iter().find(|n| exclude.contains(n))
-    {
-        return Err(format!("{both:?} both selected and excluded"));
-    }
-    let printable_path = |p: &str| p.starts_with('/') && p.bytes().all(|b| (0x21..=0x7e).contains(&b));
-    if let Some(prefix) = &users.path_prefix
-        && (!printable_path(prefix) || prefix.len() > 512)
-    {
-        return Err(format!("invalid pathPrefix {:?}", truncate(prefix)));
-    }
-    let device = &spec.device.path;
-    if !printable_path(device) || !device.ends_with('/') || device == "/" || device.len() > 512 {
-        return Err(format!("invalid device path {:?}", truncate(device)));
-    }
-    if let Some(tags) = &users.tags {
-        if tags.is_empty() || tags.len() > 50 {
-            return Err(format!("{} tags", tags.len()));
-        }
-        if let Some((k, _)) = tags
-            .iter()
-            .find(|(k, v)| k.is_empty() || k.chars().count() > 128 || k.starts_with("aws:") || v.chars().count() > 256)
-        {
-            return Err(format!("invalid tag key {:?}", truncate(k)));
-        }
-    }
-    let secs = |s: u64| Duration::from_secs(s);
-    if spec.pending_ttl < secs(30) || spec.pending_ttl > secs(8760 * 3600) {
-        return Err(format!("pendingTTL {}", spec.pending_ttl));
-    }
-    if spec.resync_interval < secs(10) || spec.resync_interval > secs(24 * 3600) {
-        return Err(format!("resyncInterval {}", spec.resync_interval));
-    }
-    if let Some(aws) = &spec.aws
-        && aws.external_id.is_some()
-        && aws.role_arn.is_none()
-    {
-        return Err("externalId without roleArn".into());
-    }
-    Ok(())
 }
 
 #[derive(Default)]
 struct Tally {
-    refused: usize,
+    refused: BTreeMap<u16, usize>,
     accepted: usize,
-    /// Refusals whose message names the exact field (the rest name `spec`).
-    exact_field: usize,
     /// The first refusal seen, to show what people read.
     sample: Option<String>,
 }
@@ -689,17 +1052,22 @@ async fn generated_invalid_specs_are_refused_with_the_field_named_or_proven_vali
     common::install_crd(&client).await;
     let ns = common::namespace(&client, "bad-specs").await;
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &enrollment_resource());
+    let schema = spec_schema();
 
-    // The starting points themselves are valid.
+    // The starting points themselves are valid, for the apiserver and for the oracle.
     for (i, base) in base_specs().into_iter().enumerate() {
         let name = format!("base-{i}");
         let object = json!({
             "apiVersion": "iam.mfa-operator.dev/v1alpha1", "kind": "MfaEnrollment",
             "metadata": { "name": name }, "spec": base,
         });
-        api.patch(&name, &PatchParams::apply(common::TEST_MANAGER), &Patch::Apply(&object))
+        let stored = api
+            .patch(&name, &PatchParams::apply(common::TEST_MANAGER), &Patch::Apply(&object))
             .await
             .unwrap_or_else(|e| panic!("base spec {i} refused: {e}"));
+        if let Err(why) = check_valid(&stored.data["spec"]) {
+            panic!("base spec {i}: the oracle calls it invalid: {why:?}");
+        }
         api.delete(&name, &DeleteParams::default()).await.expect("delete base spec");
     }
 
@@ -737,58 +1105,83 @@ async fn generated_invalid_specs_are_refused_with_the_field_named_or_proven_vali
     for (i, result) in outcomes {
         let case = &cases[i];
         let entry = tally.entry(case.category).or_default();
-        match result {
-            Err(kube::Error::Api(status)) if (400..500).contains(&status.code) => {
-                entry.refused += 1;
+        let expected = expected(case, &schema);
+        let label = format!("[{}] {}", case.category, case.what);
+        match (result, &expected) {
+            (Err(kube::Error::Api(status)), Expected::Refused { status: code, says }) => {
+                *entry.refused.entry(status.code).or_default() += 1;
                 let message = &status.message;
-                let exact = case.fields.iter().any(|f| message.contains(leaf(f)));
-                entry.exact_field += usize::from(exact);
                 entry
                     .sample
                     .get_or_insert_with(|| format!("{} -> {}: {}", case.what, status.code, truncate_line(message)));
-                let clear = if case.over_decoder_depth {
-                    message.contains("max depth")
-                } else {
-                    !message.trim().is_empty() && (exact || message.contains("spec"))
-                };
-                if !clear {
+                let missing: Vec<&String> = says.iter().filter(|s| !message.contains(s.as_str())).collect();
+                if status.code != *code || !missing.is_empty() {
                     failures.push(format!(
-                        "[{}] {}: {} without the field named: {message}",
-                        case.category, case.what, status.code
+                        "{label}: expected {code} with {says:?}, got {} without {missing:?}: {}",
+                        status.code,
+                        truncate_line(message)
                     ));
                 }
             }
-            Err(kube::Error::Api(status)) => failures.push(format!(
-                "[{}] {}: apiserver answered {}: {}",
-                case.category, case.what, status.code, status.message
-            )),
-            Err(other) => failures.push(format!("[{}] {}: {other}", case.category, case.what)),
-            Ok(stored) => {
+            (Err(kube::Error::Api(status)), Expected::Stored(_)) => {
+                *entry.refused.entry(status.code).or_default() += 1;
+                failures.push(format!(
+                    "{label}: refused ({}), but the oracle calls it valid: {}",
+                    status.code,
+                    truncate_line(&status.message)
+                ));
+            }
+            (Err(other), _) => failures.push(format!("{label}: {other}")),
+            (Ok(_), expected) => {
                 entry.accepted += 1;
-                match serde_json::from_value::<MfaEnrollment>(stored) {
-                    Ok(typed) => {
-                        if let Err(why) = check_valid(&typed.spec) {
-                            failures.push(format!("[{}] {}: accepted but invalid: {why}", case.category, case.what));
+                let name = format!("bad-{i}");
+                // Read back what is stored, as raw JSON.
+                match api.get(&name).await {
+                    Err(e) => failures.push(format!("{label}: accepted but cannot be read back: {e}")),
+                    Ok(stored) => {
+                        let spec = &stored.data["spec"];
+                        match expected {
+                            Expected::Refused { status, says } => failures.push(format!(
+                                "{label}: accepted, expected {status} with {says:?}; the oracle: {:?}",
+                                check_valid(spec).err()
+                            )),
+                            Expected::Stored(predicted) if predicted != spec => failures.push(format!(
+                                "{label}: stored spec {} differs from the pruned and defaulted {}",
+                                truncate(&spec.to_string()),
+                                truncate(&predicted.to_string())
+                            )),
+                            Expected::Stored(_) => {}
+                        }
+                        let mut unknown = Vec::new();
+                        prune(&mut spec.clone(), Some(&schema), "spec", &mut unknown);
+                        if !unknown.is_empty() {
+                            failures.push(format!("{label}: stored with fields the schema does not know: {unknown:?}"));
+                        }
+                        if let Err(why) = check_valid(spec) {
+                            failures.push(format!("{label}: accepted but invalid: {why:?}"));
+                        }
+                        let raw = serde_json::to_value(&stored).expect("stored object serializes");
+                        if let Err(e) = serde_json::from_value::<MfaEnrollment>(raw) {
+                            failures
+                                .push(format!("{label}: accepted but does not deserialize into MfaEnrollment: {e}"));
                         }
                     }
-                    Err(e) => failures.push(format!(
-                        "[{}] {}: accepted but does not deserialize into MfaEnrollment: {e}",
-                        case.category, case.what
-                    )),
                 }
                 // Nothing accepted stays around for an operator to act on.
-                let _ = api.delete(&format!("bad-{i}"), &DeleteParams::default()).await;
+                let _ = api.delete(&name, &DeleteParams::default()).await;
             }
         }
     }
 
     println!("{} specs sent in {elapsed:.1?}:", cases.len());
-    println!("{:<26} {:>7} {:>8} {:>14}", "category", "refused", "accepted", "field named");
+    println!("{:<26} {:>8} {:>8} {:>8}", "category", "400", "422", "accepted");
     for (category, t) in &tally {
-        println!("{category:<26} {:>7} {:>8} {:>14}", t.refused, t.accepted, t.exact_field);
+        let count = |code| t.refused.get(&code).copied().unwrap_or(0);
+        println!("{category:<26} {:>8} {:>8} {:>8}", count(400), count(422), t.accepted);
     }
-    let (refused, accepted): (usize, usize) = tally.values().fold((0, 0), |(r, a), t| (r + t.refused, a + t.accepted));
-    println!("{:<26} {refused:>7} {accepted:>8}", "total");
+    let refused: usize = tally.values().flat_map(|t| t.refused.values()).sum();
+    let accepted: usize = tally.values().map(|t| t.accepted).sum();
+    println!("{:<26} {refused:>17} {accepted:>8}", "total");
     println!("one refusal per category:");
     for (category, t) in &tally {
         println!("  [{category}] {}", t.sample.as_deref().unwrap_or("(none refused)"));
@@ -1165,7 +1558,9 @@ async fn hostile_code_submissions_are_refused_while_other_enrollments_converge()
     let (tally, (bystander_ready, bystander_compliant)) = tokio::join!(attacks, bystander);
     let attack_time = started.elapsed();
 
-    // Still responsive: valid codes on a hostile user's current device are accepted at once.
+    // Still responsive: valid codes on a hostile user's current device are accepted (the
+    // wait is bounded by REACTION; how long it took is a figure, printed below, not a pass
+    // condition).
     let target = &targets[0];
     let (code1, code2) = iam::codes_now(&target.seed);
     let submitted = Instant::now();
@@ -1173,7 +1568,6 @@ async fn hostile_code_submissions_are_refused_while_other_enrollments_converge()
     bed.wait("hostile", "final valid submission accepted", |e| state(e, &target.user) == Some(UserState::Compliant))
         .await;
     let final_latency = submitted.elapsed();
-    assert!(final_latency < Duration::from_secs(5), "the final valid submission took {final_latency:?}");
 
     // Nobody else turned Compliant; exactly one device per user, enabled only where valid
     // codes were given.

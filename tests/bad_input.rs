@@ -1583,7 +1583,7 @@ async fn hostile_code_submissions_are_refused_while_other_enrollments_converge()
         let enabled = mine[0].1.is_some();
         assert_eq!(enabled, *user == target.user || *user == bystanders[0], "{user} enabled: {enabled}");
     }
-    let logs = operator.logs();
+    let logs = operator.logs_to_scan();
     assert!(!logs.contains("panicked"), "the operator panicked:\n{logs}");
 
     let (by_operator, by_apiserver): (usize, usize) = tally.values().fold((0, 0), |(o, a), t| (o + t.0, a + t.1));

@@ -754,6 +754,12 @@ async fn latency_benchmark(r: &mut String, args: &Args, iam: &aws_sdk_iam::Clien
         millis(percentile(&writes, 50.0)),
         millis(writes[writes.len() - 1])
     )?;
+    writeln!(
+        r,
+        "- Checked in IAM after the run (`ListMFADevices` per user): each of the {n} users holds exactly one \
+         assigned device, the operator's under `{}`.",
+        main.device_path
+    )?;
     writeln!(r, "- {}", result.concurrent.summary())?;
     writeln!(
         r,
@@ -934,7 +940,28 @@ async fn measure_latency(
         eprintln!("sample {}/{}: {}", i + 1, seeds.len(), millis(compliant_at - started));
     }
     concurrent.look(Some(operator.id()));
+    check_enabled_in_iam(iam, main).await?;
     Ok(Latencies { ready, latencies, writes, concurrent })
+}
+
+/// The clock stops on the operator's own status; IAM is the ground truth. Every sampled
+/// user must hold exactly one assigned MFA device, the operator's (under its path).
+async fn check_enabled_in_iam(iam: &aws_sdk_iam::Client, group: &Group) -> Result<()> {
+    let expected = format!(":mfa{}", group.device_path);
+    for user in &group.users {
+        let devices = iam
+            .list_mfa_devices()
+            .user_name(user)
+            .send()
+            .await
+            .map_err(|e| anyhow!("list the devices of {user}: {}", DisplayErrorContext(e)))?
+            .mfa_devices;
+        let serials: Vec<&str> = devices.iter().map(|d| d.serial_number.as_str()).collect();
+        if serials.len() != 1 || !serials[0].contains(&expected) {
+            bail!("{user} was reported Compliant, but IAM lists its assigned devices as {serials:?}");
+        }
+    }
+    Ok(())
 }
 
 fn is_ready(e: &MfaEnrollment) -> bool {

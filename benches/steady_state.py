@@ -18,6 +18,11 @@ from /proc) and resident memory; peak RSS (VmHWM) over the whole process life. T
 enrollment over the whole account is timed once more, this time with the account's
 inventory already warm.
 
+The operator's status is checked against IAM itself (every page of ListVirtualMFADevices,
+asked past the counting proxy): users with MFA assigned, one pending device under the
+operator's path per user without. The run fails on any disagreement, on any reconcile
+error, and on more inventory refreshes in the window than resync intervals.
+
 With --delay-ms N the test bed's IAM answers every request N ms late (the strict IAM layer's
 latency, set after the seeding and put back to 0 at exit), as AWS does from a cluster.
 
@@ -47,7 +52,8 @@ from collections import Counter
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from benchlib import (REPO, RELEASE_BINARY, Proxy, binary_version, fmt_calls, group_name,  # noqa: E402
-                      machine, min_med_max, require_testbed, reset_moto, run_with, seed, set_latency)
+                      machine, min_med_max, require_testbed, reset_moto, run_with, seed, set_latency,
+                      virtual_devices)
 
 # Operators still running; killed at exit, so a failed run leaves none behind.
 RUNNING = []
@@ -337,15 +343,32 @@ def kill_operators():
         proc.kill()
 
 
+def iam_disagrees(moto, seeded, pending):
+    """What IAM says against a complete status: users with MFA hold an assigned device;
+    with `pending`, each user without MFA has exactly one unassigned device under the
+    operator's path (and no other user has one). Returns a list of disagreements."""
+    assigned, unassigned = virtual_devices(moto)
+    out = []
+    with_mfa = set(seeded.names) - set(seeded.without)
+    if set(assigned) != with_mfa:
+        out.append(f"IAM lists {len(assigned)} users with an assigned virtual device, the seed gave {len(with_mfa)}")
+    ours = [serial for serial in unassigned if f":mfa{DEVICE_PATH}" in serial]
+    want = len(seeded.without) if pending else 0
+    if len(ours) != want:
+        out.append(f"IAM lists {len(ours)} pending devices under {DEVICE_PATH}, the status says {want}")
+    return out
+
+
 # ---------------------------------------------------------------- part 1
 
 def whole_account(mode):
     return {"mode": mode, "users": {"pathPrefix": "/"}, "device": {"path": DEVICE_PATH}}
 
 
-def new_enrollment(kube, proxy, binary, env, logdir, mode, users, without, timeout):
+def new_enrollment(kube, proxy, moto, binary, env, logdir, mode, seeded, timeout):
     """One cold run: fresh namespace and operator, create, wait for a complete status.
     Returns (seconds, seconds until the first status with counts, IAM calls, peak RSS in KiB)."""
+    users, without = len(seeded.names), seeded.without
     ns = f"bench-new-{secrets.token_hex(3)}"
     kube.create_namespace(ns)
     op = Operator(binary, env, ns, logdir)
@@ -367,6 +390,8 @@ def new_enrollment(kube, proxy, binary, env, logdir, mode, users, without, timeo
     watch.close()
     if kube.seed_secrets(ns) != pending:
         sys.exit(f"{kube.seed_secrets(ns)} seed Secrets for {pending} pending users")
+    if wrong := iam_disagrees(moto, seeded, pending):
+        sys.exit(f"FAILED: the {mode} status disagrees with IAM: {'; '.join(wrong)}")
     kube.delete_enrollment(ns, "whole-account", timeout)
     leftovers = proxy.take()
     op.stop()
@@ -379,7 +404,7 @@ def new_enrollment(kube, proxy, binary, env, logdir, mode, users, without, timeo
 
 # ---------------------------------------------------------------- part 2
 
-def steady(kube, proxy, binary, env, logdir, args, seeded):
+def steady(kube, proxy, moto, binary, env, logdir, args, seeded):
     users, without = len(seeded.names), seeded.without
     ns = f"bench-steady-{secrets.token_hex(3)}"
     kube.create_namespace(ns)
@@ -400,6 +425,8 @@ def steady(kube, proxy, binary, env, logdir, args, seeded):
     converge_calls = proxy.take()
     if kube.seed_secrets(ns) != len(without):
         sys.exit(f"{kube.seed_secrets(ns)} seed Secrets for {len(without)} pending users")
+    if wrong := iam_disagrees(moto, seeded, pending=True):
+        sys.exit(f"FAILED: the status disagrees with IAM: {'; '.join(wrong)}")
     log(f"steady: {args.groups} enrollments complete in {converged:.2f} s; observing {args.window} s")
 
     # Nothing changes from here on: observe whole resync intervals.
@@ -517,7 +544,7 @@ def main():
             times, firsts, calls, hwms = [], [], [], []
             for r in range(args.runs):
                 log(f"new enrollment: {mode} run {r + 1}/{args.runs}")
-                secs, first, c, hwm = new_enrollment(kube, proxy, args.binary, env, logdir, mode, users, without,
+                secs, first, c, hwm = new_enrollment(kube, proxy, moto, args.binary, env, logdir, mode, seeded,
                                                      args.timeout)
                 times.append(secs)
                 firsts.append(first)
@@ -529,7 +556,7 @@ def main():
         print()
 
     log("steady state")
-    s = steady(kube, proxy, args.binary, env, logdir, args, seeded)
+    s = steady(kube, proxy, moto, args.binary, env, logdir, args, seeded)
     n = len(s["slices"])
     per_hour = 3600 / s["observed"]
     # One GetAccountSummary per refresh (GetAccountAuthorizationDetails is paged: the test
@@ -564,8 +591,18 @@ def main():
         print(f"- Status change seen during the window: {name}: {', '.join(what)}")
     print(f"- A new Report enrollment over all {users:,} users while the inventory is warm: complete in "
           f"{s['warm']:.2f} s with {fmt_calls(s['warm_calls'])} IAM calls.")
+    print(f"- Checked against IAM after convergence (every page of ListVirtualMFADevices, past the proxy): "
+          f"{users - len(without):,} users with an assigned device, {len(without):,} pending devices under "
+          f"`{DEVICE_PATH}`, as the status says.")
+    failures = []
     if not s["still_complete"] or writes or s["status_writes"]:
-        sys.exit("FAILED: something changed during the steady-state window")
+        failures.append("something changed during the steady-state window")
+    if s["errors"]:
+        failures.append(f"{s['errors']:.0f} reconcile errors (mfa_operator_reconcile_errors_total)")
+    if refreshes > n:
+        failures.append(f"{refreshes} inventory refreshes in {n} resync intervals")
+    if failures:
+        sys.exit("FAILED: " + "; ".join(failures))
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use common::bed::state;
-use common::fault_proxy::{FaultProxy, Faults};
+use common::fault_proxy::{FaultProxy, Faults, HoldEnd, Outcome};
 use common::iam;
 use common::operator::Operator;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -274,34 +274,72 @@ async fn two_replicas_under_iam_faults_never_create_two_devices_for_one_user() {
 }
 
 /// A request IAM never answers: the proxy holds every request for [`FaultProxy::HOLD`]
-/// (35 s) while the faults last. The operator's per-attempt timeout (10 s) cuts the hung
-/// call short and the SDK retries it, so it converges long before the proxy lets go.
+/// (35 s) until it has held one. The operator's per-attempt timeout (10 s) cuts the hung
+/// call short: the proxy sees the client close every held connection before it would have
+/// let go itself, and the SDK retry the same call, which converges.
 #[tokio::test]
 async fn a_hung_iam_connection_is_cut_short_by_the_attempt_timeout() {
     const USERS: usize = 2;
     let (bed, users) = Bed::new("iamhang", USERS).await;
     let _operator = Operator::start_with(&bed.ns, &[("AWS_ENDPOINT_URL", &bed.proxy.url())]);
     bed.set_faults(Faults { throttle: 0.0, server_error: 0.0, timeout: 1.0, reset: 0.0 });
-    let started = Instant::now();
     bed.apply("hang").await;
-    let held_before = bed.proxy.total();
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let held = bed.proxy.total();
+    let deadline = Instant::now() + common::WAIT;
+    while bed.proxy.holds().is_empty() {
+        assert!(Instant::now() < deadline, "the operator sent no IAM request within {:?}", common::WAIT);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     bed.set_faults(NO_FAULTS);
-    println!("[{}] {held} requests held unanswered in the first 3 s ({held_before} before applying)", bed.tag);
     let done = bed.wait("hang", "every user Pending after the hold", |e| all_pending_and_ready(e, USERS)).await;
-    let took = started.elapsed();
-    println!(
-        "[{}] converged {took:?} after applying; faults stopped after 3 s, the held request was closed after {:?}",
-        bed.tag,
-        FaultProxy::HOLD
-    );
     bed.check_all_pending(&done, &users).await;
+
+    // Every hold ends one way or the other within HOLD; wait for all of them.
+    let deadline = Instant::now() + FaultProxy::HOLD + common::WAIT;
+    let holds = loop {
+        let holds = bed.proxy.holds();
+        if holds.iter().all(|h| h.end.is_some()) {
+            break holds;
+        }
+        assert!(Instant::now() < deadline, "held requests still open after {:?}: {holds:#?}", FaultProxy::HOLD);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     bed.print_counts("at the end");
-    assert!(held >= 1, "the operator called IAM");
-    assert!(
-        took < FaultProxy::HOLD,
-        "converged after {took:?}: the hung call was not cut short by the attempt timeout ({:?})",
-        mfa_operator::aws::IAM_ATTEMPT_TIMEOUT
+    let requests = bed.proxy.requests();
+    assert!(!holds.is_empty(), "the proxy held a request");
+    assert_eq!(
+        holds.len() as u64,
+        bed.proxy.counts().iter().filter(|((_, o), _)| o == Outcome::TimedOut.as_str()).map(|(_, n)| n).sum::<u64>(),
+        "one hold per request counted as held"
+    );
+    for hold in &holds {
+        let (ended, how) = hold.end.expect("ended");
+        let held_for = ended - hold.since;
+        println!("[{}] {} attempt {:?} held, then {how:?} after {held_for:?}", bed.tag, hold.op, hold.attempt);
+        assert_eq!(
+            how,
+            HoldEnd::ClosedByClient,
+            "{} was held {held_for:?} and the operator never closed it: no attempt timeout \
+             ({:?} expected) cut the hung call short",
+            hold.op,
+            mfa_operator::aws::IAM_ATTEMPT_TIMEOUT
+        );
+        // The close is the attempt timeout, not something else giving up early: the
+        // SDK's clock starts before the request reaches the proxy, hence the second.
+        assert!(
+            held_for + Duration::from_secs(1) >= mfa_operator::aws::IAM_ATTEMPT_TIMEOUT,
+            "{} closed by the client after {held_for:?}, before the attempt timeout",
+            hold.op
+        );
+        let retried = requests
+            .iter()
+            .any(|s| s.invocation == hold.invocation && s.attempt > hold.attempt && s.outcome == Outcome::Forwarded);
+        assert!(retried, "the SDK retried the timed-out {} call (same invocation, a later attempt)", hold.op);
+    }
+    println!(
+        "[{}] checked: {} held request(s), each closed by the operator while the proxy still held it \
+         (it would have let go after {:?}), each call retried and answered",
+        bed.tag,
+        holds.len(),
+        FaultProxy::HOLD
     );
 }

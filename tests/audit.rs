@@ -3,10 +3,11 @@
 
 mod common;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Command, Output};
 
 use aws_sdk_iam::Client;
+use common::fault_proxy::FaultProxy;
 use common::iam::{add_to_group, create_user, enable_own_device, give_console_password, tag_user};
 use serde_json::Value;
 
@@ -46,12 +47,45 @@ async fn users(iam: &Client, test: &str, with_mfa: usize, without_mfa: usize) ->
 
 /// Runs `mfa-operator audit ARGS` with the test bed's AWS environment.
 fn audit(args: &[&str]) -> Output {
+    audit_env(args, &[])
+}
+
+/// Runs `mfa-operator audit ARGS` with the test bed's AWS environment and `env` over it.
+fn audit_env(args: &[&str], env: &[(&str, &str)]) -> Output {
     common::require_testbed();
     Command::new(env!("CARGO_BIN_EXE_mfa-operator"))
         .arg("audit")
         .args(args)
+        .envs(env.iter().copied())
         .output()
         .unwrap_or_else(|e| panic!("run mfa-operator audit: {e}"))
+}
+
+/// A request-counting proxy (no faults) between the audit and the test bed's IAM.
+async fn proxy() -> FaultProxy {
+    common::require_testbed();
+    FaultProxy::start(&std::env::var("AWS_ENDPOINT_URL").expect("AWS_ENDPOINT_URL")).await
+}
+
+/// Runs `mfa-operator audit ARGS` with IAM reached through `proxy`, on a blocking thread
+/// so that the proxy keeps serving meanwhile.
+async fn audit_through(proxy: &FaultProxy, args: &[&str]) -> Output {
+    let url = proxy.url();
+    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        audit_env(&args, &[("AWS_ENDPOINT_URL", &url)])
+    })
+    .await
+    .expect("audit thread")
+}
+
+/// IAM requests per operation, counted at the proxy, which answered them all from IAM.
+fn requests_at(proxy: &FaultProxy) -> BTreeMap<String, u64> {
+    let counts = proxy.counts();
+    let faulted: Vec<_> = counts.iter().filter(|((_, outcome), _)| outcome != "forwarded").collect();
+    assert!(faulted.is_empty(), "the proxy injects no faults here, yet: {faulted:?}");
+    proxy.calls_per_op()
 }
 
 fn stdout(out: &Output) -> String {
@@ -106,7 +140,8 @@ async fn table_lists_exactly_the_users_without_mfa_and_exits_1() {
     let iam = common::iam::client().await;
     let users = users(&iam, "audit-table", 2, 3).await;
 
-    let out = audit(&["--path-prefix", &users.path]);
+    let proxy = proxy().await;
+    let out = audit_through(&proxy, &["--path-prefix", &users.path]).await;
     assert_eq!(exit_code(&out), 1, "some users lack MFA; stderr: {}", stderr(&out));
     let text = stdout(&out);
     let rows = table_rows(&text);
@@ -119,6 +154,8 @@ async fn table_lists_exactly_the_users_without_mfa_and_exits_1() {
     assert!(text.contains("\nroot account MFA: "), "{text}");
     let err = stderr(&out);
     assert!(err.contains("IAM requests: ") && err.contains("ListMFADevices 3"), "{err}");
+    // Counted on the wire: one ListMFADevices per user without MFA, none for the others.
+    assert_eq!(requests_at(&proxy).get("ListMFADevices"), Some(&3), "{err}");
 
     let out = audit(&["--path-prefix", &users.path, "--show-compliant"]);
     let rows = table_rows(&stdout(&out));
@@ -136,7 +173,11 @@ async fn json_has_the_summary_and_costs_o_pages_plus_uncovered_users() {
     let users = users(&iam, "audit-json", k, n - k).await;
     let ghost = common::unique("audit-ghost");
 
-    let (code, report) = audit_json(&["--path-prefix", &users.path, "--names", &ghost]);
+    let proxy = proxy().await;
+    let out = audit_through(&proxy, &["--output", "json", "--path-prefix", &users.path, "--names", &ghost]).await;
+    let report: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("JSON on stdout ({e}): {}\nstderr: {}", stdout(&out), stderr(&out)));
+    let code = exit_code(&out);
 
     assert_eq!(code, 1, "{report:#}");
     assert_eq!(
@@ -154,17 +195,20 @@ async fn json_has_the_summary_and_costs_o_pages_plus_uncovered_users() {
     assert!(account.len() == 12 && account.bytes().all(|b| b.is_ascii_digit()), "{account}");
     assert!(report["rootAccountMfaEnabled"].is_boolean(), "{report:#}");
 
-    // O(pages + uncovered users): the sweeps page at most by 1000 over the whole shared
-    // account; ListMFADevices is asked only for the N - K users no virtual device covers.
+    // O(pages + uncovered users), counted at the proxy the audit's IAM requests went
+    // through: the sweeps page at most by 1000 over the whole shared account, one sweep
+    // each; ListMFADevices is asked only for the N - K users no virtual device covers.
+    let at_proxy = requests_at(&proxy);
+    let first_pages = proxy.first_pages();
+    println!("IAM requests at the proxy: {at_proxy:?} (first pages: {first_pages:?})");
     let account_users = iam.list_users().into_paginator().items().send().collect::<Result<Vec<_>, _>>().await;
     let account_users = account_users.expect("list users").len();
     let devices = common::iam::virtual_devices(&iam).await.len();
     let groups = iam.list_groups().into_paginator().items().send().collect::<Result<Vec<_>, _>>().await;
     let groups = groups.expect("list groups").len();
     let pages = |items: usize| (items / PAGE + 1) as u64;
-    let requests = report["iamRequests"].as_object().unwrap_or_else(|| panic!("iamRequests in {report:#}"));
-    let count = |op: &str| requests.get(op).and_then(Value::as_u64).unwrap_or(0);
-    let operations: BTreeSet<&str> = requests.keys().map(String::as_str).collect();
+    let count = |op: &str| at_proxy.get(op).copied().unwrap_or(0);
+    let operations: BTreeSet<&str> = at_proxy.keys().map(String::as_str).collect();
     assert_eq!(
         operations,
         BTreeSet::from([
@@ -174,13 +218,24 @@ async fn json_has_the_summary_and_costs_o_pages_plus_uncovered_users() {
             "ListMFADevices",
             "ListVirtualMFADevices"
         ]),
-        "{report:#}"
+        "{at_proxy:?}"
     );
-    assert!((1..=pages(account_users)).contains(&count("GetAccountAuthorizationDetails")), "{report:#}");
-    assert!((1..=pages(devices)).contains(&count("ListVirtualMFADevices")), "{report:#}");
-    assert!((1..=pages(groups)).contains(&count("ListGroups")), "{report:#}");
-    assert_eq!(count("GetAccountSummary"), 1, "{report:#}");
-    assert_eq!(count("ListMFADevices"), (n - k) as u64, "{report:#}");
+    assert!((1..=pages(account_users)).contains(&count("GetAccountAuthorizationDetails")), "{at_proxy:?}");
+    assert!((1..=pages(devices)).contains(&count("ListVirtualMFADevices")), "{at_proxy:?}");
+    assert!((1..=pages(groups)).contains(&count("ListGroups")), "{at_proxy:?}");
+    for sweep in ["GetAccountAuthorizationDetails", "ListVirtualMFADevices", "ListGroups"] {
+        assert_eq!(first_pages.get(sweep), Some(&1), "one {sweep} sweep: {first_pages:?}");
+    }
+    assert_eq!(count("GetAccountSummary"), 1, "{at_proxy:?}");
+    assert_eq!(count("ListMFADevices"), (n - k) as u64, "{at_proxy:?}");
+    // The report's own count is what went over the wire.
+    let reported: BTreeMap<String, u64> = report["iamRequests"]
+        .as_object()
+        .unwrap_or_else(|| panic!("iamRequests in {report:#}"))
+        .iter()
+        .map(|(op, n)| (op.clone(), n.as_u64().unwrap_or_else(|| panic!("count of {op} in {report:#}"))))
+        .collect();
+    assert_eq!(reported, at_proxy, "iamRequests in the report against the proxy's count");
 
     let (_, all) = audit_json(&["--path-prefix", &users.path, "--show-compliant"]);
     assert_eq!(names(&all), users.all());

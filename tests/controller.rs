@@ -8,6 +8,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::bed::{Bed, condition, data, is_true, state, user_status};
+use common::fault_proxy::FaultProxy;
 use common::iam;
 use common::operator::Operator;
 use k8s_openapi::api::core::v1::Secret;
@@ -285,10 +286,26 @@ async fn two_enrollments_selecting_the_same_users_make_one_device_per_user() {
     let bed = Bed::new("overlap").await;
     let users = bed.users(&["lee", "max", "ned"]).await;
     let spec = serde_json::json!({ "mode": "Enroll", "users": { "pathPrefix": format!("/{}/", bed.tag) } });
-    bed.apply("older", spec.clone()).await;
-    // Creation timestamps have one-second resolution: make the order unambiguous.
-    tokio::time::sleep(Duration::from_millis(1100)).await;
-    bed.apply("younger", spec).await;
+    let older = bed.apply("older", spec.clone()).await;
+    // Creation timestamps have one-second resolution: the order must be unambiguous, so
+    // "younger" is created again until the apiserver stamps it with a later second (no
+    // operator runs yet, so nothing acts on the copies deleted meanwhile).
+    let created = |e: &MfaEnrollment| e.metadata.creation_timestamp.clone().expect("creationTimestamp").0;
+    let deadline = Instant::now() + common::WAIT;
+    let younger = loop {
+        let younger = bed.apply("younger", spec.clone()).await;
+        if created(&younger) != created(&older) {
+            break younger;
+        }
+        assert!(Instant::now() < deadline, "the apiserver stamped every copy with the second of the first");
+        bed.enrollments.delete("younger", &DeleteParams::default()).await.expect("delete younger");
+        common::wait_for(&bed.enrollments, "younger", common::WAIT, "younger to go", |e: Option<&MfaEnrollment>| {
+            e.is_none()
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(created(&older) < created(&younger), "older is older: {:?}, {:?}", created(&older), created(&younger));
     let _operator = Operator::start(&bed.ns);
 
     let older = bed.wait("older", "Ready", |e| is_true(e, "Ready")).await;
@@ -388,15 +405,23 @@ async fn an_enrollment_created_before_the_operator_and_one_after_share_the_accou
     let bed = Bed::new("shared").await;
     let users = bed.users(&["ola", "pat"]).await;
     bed.apply("first", serde_json::json!({ "mode": "Enroll", "users": { "names": [&users[0]] } })).await;
-    let operator = Operator::start(&bed.ns);
+    let upstream = std::env::var("AWS_ENDPOINT_URL").expect("AWS_ENDPOINT_URL");
+    let proxy = FaultProxy::start(&upstream).await;
+    let _operator = Operator::start_with(&bed.ns, &[("AWS_ENDPOINT_URL", &proxy.url())]);
     bed.wait("first", "Ready", |e| is_true(e, "Ready") && state(e, &users[0]) == Some(UserState::Pending)).await;
     bed.apply("second", serde_json::json!({ "mode": "Enroll", "users": { "names": [&users[1]] } })).await;
     let second = bed.wait("second", "Ready", |e| is_true(e, "Ready")).await;
     assert_eq!(state(&second, &users[1]), Some(UserState::Pending));
     assert_eq!(iam::devices_under(&bed.iam, &bed.device_path).await.len(), 2);
-    // One inventory serves both enrollments (default resync 10m): one sweep, not two.
-    let sweeps = operator.logs().matches("inventory refreshed").count();
-    assert_eq!(sweeps, 1, "the account inventory is shared between enrollments");
+    // One inventory serves both enrollments (default resync 10m): one sweep, not two,
+    // counted at a proxy (no faults) between the operator and IAM. A sweep is one first
+    // page of each listing, however many pages the shared account needs.
+    let first_pages = proxy.first_pages();
+    println!("IAM requests at the proxy: {:?}; first pages: {first_pages:?}", proxy.calls_per_op());
+    assert!(proxy.counts().iter().all(|((_, outcome), _)| outcome == "forwarded"), "{:?}", proxy.counts());
+    for sweep in ["GetAccountAuthorizationDetails", "ListVirtualMFADevices", "ListGroups", "GetAccountSummary"] {
+        assert_eq!(first_pages.get(sweep), Some(&1), "the account inventory is shared between enrollments: {sweep}");
+    }
     let _ = PostParams::default();
 }
 

@@ -8,11 +8,17 @@
 //! Client connections are kept alive (the SDK pools them); each forwarded request goes to
 //! moto over a fresh connection with `Connection: close`, and the whole answer is relayed
 //! with a correct `Content-Length`.
+//!
+//! Besides the counts, the proxy keeps a record of every request ([`Seen`]: when it
+//! arrived, the SDK call and attempt it belongs to, what was done to it) and of every
+//! request it held ([`Hold`]: who closed the connection, and when), so tests assert on
+//! what happened on the wire rather than on how fast it happened.
 
 use std::collections::BTreeMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
@@ -60,11 +66,56 @@ impl Outcome {
     }
 }
 
+/// One request as the proxy saw it. Parameters are kept only as a fingerprint (a body
+/// may carry authentication codes), and nothing here is secret.
+#[derive(Clone, Debug)]
+pub struct Seen {
+    /// When the whole request had arrived.
+    pub at: Instant,
+    /// The IAM operation (`Action=`).
+    pub op: String,
+    /// Whether it asks for a page after the first (it carries a `Marker`).
+    pub continuation: bool,
+    /// Fingerprint of the operation and its parameters: equal for the same request,
+    /// whichever attempt or call sent it.
+    pub fingerprint: u64,
+    /// The SDK's `amz-sdk-invocation-id`: one per SDK call, the same on each of its attempts.
+    pub invocation: Option<String>,
+    /// The attempt of that call (`amz-sdk-request: attempt=N; max=M`), from 1.
+    pub attempt: Option<u32>,
+    /// The most attempts the SDK will make for that call.
+    pub max_attempts: Option<u32>,
+    pub outcome: Outcome,
+}
+
+/// How a held request ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HoldEnd {
+    /// The client closed the connection while the proxy still held the request.
+    ClosedByClient,
+    /// The proxy let go after [`FaultProxy::HOLD`] without the client having closed.
+    LetGoByProxy,
+}
+
+/// A request the proxy held unanswered (a "timeout" fault).
+#[derive(Clone, Debug)]
+pub struct Hold {
+    pub op: String,
+    pub invocation: Option<String>,
+    pub attempt: Option<u32>,
+    /// When the request arrived and the hold began.
+    pub since: Instant,
+    /// When and how the hold ended; `None` while it lasts.
+    pub end: Option<(Instant, HoldEnd)>,
+}
+
 struct State {
     upstream: String,
     faults: Mutex<Faults>,
     rng: Mutex<u64>,
     counts: Mutex<BTreeMap<(String, Outcome), u64>>,
+    seen: Mutex<Vec<Seen>>,
+    holds: Mutex<Vec<Hold>>,
     total: AtomicU64,
     request_ids: AtomicU64,
 }
@@ -93,6 +144,8 @@ impl FaultProxy {
             faults: Mutex::new(Faults::default()),
             rng: Mutex::new(0x9E37_79B9_7F4A_7C15),
             counts: Mutex::new(BTreeMap::new()),
+            seen: Mutex::new(Vec::new()),
+            holds: Mutex::new(Vec::new()),
             total: AtomicU64::new(0),
             request_ids: AtomicU64::new(0),
         });
@@ -138,6 +191,26 @@ impl FaultProxy {
     pub fn count(&self, op: &str, outcome: Outcome) -> u64 {
         self.state.counts.lock().expect("counts lock").get(&(op.to_owned(), outcome)).copied().unwrap_or(0)
     }
+
+    /// Every request so far, in the order the proxy decided what to do with them.
+    pub fn requests(&self) -> Vec<Seen> {
+        self.state.seen.lock().expect("seen lock").clone()
+    }
+
+    /// First pages (requests without a `Marker`) per IAM operation: one per sweep of a
+    /// paged listing, however many pages the account needs.
+    pub fn first_pages(&self) -> BTreeMap<String, u64> {
+        let mut out = BTreeMap::new();
+        for seen in self.state.seen.lock().expect("seen lock").iter().filter(|s| !s.continuation) {
+            *out.entry(seen.op.clone()).or_default() += 1;
+        }
+        out
+    }
+
+    /// Every request the proxy held (or holds) unanswered.
+    pub fn holds(&self) -> Vec<Hold> {
+        self.state.holds.lock().expect("holds lock").clone()
+    }
 }
 
 impl State {
@@ -169,9 +242,23 @@ impl State {
         Outcome::Forwarded
     }
 
-    fn record(&self, op: &str, outcome: Outcome) {
+    fn record(&self, request: &Request, arrived: Instant, outcome: Outcome) {
+        let op = request.operation();
+        self.seen.lock().expect("seen lock").push(request.seen(arrived, outcome));
         self.total.fetch_add(1, Ordering::SeqCst);
-        *self.counts.lock().expect("counts lock").entry((op.to_owned(), outcome)).or_default() += 1;
+        *self.counts.lock().expect("counts lock").entry((op, outcome)).or_default() += 1;
+    }
+
+    /// Records the start of a hold; returns its index for [`State::hold_ended`].
+    fn hold_started(&self, request: &Request, since: Instant) -> usize {
+        let (invocation, attempt, _) = request.sdk_attempt();
+        let mut holds = self.holds.lock().expect("holds lock");
+        holds.push(Hold { op: request.operation(), invocation, attempt, since, end: None });
+        holds.len() - 1
+    }
+
+    fn hold_ended(&self, index: usize, how: HoldEnd) {
+        self.holds.lock().expect("holds lock")[index].end = Some((Instant::now(), how));
     }
 
     fn request_id(&self) -> String {
@@ -193,6 +280,35 @@ impl Request {
         let from_query =
             self.request_line.split(['?', '&', ' ']).find_map(|p| p.strip_prefix("Action=")).map(str::to_owned);
         from_body.or(from_query).unwrap_or_else(|| "(none)".to_owned())
+    }
+
+    /// The SDK's invocation id, attempt number and most attempts, when it sent them.
+    fn sdk_attempt(&self) -> (Option<String>, Option<u32>, Option<u32>) {
+        let invocation = header(&self.headers, "amz-sdk-invocation-id").map(str::to_owned);
+        let info = header(&self.headers, "amz-sdk-request").unwrap_or_default();
+        let field = |name: &str| {
+            info.split(';').find_map(|part| part.trim().strip_prefix(name)?.strip_prefix('=')?.trim().parse().ok())
+        };
+        (invocation, field("attempt"), field("max"))
+    }
+
+    fn seen(&self, at: Instant, outcome: Outcome) -> Seen {
+        let body = String::from_utf8_lossy(&self.body);
+        let continuation = body.split('&').any(|pair| pair.starts_with("Marker="));
+        let mut hasher = DefaultHasher::new();
+        body.hash(&mut hasher);
+        self.request_line.hash(&mut hasher);
+        let (invocation, attempt, max_attempts) = self.sdk_attempt();
+        Seen {
+            at,
+            op: self.operation(),
+            continuation,
+            fingerprint: hasher.finish(),
+            invocation,
+            attempt,
+            max_attempts,
+            outcome,
+        }
     }
 }
 
@@ -268,14 +384,14 @@ async fn serve(stream: TcpStream, state: Arc<State>) {
             return;
         }
         let Some(body) = read_body(&mut reader, &headers).await else { return };
+        let arrived = Instant::now();
         let request = Request { request_line, headers, body };
-        let op = request.operation();
         let outcome = state.choose();
         let response = match outcome {
             Outcome::Forwarded => match forward(&state.upstream, &request).await {
                 Some(response) => response,
                 None => {
-                    state.record(&op, Outcome::UpstreamFailed);
+                    state.record(&request, arrived, Outcome::UpstreamFailed);
                     return;
                 }
             },
@@ -289,27 +405,43 @@ async fn serve(stream: TcpStream, state: Arc<State>) {
                 &state,
             ),
             Outcome::TimedOut => {
-                state.record(&op, outcome);
-                tokio::time::sleep(FaultProxy::HOLD).await;
+                state.record(&request, arrived, outcome);
+                let hold = state.hold_started(&request, arrived);
+                let how = tokio::select! {
+                    () = tokio::time::sleep(FaultProxy::HOLD) => HoldEnd::LetGoByProxy,
+                    () = closed_by_peer(&mut reader) => HoldEnd::ClosedByClient,
+                };
+                state.hold_ended(hold, how);
                 return;
             }
             Outcome::Reset => {
-                state.record(&op, outcome);
+                state.record(&request, arrived, outcome);
                 // Drop both halves: the client sees the connection closed with no answer.
                 return;
             }
             Outcome::ResetAfterUpstream => {
                 let answered = forward(&state.upstream, &request).await.is_some();
-                state.record(&op, if answered { outcome } else { Outcome::UpstreamFailed });
+                state.record(&request, arrived, if answered { outcome } else { Outcome::UpstreamFailed });
                 return;
             }
             Outcome::UpstreamFailed => unreachable!("never drawn"),
         };
-        state.record(&op, outcome);
+        state.record(&request, arrived, outcome);
         if write.write_all(&response).await.is_err() || write.flush().await.is_err() {
             return;
         }
         if header(&request.headers, "connection").is_some_and(|v| v.eq_ignore_ascii_case("close")) {
+            return;
+        }
+    }
+}
+
+/// Resolves when the client closes (or breaks) its side of the connection. Anything it
+/// sends meanwhile is read and dropped: the held request is never answered.
+async fn closed_by_peer<R: AsyncReadExt + Unpin>(reader: &mut R) {
+    let mut buf = [0u8; 1024];
+    while let Ok(n) = reader.read(&mut buf).await {
+        if n == 0 {
             return;
         }
     }

@@ -37,8 +37,8 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::{Controller, watcher};
+use kube::runtime::reflector::{self, ObjectRef, Store, reflector};
+use kube::runtime::{Controller, Predicate, PredicateConfig, WatchStreamExt, predicates, watcher};
 use kube::{Client, ResourceExt};
 
 use crate::aws::{CallCounter, IamError};
@@ -190,6 +190,16 @@ impl Context {
     }
 }
 
+/// What a reconcile trigger must change: anything but the status.
+fn not_status_only() -> impl Predicate<MfaEnrollment> {
+    let deletion = |e: &MfaEnrollment| Some(u64::from(e.metadata.deletion_timestamp.is_some()));
+    predicates::generation
+        .combine(predicates::finalizers)
+        .combine(predicates::labels)
+        .combine(predicates::annotations)
+        .combine(deletion)
+}
+
 /// Runs the controller until `shutdown` resolves (SIGTERM, or leadership lost), telling
 /// `health` where it is.
 pub async fn run(
@@ -211,7 +221,15 @@ pub async fn run(
     };
     let received = Arc::new(received::Received::default());
     let noted = received.clone();
-    let controller = Controller::new(enrollments, watcher::Config::default().any_semantic()).watches(
+    // The cache sees every change; reconciles are triggered only by changes a person or
+    // the apiserver makes to the object (spec, metadata, deletion), never by the
+    // operator's own status writes: a failure written into status would otherwise start
+    // the next reconcile at once and defeat the backoff (a hot loop under IAM faults).
+    let (store, writer) = reflector::store();
+    let triggers = reflector(writer, watcher(enrollments, watcher::Config::default().any_semantic()))
+        .applied_objects()
+        .predicate_filter(not_status_only(), PredicateConfig::default());
+    let controller = Controller::for_stream(triggers, store).watches(
         secrets,
         watcher::Config::default().labels(&seed_secret::managed_selector()),
         move |secret| {

@@ -2,7 +2,7 @@
 //!
 //! When the environment variable `MFA_OPERATOR_FAILPOINT` names a step, the process
 //! aborts the moment it reaches that step ([`hit`]): no destructors, no graceful shutdown,
-//! as if it had been killed with SIGKILL. The fault tests (`tests/faults.rs`) use it to
+//! as if it had been killed with SIGKILL. The fault tests (`tests/it/faults.rs`) use it to
 //! stop the operator between two writes and check that a restarted operator repairs the
 //! state. A [`wedge`] point blocks its thread forever instead, as a deadlock would (the
 //! liveness probe's test). Unset (as in production), a failpoint costs one string compare.

@@ -1,13 +1,15 @@
 //! The per-test harness of the tests that drive the real operator: a fresh namespace,
 //! the IAM client, a unique tag for user names and the device path, and helpers to
-//! apply enrollments, wait for them, read seed Secrets and submit codes. A test file
-//! adds its own methods in its own `impl Bed` block.
+//! apply enrollments, wait for them, read seed Secrets and submit codes. A module may add
+//! methods in an `impl Bed` block of its own; all modules are one binary, so a name two of
+//! them need belongs here.
 
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::events::v1::Event;
 use kube::Client;
-use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
+use kube::api::{Api, ApiResource, DynamicObject, ListParams, Patch, PatchParams};
 use mfa_operator::crd::{MfaEnrollment, UserState, UserStatus};
 use serde_json::{Value, json};
 
@@ -25,6 +27,23 @@ pub struct Bed {
 }
 
 impl Bed {
+    /// Reasons of the Events about `enrollment` in this test's namespace.
+    pub async fn event_reasons(&self, enrollment: &str) -> Vec<String> {
+        let events: Api<Event> = Api::namespaced(self.client.clone(), &self.ns);
+        let list = events.list(&ListParams::default()).await.expect("list events");
+        list.items
+            .into_iter()
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(enrollment))
+            .filter_map(|e| e.reason)
+            .collect()
+    }
+
+    /// Every Event of this test's namespace as JSON (to search for what must not be there).
+    pub async fn events_text(&self) -> String {
+        let events: Api<Event> = Api::namespaced(self.client.clone(), &self.ns);
+        serde_json::to_string(&events.list(&ListParams::default()).await.expect("list events").items).expect("json")
+    }
+
     /// A fresh namespace with the CRD installed; the device path is `/<tag>/`.
     pub async fn new(test: &str) -> Self {
         let client = super::client().await;

@@ -2,7 +2,7 @@
 //! (kube-apiserver + etcd + moto) that `tests/testbed/testbed up` starts, and fail
 //! loudly when it is not there.
 
-#![allow(dead_code)] // each test binary uses a different part of the harness
+#![allow(dead_code)] // apiserver_restart uses only part of the harness
 
 use std::time::Duration;
 

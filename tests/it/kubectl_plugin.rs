@@ -1,9 +1,9 @@
 //! The kubectl plugin end to end: the real `kubectl-mfa` binary against the real
 //! kube-apiserver, with the real `mfa-operator` answering its code submissions from moto.
 //! Each test has its own namespace, operator, IAM users and device path, like
-//! `tests/controller.rs`.
+//! `tests/it/controller.rs`.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::process::{Command, Stdio};

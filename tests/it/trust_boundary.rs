@@ -4,7 +4,7 @@
 //! repaired, or keep a live seed around. IAM is the test bed's strict layer, which refuses
 //! codes that are not a fresh pair of the device's real seed, as AWS does.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
@@ -12,9 +12,8 @@ use common::bed::{Bed, condition, data, is_true, state, user_status};
 use common::iam;
 use common::operator::Operator;
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::api::events::v1::Event;
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use mfa_operator::crd::{MfaEnrollment, UserState};
 use serde_json::json;
 
@@ -22,18 +21,6 @@ use serde_json::json;
 const FOREIGN_SEED: &str = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ";
 
 impl Bed {
-    async fn event_reasons(&self) -> Vec<String> {
-        let events: Api<Event> = Api::namespaced(self.client.clone(), &self.ns);
-        events
-            .list(&ListParams::default())
-            .await
-            .expect("list events")
-            .items
-            .into_iter()
-            .filter_map(|e| e.reason)
-            .collect()
-    }
-
     /// Enrolls `user` alone in the enrollment `team` and waits until the seed is out.
     async fn pending(&self, user: &str) -> MfaEnrollment {
         self.apply("team", json!({ "mode": "Enroll", "users": { "names": [user] } })).await;
@@ -97,7 +84,7 @@ async fn a_forged_serial_never_enables_a_foreign_device_on_the_victim() {
         !devices.iter().any(|(_, user)| user.as_deref() == Some(alice.as_str())),
         "alice got a device: {devices:?}"
     );
-    assert!(bed.event_reasons().await.contains(&"SeedSecretTampered".to_owned()));
+    assert!(bed.event_reasons("team").await.contains(&"SeedSecretTampered".to_owned()));
 
     // The replacement is alice's own derived device with a fresh seed, and it works.
     let fresh = bed.seed_secret(&replaced, &alice).await;
@@ -145,7 +132,7 @@ async fn resetting_the_old_counter_annotation_does_not_buy_more_guesses() {
         .await;
     let new_seed = seed_of(&bed.seed_secret(&rotated, &alice).await);
     assert_ne!(new_seed, first_seed, "five refusals replace the device and its seed");
-    assert!(bed.event_reasons().await.contains(&"SeedRotated".to_owned()));
+    assert!(bed.event_reasons("team").await.contains(&"SeedRotated".to_owned()));
 }
 
 #[tokio::test]

@@ -10,7 +10,7 @@
 //!   not create a seed Secret or a look-alike, nor change any other data key, a label,
 //!   an annotation, the type or the ownerReferences of a seed Secret.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;

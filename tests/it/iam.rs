@@ -1,7 +1,7 @@
 //! The IAM adapter, built only from the standard AWS configuration chain, against the
 //! test bed's moto server.
 
-mod common;
+use crate::common;
 
 use mfa_operator::aws::{IamApi, IamError, SdkIam, load_sdk_config};
 

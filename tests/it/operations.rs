@@ -1,7 +1,7 @@
 //! Running the operator the way a platform team does: metrics and probes on one port, and
 //! several replicas behind a leader Lease. Real binary, real apiserver, real moto.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};

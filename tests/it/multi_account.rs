@@ -2,7 +2,7 @@
 //! each account has its own inventory and ownership. moto maps credentials issued for a
 //! role to the role's account, so two accounts live in one moto server.
 
-mod common;
+use crate::common;
 
 use common::iam;
 use common::operator::Operator;

@@ -8,7 +8,7 @@
 //! The test bed has no controller manager and no kubelet, so no pod runs: the process
 //! stands in for the pod, and a TokenRequest stands in for the projected token.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -2,7 +2,7 @@
 //! and served, the examples are valid, and invalid specs are refused at admission with
 //! a message that says what is wrong.
 
-mod common;
+use crate::common;
 
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};

@@ -10,7 +10,7 @@
 //! First over a table of sample objects, then over real objects that the real operator
 //! drives through their life on the test bed.
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -3,7 +3,7 @@
 //! only that namespace), its own IAM users and its own device path, so tests run in
 //! parallel on one shared moto account without touching each other.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 
@@ -12,30 +12,11 @@ use common::fault_proxy::FaultProxy;
 use common::iam;
 use common::operator::Operator;
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::api::events::v1::Event;
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::api::{DeleteParams, ListParams, PostParams};
 use mfa_operator::crd::{MfaEnrollment, UserState};
 
 const LONG: Duration = Duration::from_secs(90);
-
-/// Events of this test's namespace, which only these tests read.
-impl Bed {
-    async fn event_reasons(&self, enrollment: &str) -> Vec<String> {
-        let events: Api<Event> = Api::namespaced(self.client.clone(), &self.ns);
-        let list = events.list(&ListParams::default()).await.expect("list events");
-        list.items
-            .into_iter()
-            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(enrollment))
-            .filter_map(|e| e.reason)
-            .collect()
-    }
-
-    async fn events_text(&self) -> String {
-        let events: Api<Event> = Api::namespaced(self.client.clone(), &self.ns);
-        serde_json::to_string(&events.list(&ListParams::default()).await.expect("list events").items).expect("json")
-    }
-}
 
 #[tokio::test]
 async fn report_mode_lists_users_without_mfa_and_writes_nothing() {

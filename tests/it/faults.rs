@@ -5,7 +5,7 @@
 //! touched, no orphan may remain and the status must be right; seeds and codes must never
 //! reach logs, Events or status. Each test prints what it injected and what it checked.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

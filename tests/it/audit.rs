@@ -1,7 +1,7 @@
 //! `mfa-operator audit`, the real binary against the test bed's moto. The moto account is
 //! shared with other tests, so every test selects only its own users, under a unique path.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Command, Output};

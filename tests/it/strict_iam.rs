@@ -4,7 +4,7 @@
 //! unassigned devices. Everything goes through the plain SDK client; codes come from
 //! `common::iam::codes_now`, computed from the seed as a phone would.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::future::Future;

@@ -19,7 +19,7 @@
 //!   a second enrollment created mid-way converges and completes, the operator never
 //!   panics, and it still accepts valid codes at the end.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::sync::LazyLock;

@@ -6,7 +6,7 @@
 //! (the answer is lost), the case in which a retried `CreateVirtualMFADevice` could leave a
 //! second device.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};

@@ -27,32 +27,10 @@ use serde::Serialize;
 use crate::aws::{IamApi, IamError, SdkIam};
 use crate::controller::accounts::{AccountKey, sdk_config};
 use crate::controller::selection::{Selection, select};
+// The CRD's own bounds: flags are checked against exactly what the schema enforces.
+use crate::crd::limits::*;
 use crate::crd::{Summary, UserSelector, UserState};
 use crate::inventory::{Inventory, MfaState};
-
-/// The CRD's patterns, character for character (a unit test compares them with the
-/// generated schema). The apiserver evaluates them with Go's RE2, where `\w` is ASCII
-/// only, so the name patterns are compiled without Unicode classes.
-const IAM_NAME_PATTERN: &str = r"^[\w+=,.@-]+$";
-const PATH_PREFIX_PATTERN: &str = r"^/[\x21-\x7E]*$";
-const TAG_KEY_PATTERN: &str = r"^[\p{L}\p{Z}\p{N}_.:/=+\-@]+$";
-const REGION_PATTERN: &str = r"^[a-z]{2}(-[a-z]+)+-[0-9]{1,2}$";
-const ROLE_ARN_PATTERN: &str = r"^arn:aws[a-z-]*:iam::[0-9]{12}:role/[\w+=,.@/-]{1,512}$";
-const EXTERNAL_ID_PATTERN: &str = r"^[\w+=,.@:/-]+$";
-
-/// The CRD's bounds on `spec.users` and `spec.aws`.
-const MAX_USER_NAME: usize = 64;
-const MAX_GROUP_NAME: usize = 128;
-const MAX_PATH_PREFIX: usize = 512;
-const MAX_TAG_KEY: usize = 128;
-const MAX_TAG_VALUE: usize = 256;
-const MAX_NAMES: usize = 1000;
-const MAX_GROUPS: usize = 300;
-const MAX_EXCLUDE: usize = 500;
-const MAX_TAGS: usize = 50;
-const MAX_REGION: usize = 32;
-const MAX_ROLE_ARN: usize = 2048;
-const EXTERNAL_ID_LEN: (usize, usize) = (2, 1224);
 
 fn ascii_regex(pattern: &str) -> Regex {
     RegexBuilder::new(pattern).unicode(false).build().expect("static CRD pattern compiles")
@@ -315,7 +293,7 @@ fn role_arn(value: &str) -> Result<String, String> {
 }
 
 fn external_id(value: &str) -> Result<String, String> {
-    let (min, max) = EXTERNAL_ID_LEN;
+    let (min, max) = (MIN_EXTERNAL_ID, MAX_EXTERNAL_ID);
     if !(min..=max).contains(&value.len()) || !EXTERNAL_ID.is_match(value) {
         return Err(format!("an external ID has {min}-{max} characters from letters, digits and + = , . @ : / _ -"));
     }
@@ -487,18 +465,12 @@ impl AuditError {
     }
 }
 
-/// Groups named in the selector that do not exist in the account.
-pub fn unknown_groups(selection: &Selection, groups: &BTreeSet<String>) -> Vec<String> {
-    let known: BTreeSet<String> = groups.iter().map(|g| g.to_lowercase()).collect();
-    selection.empty_groups.iter().filter(|g| !known.contains(&g.to_lowercase())).cloned().collect()
-}
-
 /// Sweeps the account, selects, and asks `ListMFADevices` only for the selected users no
 /// assigned virtual device covers: the controller's inventory refresh, once.
 pub async fn audit(iam: &impl IamApi, selector: &UserSelector, now: Timestamp) -> Result<Report, AuditError> {
     let mut inventory = Inventory::load(iam, selector.console_access_only, now).await?;
     let selection = select(selector, &inventory.users, inventory.console_users.as_ref());
-    let unknown = unknown_groups(&selection, &inventory.groups);
+    let unknown = selection.unknown_groups(&inventory.groups);
     if !unknown.is_empty() {
         return Err(AuditError::UnknownGroups(unknown));
     }
@@ -695,8 +667,8 @@ mod tests {
         assert_eq!(aws["roleArn"]["pattern"], ROLE_ARN_PATTERN);
         assert_eq!(aws["roleArn"]["maxLength"], MAX_ROLE_ARN);
         assert_eq!(aws["externalId"]["pattern"], EXTERNAL_ID_PATTERN);
-        assert_eq!(aws["externalId"]["minLength"], EXTERNAL_ID_LEN.0);
-        assert_eq!(aws["externalId"]["maxLength"], EXTERNAL_ID_LEN.1);
+        assert_eq!(aws["externalId"]["minLength"], MIN_EXTERNAL_ID);
+        assert_eq!(aws["externalId"]["maxLength"], MAX_EXTERNAL_ID);
     }
 
     #[test]

@@ -369,12 +369,9 @@ async fn write_listing_status(
     }
 }
 
-/// Groups named in the selector that do not exist in the account: a value a person must
-/// fix (Stalled), as opposed to an existing group without members.
+/// Groups named in the selector that do not exist in the account: Stalled until fixed.
 fn unknown_groups(selection: &Selection, groups: &std::collections::BTreeSet<String>) -> Option<Issue> {
-    let known: std::collections::BTreeSet<String> = groups.iter().map(|g| g.to_lowercase()).collect();
-    let unknown: Vec<&str> =
-        selection.empty_groups.iter().filter(|g| !known.contains(&g.to_lowercase())).map(String::as_str).collect();
+    let unknown = selection.unknown_groups(groups);
     (!unknown.is_empty()).then(|| Issue {
         reason: ConditionReason::InvalidSpec,
         message: format!("spec.users.groups: no IAM group named {} in the account", unknown.join(", ")),

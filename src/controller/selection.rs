@@ -20,6 +20,15 @@ pub struct Selection {
     pub empty_groups: BTreeSet<String>,
 }
 
+impl Selection {
+    /// Groups named in the selector that do not exist in the account (IAM group names
+    /// are case-insensitive): a value a person must fix, unlike a group without members.
+    pub fn unknown_groups(&self, groups: &BTreeSet<String>) -> Vec<String> {
+        let known: BTreeSet<String> = groups.iter().map(|g| g.to_lowercase()).collect();
+        self.empty_groups.iter().filter(|g| !known.contains(&g.to_lowercase())).cloned().collect()
+    }
+}
+
 /// Evaluates `selector` over `users` (keyed by exact name). `console_users` is required
 /// when `selector.console_access_only` is set; `None` there selects nobody, so a missing
 /// report can never widen a selection.

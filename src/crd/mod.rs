@@ -5,6 +5,7 @@
 //! admission (IAM name and path syntax, durations, selectors that select nothing) never
 //! reaches the controller.
 
+pub mod limits;
 pub mod status;
 
 use std::collections::BTreeMap;
@@ -12,6 +13,7 @@ use std::collections::BTreeMap;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
+use limits::*;
 pub use status::{MfaEnrollmentStatus, Summary, UserState, UserStatus};
 
 /// API group of every type this operator defines.
@@ -26,7 +28,6 @@ pub const DEFAULT_RESYNC_INTERVAL: &str = "10m";
 
 /// Regular expression of an IAM user name, as IAM defines it (`[\w+=,.@-]+`).
 /// The apiserver evaluates it with Go's RE2, where `\w` is `[0-9A-Za-z_]`.
-const USER_NAME_PATTERN: &str = r"^[\w+=,.@-]+$";
 /// Go `time.ParseDuration` syntax restricted to whole hours, minutes and seconds.
 const DURATION_PATTERN: &str = r"^([0-9]{1,6}(h|m|s))+$";
 
@@ -111,25 +112,25 @@ pub struct UserSelector {
     /// IAM user names, exactly as in IAM (case-sensitive). Names that do not exist in the
     /// account are reported in status as `NotFound`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 1000), inner(regex(pattern = USER_NAME_PATTERN), length(min = 1, max = 64)))]
+    #[schemars(length(min = 1, max = MAX_NAMES), inner(regex(pattern = IAM_NAME_PATTERN), length(min = 1, max = MAX_USER_NAME)))]
     #[schemars(extend("x-kubernetes-list-type" = "set"))]
     pub names: Option<Vec<String>>,
 
     /// Every user whose IAM path starts with this prefix, for example `/engineering/`.
     /// `/` selects every user of the account.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^/[\x21-\x7E]*$"), length(min = 1, max = 512))]
+    #[schemars(regex(pattern = PATH_PREFIX_PATTERN), length(min = 1, max = MAX_PATH_PREFIX))]
     pub path_prefix: Option<String>,
 
     /// Every member of these IAM groups (group names, case-insensitive in IAM).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 300), inner(regex(pattern = USER_NAME_PATTERN), length(min = 1, max = 128)))]
+    #[schemars(length(min = 1, max = MAX_GROUPS), inner(regex(pattern = IAM_NAME_PATTERN), length(min = 1, max = MAX_GROUP_NAME)))]
     #[schemars(extend("x-kubernetes-list-type" = "set"))]
     pub groups: Option<Vec<String>>,
 
     /// Every user carrying all of these IAM tags with exactly these values.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("minProperties" = 1, "maxProperties" = 50))]
+    #[schemars(extend("minProperties" = 1, "maxProperties" = MAX_TAGS))]
     #[x_kube(validation = kube::core::Rule::new(r"self.all(k, size(k) <= 128 && k.matches('^[\\p{L}\\p{Z}\\p{N}_.:/=+\\-@]+$') && !k.startsWith('aws:') && size(self[k]) <= 256)").message("users.tags: keys must be 1-128 IAM tag characters (letters, digits, spaces, _.:/=+-@) not starting with aws:, values at most 256 characters"))]
     pub tags: Option<BTreeMap<String, String>>,
 
@@ -137,7 +138,7 @@ pub struct UserSelector {
     /// matches them (break-glass and automation users). Only meaningful together with
     /// another selector.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 500), inner(regex(pattern = USER_NAME_PATTERN), length(min = 1, max = 64)))]
+    #[schemars(length(min = 1, max = MAX_EXCLUDE), inner(regex(pattern = IAM_NAME_PATTERN), length(min = 1, max = MAX_USER_NAME)))]
     #[schemars(extend("x-kubernetes-list-type" = "set"))]
     pub exclude: Option<Vec<String>>,
 
@@ -154,7 +155,7 @@ pub struct DeviceSpec {
     /// deletes unassigned devices under this path, so it must be dedicated to the
     /// operator: it starts and ends with `/` and cannot be `/` itself.
     #[serde(default = "default_device_path")]
-    #[schemars(regex(pattern = r"^/([\x21-\x7E]+/)?$"), length(min = 1, max = 512))]
+    #[schemars(regex(pattern = DEVICE_PATH_PATTERN), length(min = 1, max = MAX_PATH_PREFIX))]
     #[x_kube(validation = kube::core::Rule::new("self != '/'").message("device.path must be a path dedicated to the operator such as /mfa-operator/, not /: the operator deletes unassigned devices under it"))]
     pub path: String,
 }
@@ -173,17 +174,17 @@ pub struct AwsSpec {
     /// AWS region for IAM and STS calls (IAM is global; the region picks the STS
     /// endpoint and signing region). Omitted: the operator's configured region.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^[a-z]{2}(-[a-z]+)+-[0-9]{1,2}$"), length(max = 32))]
+    #[schemars(regex(pattern = REGION_PATTERN), length(max = MAX_REGION))]
     pub region: Option<String>,
 
     /// IAM role to assume (through STS) to manage another AWS account.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^arn:aws[a-z-]*:iam::[0-9]{12}:role/[\w+=,.@/-]{1,512}$"), length(max = 2048))]
+    #[schemars(regex(pattern = ROLE_ARN_PATTERN), length(max = MAX_ROLE_ARN))]
     pub role_arn: Option<String>,
 
     /// External ID the role's trust policy requires, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^[\w+=,.@:/-]+$"), length(min = 2, max = 1224))]
+    #[schemars(regex(pattern = EXTERNAL_ID_PATTERN), length(min = MIN_EXTERNAL_ID, max = MAX_EXTERNAL_ID))]
     pub external_id: Option<String>,
 }
 

@@ -84,7 +84,7 @@ impl StepError {
 
     fn issue(&self) -> Issue {
         let reason = match self {
-            Self::Iam(IamError::AccessDenied { .. }) => ConditionReason::AccessDenied,
+            Self::Iam(error) => ConditionReason::of_iam(error),
             _ => ConditionReason::TransientError,
         };
         Issue { reason, message: self.message() }

@@ -472,11 +472,7 @@ fn refusals(status: Option<&MfaEnrollmentStatus>) -> BTreeMap<String, Refusals> 
 /// act, Reconciling otherwise), then permanent errors wait for the resync interval and
 /// transient ones back off.
 async fn report_iam_failure(enrollment: &MfaEnrollment, ctx: &Context, error: IamError) -> Result<Requeue> {
-    let reason = match error {
-        IamError::AccessDenied { .. } => ConditionReason::AccessDenied,
-        _ => ConditionReason::TransientError,
-    };
-    let issue = Issue { reason, message: error.to_string() };
+    let issue = Issue { reason: ConditionReason::of_iam(&error), message: error.to_string() };
     let previous = ctx.last_status(enrollment).unwrap_or_default();
     let status = build(StatusInput {
         mode: enrollment.spec.mode,

@@ -51,6 +51,15 @@ pub enum ConditionReason {
 }
 
 impl ConditionReason {
+    /// The reason an IAM failure is shown with: refused access needs a person (Stalled);
+    /// anything else is retried.
+    pub fn of_iam(error: &crate::aws::IamError) -> Self {
+        match error {
+            crate::aws::IamError::AccessDenied { .. } => Self::AccessDenied,
+            _ => Self::TransientError,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Reconciled => "Reconciled",

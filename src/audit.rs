@@ -528,7 +528,7 @@ mod tests {
     use kube::CustomResourceExt;
     use serde_json::json;
 
-    use crate::aws::fake::ReadOnlyAccount;
+    use crate::aws::fake::{Account, LIST_VIRTUAL_MFA_DEVICES};
     use crate::aws::{IamUser, MfaDevice, VirtualDevice};
     use crate::crd::MfaEnrollment;
 
@@ -723,37 +723,37 @@ mod tests {
     }
 
     /// An account: alice has a virtual device, bob a hardware key (only `ListMFADevices`
-    /// knows), carol and dave nothing; erin has a pending (unassigned) device.
-    fn account() -> ReadOnlyAccount {
-        ReadOnlyAccount {
-            users: vec![
+    /// knows), carol and dave nothing; erin has a pending (unassigned) device. Read-only:
+    /// nothing that reads may write.
+    fn account() -> Account {
+        Account::new()
+            .with_users([
                 user("alice", "/engineering/"),
                 user("bob", "/engineering/"),
                 user("carol", "/engineering/backend/"),
                 user("dave", "/finance/"),
                 user("erin", "/engineering/"),
-            ],
-            devices: vec![
+            ])
+            .with_devices([
                 assigned("alice"),
                 VirtualDevice {
                     serial: format!("arn:aws:iam::{ACCOUNT}:mfa/mfa-operator/erin"),
                     user: None,
                     enabled_at: None,
                 },
-            ],
-            listed: BTreeMap::from([(
-                "bob".into(),
+            ])
+            .with_listed(
+                "bob",
                 vec![MfaDevice { serial: "GAHT12345678".into(), enabled_at: Some(Timestamp::UNIX_EPOCH) }],
-            )]),
-            groups: BTreeSet::from(["developers".into()]),
-            console: BTreeSet::from(["carol".into()]),
-            root_mfa: true,
-            ..ReadOnlyAccount::default()
-        }
+            )
+            .with_groups(["developers".into()])
+            .with_console_users(["carol".into()])
+            .with_root_mfa(true)
+            .read_only()
     }
 
-    fn inventory_and_selection(iam: &ReadOnlyAccount, selector: &UserSelector) -> (Inventory, Selection) {
-        let inventory = Inventory::from_parts(Timestamp::UNIX_EPOCH, iam.users.clone(), iam.devices.clone(), None);
+    fn inventory_and_selection(iam: &Account, selector: &UserSelector) -> (Inventory, Selection) {
+        let inventory = Inventory::from_parts(Timestamp::UNIX_EPOCH, iam.users(), iam.virtual_devices(), None);
         let selection = select(selector, &inventory.users, None);
         (inventory, selection)
     }
@@ -971,7 +971,7 @@ root account MFA: NOT enabled
 
     #[tokio::test]
     async fn iam_errors_exit_3_and_access_denied_names_the_action() {
-        let iam = ReadOnlyAccount { deny: Some("ListVirtualMFADevices"), ..account() };
+        let iam = account().denying(LIST_VIRTUAL_MFA_DEVICES);
         let selector = UserSelector { path_prefix: Some("/".into()), ..UserSelector::default() };
         let err = audit(&iam, &selector, Timestamp::UNIX_EPOCH).await.expect_err("denied");
         assert_eq!(err.exit(), Exit::AwsError);

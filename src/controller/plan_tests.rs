@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use jiff::{SignedDuration, Timestamp};
 
 use super::*;
-use crate::aws::fake::ReadOnlyAccount;
+use crate::aws::fake::Account;
 use crate::aws::{IamUser, MfaDevice, Seed, VirtualDevice};
 use crate::controller::seed_secret::Untrusted;
 use crate::crd::{DeviceSpec, UserSelector};
@@ -253,7 +253,10 @@ impl World {
         let mut inventory = Inventory::from_parts(NOW, users, self.devices.clone(), None);
         let to_resolve =
             inventory.unresolved(&self.selection.users).into_iter().filter(|u| !self.unresolved.contains(u)).collect();
-        let iam = ReadOnlyAccount { listed: self.listed.clone(), ..ReadOnlyAccount::default() };
+        let mut iam = Account::new().with_users(self.account_users.iter().map(|u| iam_user(u))).read_only();
+        for (user, devices) in &self.listed {
+            iam = iam.with_listed(user, devices.clone());
+        }
         futures::executor::block_on(inventory.resolve(&iam, to_resolve)).expect("the fake ListMFADevices never fails");
         assert!(iam.calls().iter().all(|c| c.starts_with("ListMFADevices ")), "resolve only lists MFA devices");
         inventory

@@ -257,13 +257,13 @@ mod tests {
     #[tokio::test]
     async fn resolve_asks_a_bounded_number_of_users_at_once_and_keeps_every_answer() {
         use crate::aws::MfaDevice;
-        use crate::aws::fake::ReadOnlyAccount;
+        use crate::aws::fake::Account;
         let users: Vec<String> = (0..50).map(|i| format!("user-{i:02}")).collect();
         let hardware = MfaDevice { serial: "GAHT12345678".into(), enabled_at: Some(Timestamp::UNIX_EPOCH) };
-        let iam = ReadOnlyAccount {
-            listed: BTreeMap::from([("user-07".into(), vec![hardware.clone()])]),
-            ..ReadOnlyAccount::default()
-        };
+        let iam = Account::new()
+            .with_users(users.iter().map(|name| IamUser { name: name.clone(), ..IamUser::default() }))
+            .with_listed("user-07", vec![hardware.clone()])
+            .read_only();
         let mut inv = Inventory::from_parts(Timestamp::UNIX_EPOCH, Vec::new(), Vec::new(), None);
         inv.resolve(&iam, users.clone()).await.expect("resolve");
         assert_eq!(iam.calls().len(), 50, "one call per user");
@@ -274,8 +274,8 @@ mod tests {
 
     #[tokio::test]
     async fn the_sweeps_of_a_refresh_run_at_once() {
-        use crate::aws::fake::ReadOnlyAccount;
-        let iam = ReadOnlyAccount::default();
+        use crate::aws::fake::Account;
+        let iam = Account::new().read_only();
         Inventory::load(&iam, true, Timestamp::UNIX_EPOCH).await.expect("load");
         assert_eq!(iam.calls().len(), 5);
         assert_eq!(iam.max_in_flight(), 5, "users, virtual devices, groups, summary and credential report together");

@@ -355,7 +355,7 @@ def iam_disagrees(moto, seeded, pending):
     ours = [serial for serial in unassigned if f":mfa{DEVICE_PATH}" in serial]
     want = len(seeded.without) if pending else 0
     if len(ours) != want:
-        out.append(f"IAM lists {len(ours)} pending devices under {DEVICE_PATH}, the status says {want}")
+        out.append(f"IAM lists {len(ours)} pending devices under {DEVICE_PATH}, the complete status counts {want}")
     return out
 
 
@@ -598,7 +598,8 @@ def main():
     if not s["still_complete"] or writes or s["status_writes"]:
         failures.append("something changed during the steady-state window")
     if s["errors"]:
-        failures.append(f"{s['errors']:.0f} reconcile errors (mfa_operator_reconcile_errors_total)")
+        failures.append(f"{s['errors']:.0f} reconcile errors since the operator started "
+                        "(mfa_operator_reconcile_errors_total)")
     if refreshes > n:
         failures.append(f"{refreshes} inventory refreshes in {n} resync intervals")
     if failures:

@@ -3,10 +3,12 @@
 //!
 //! Ready means doing its job: a standby replica waiting for the Lease, or a leader whose
 //! enrollment cache has synced and whose loop is beating. Alive means not wedged: the
-//! controller's loop has beaten within the liveness timeout, and no reconcile has been
-//! stuck inside one poll that long (a blocked thread, a deadlock on a lock, a spin).
-//! Awaiting is not being stuck: a slow IAM call or a wait for the account's write permits
-//! returns from poll at once and does not count.
+//! task driving the controller's streams has beaten within the liveness timeout, and no
+//! reconcile (each is a task of its own) has been stuck inside one poll that long: a
+//! blocked thread, a deadlock on a std lock, a spin. Awaiting is not being stuck: a slow
+//! IAM call or a wait for the account's write permits returns from poll at once. A
+//! reconcile that awaits something that never comes is not caught here; every IAM and
+//! Kubernetes call it makes has a timeout, so that takes a lost wake-up.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -107,15 +109,21 @@ impl Health {
         }
     }
 
+    pub fn starting(&self) {
+        self.set(Phase::Starting);
+    }
+
     pub fn standby(&self) {
         self.set(Phase::Standby);
     }
 
+    /// The controller runs: from now on its loop must beat.
     pub fn syncing(&self) {
+        self.beat();
         self.set(Phase::Syncing);
     }
 
-    /// The cache has synced: from now on the loop must beat.
+    /// The cache has synced.
     pub fn running(&self) {
         self.beat();
         self.set(Phase::Running);
@@ -144,7 +152,7 @@ impl Health {
             return Some(format!("a reconcile has been stuck for {} s", stuck.as_secs()));
         }
         let silence = self.silence(now);
-        (self.phase() == Phase::Running && silence > self.0.timeout)
+        (matches!(self.phase(), Phase::Syncing | Phase::Running) && silence > self.0.timeout)
             .then(|| format!("the controller loop has not run for {} s", silence.as_secs()))
     }
 
@@ -219,8 +227,11 @@ mod tests {
         assert_eq!(health.readiness(now), Probe::fail("starting"));
         health.syncing();
         let later = now + Duration::from_secs(600);
-        assert!(!health.readiness(later).ok, "a cache that never syncs is never ready");
-        assert!(health.liveness(later).ok, "a restart would not make the cache sync");
+        health.beat();
+        let beating = Instant::now();
+        assert_eq!(health.readiness(beating), Probe::fail("waiting for the MfaEnrollment cache to sync"));
+        assert!(health.liveness(beating).ok, "a restart would not make the cache sync");
+        assert!(!health.liveness(later).ok, "a loop blocked while syncing is wedged too");
         health.running();
         assert!(health.readiness(Instant::now()).ok);
         assert!(health.liveness(Instant::now()).ok);

@@ -94,7 +94,7 @@ struct RunArgs {
 
     /// Seconds the controller loop may go without running before /healthz and /readyz
     /// fail (a wedged loop: a blocked thread, a deadlock); slow IAM calls do not count.
-    #[arg(long, env = "MFA_OPERATOR_LIVENESS_TIMEOUT_SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(2..=3600))]
+    #[arg(long, env = "MFA_OPERATOR_LIVENESS_TIMEOUT_SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(5..=3600))]
     liveness_timeout_seconds: u64,
 }
 

@@ -209,6 +209,8 @@ pub async fn run(
     health: Health,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> anyhow::Result<()> {
+    // A new leader is no longer a standby: not ready until its cache has synced.
+    health.starting();
     let enrollments: Api<MfaEnrollment> = match &config.namespace {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
@@ -279,15 +281,21 @@ pub async fn run(
     // The loop's beat: silenced when the task driving the controller's streams is blocked
     // (reconciles are tasks of their own, watched by `Health::watch`).
     let beat = async {
-        if store.wait_until_ready().await.is_err() {
-            return std::future::pending().await;
-        }
-        tracing::info!("enrollment cache synced");
-        health.running();
+        // Beats from the start, so a loop blocked while the cache syncs is noticed too.
         let mut ticks = tokio::time::interval(crate::health::BEAT);
+        let mut synced = std::pin::pin!(store.wait_until_ready());
+        let mut syncing = true;
         loop {
-            ticks.tick().await;
-            health.beat();
+            tokio::select! {
+                ready = &mut synced, if syncing => {
+                    syncing = false;
+                    if ready.is_ok() {
+                        tracing::info!("enrollment cache synced");
+                        health.running();
+                    }
+                }
+                _ = ticks.tick() => health.beat(),
+            }
         }
     };
     futures::pin_mut!(drive, beat);

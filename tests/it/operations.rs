@@ -150,18 +150,41 @@ async fn two_replicas_elect_one_leader_and_a_standby_takes_over() {
 }
 
 /// A kubeconfig like the test bed's admin one that acts as `user` (impersonation): only
-/// what RBAC grants `user` is allowed. Returns its path.
-fn impersonating_kubeconfig(user: &str) -> std::path::PathBuf {
-    let mut config = Kubeconfig::read().expect("read the test bed's KUBECONFIG");
-    for named in &mut config.auth_infos {
-        if let Some(auth) = named.auth_info.as_mut() {
-            auth.impersonate = Some(user.to_owned());
-            auth.impersonate_groups = Some(vec!["system:authenticated".to_owned()]);
+/// what RBAC grants `user` is allowed. It carries the admin's credentials: private to
+/// this user, and removed when dropped.
+struct ImpersonatingKubeconfig(std::path::PathBuf);
+
+impl ImpersonatingKubeconfig {
+    fn new(user: &str) -> Self {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let mut config = Kubeconfig::read().expect("read the test bed's KUBECONFIG");
+        for named in &mut config.auth_infos {
+            if let Some(auth) = named.auth_info.as_mut() {
+                auth.impersonate = Some(user.to_owned());
+                auth.impersonate_groups = Some(vec!["system:authenticated".to_owned()]);
+            }
         }
+        let path = std::env::temp_dir().join(format!("mfa-operator-test-{user}.kubeconfig"));
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .expect("create the kubeconfig");
+        file.write_all(serde_yaml::to_string(&config).expect("kubeconfig YAML").as_bytes()).expect("write kubeconfig");
+        Self(path)
     }
-    let path = std::env::temp_dir().join(format!("mfa-operator-test-{user}.kubeconfig"));
-    std::fs::write(&path, serde_yaml::to_string(&config).expect("kubeconfig YAML")).expect("write kubeconfig");
-    path
+
+    fn path(&self) -> &str {
+        self.0.to_str().expect("utf-8 path")
+    }
+}
+
+impl Drop for ImpersonatingKubeconfig {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 /// Grants `user` the rules in `namespace` through a Role and RoleBinding named `name`.
@@ -208,12 +231,12 @@ async fn not_ready_until_the_enrollment_cache_syncs() {
         serde_json::json!([{ "apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "create"] }]),
     )
     .await;
-    let kubeconfig = impersonating_kubeconfig(&user);
+    let kubeconfig = ImpersonatingKubeconfig::new(&user);
     let port = free_port();
     let operator = Operator::start_args(
         &ns,
         &["--metrics-address", &format!("127.0.0.1:{port}")],
-        &[("KUBECONFIG", kubeconfig.to_str().expect("utf-8 path"))],
+        &[("KUBECONFIG", kubeconfig.path())],
     );
 
     // The list was refused (kube-runtime logs the 403), and the operator says why it is
@@ -241,7 +264,6 @@ async fn not_ready_until_the_enrollment_cache_syncs() {
     })
     .await;
     assert_eq!(ready.1, "ready");
-    let _ = std::fs::remove_file(kubeconfig);
 }
 
 #[tokio::test]
@@ -252,10 +274,11 @@ async fn a_wedged_controller_loop_fails_liveness_and_readiness() {
     let tag = common::unique("healthz");
     let port = free_port();
     // The failpoint blocks the thread of the first reconcile forever, as a deadlock would.
+    // Two runtime workers, so the probes are still served on a one-CPU machine.
     let operator = Operator::start_args(
         &ns,
-        &["--metrics-address", &format!("127.0.0.1:{port}"), "--liveness-timeout-seconds", "2"],
-        &[("MFA_OPERATOR_FAILPOINT", "reconcile-wedge")],
+        &["--metrics-address", &format!("127.0.0.1:{port}"), "--liveness-timeout-seconds", "5"],
+        &[("MFA_OPERATOR_FAILPOINT", "reconcile-wedge"), ("TOKIO_WORKER_THREADS", "2")],
     );
     let ready = eventually("/readyz 200 before any reconcile", common::WAIT, || {
         get(port, "/readyz").filter(|(status, _)| *status == 200)

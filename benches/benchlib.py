@@ -248,7 +248,8 @@ def set_latency(moto, delay_ms, jitter_ms=0):
     Without the strict layer (MFA_TESTBED_STRICT_IAM=0) a delay of 0 is the default and
     anything else exits."""
     status, raw = _latency_call(moto, "POST", f"?delay_ms={delay_ms}&jitter_ms={jitter_ms}")
-    if status == 404 and not (delay_ms or jitter_ms):
+    # Plain moto answers an unknown path with 404 or 500; no delay is its default.
+    if status in (404, 500) and not (delay_ms or jitter_ms):
         return "IAM latency: none (plain moto, no strict IAM layer to set it on)"
     if status != 200:
         sys.exit(f"cannot set the IAM latency (POST {moto}/strict-iam/latency: HTTP {status} {raw[:200]!r}); "

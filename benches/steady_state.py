@@ -510,7 +510,7 @@ def main():
     env = dict(os.environ, AWS_ENDPOINT_URL=proxy.url)
     env.pop("RUST_LOG", None)
     logdir = tempfile.mkdtemp(prefix="mfa-steady-state-")
-    set_latency(moto, 0)  # no delay while seeding (also checks the strict IAM layer; 0 again at exit)
+    plain = set_latency(moto, 0).startswith("IAM latency: none")  # no delay while seeding; 0 again at exit
     kube = Kube()
     kube.apply_crd()
 
@@ -518,8 +518,11 @@ def main():
     print(f"operator: {binary_version(args.binary)} ({args.binary}), `run --namespace NS`, release build")
     print(f"moto {moto} behind counting proxy {proxy.url}; operator logs in {logdir}")
     print(f"command: python3 benches/steady_state.py {' '.join(sys.argv[1:])}")
-    print(f"IAM latency: {args.delay_ms} ms per IAM request (the test bed's strict IAM layer), from after "
-          "the seeding; back to 0 at exit")
+    if plain:
+        print("IAM: plain moto (MFA_TESTBED_STRICT_IAM=0): one page per listing, codes not checked, no latency")
+    else:
+        print(f"IAM latency: {args.delay_ms} ms per IAM request (the test bed's strict IAM layer), from after "
+              "the seeding; back to 0 at exit")
     print("NOTE: resets moto (POST /moto-api/reset) -- the test bed's IAM state is wiped.\n")
 
     reset_moto(moto)

@@ -197,10 +197,11 @@ async fn a_forged_claim_does_not_keep_a_lost_seed_from_being_repaired() {
         |s: Option<&Secret>| s.is_some_and(|s| s.uid() != secret.uid()),
     )
     .await;
-    let repaired = bed.wait("team", "alice Pending and Ready", |e| {
-        state(e, &alice) == Some(UserState::Pending) && is_true(e, "Ready")
-    })
-    .await;
+    let repaired = bed
+        .wait("team", "alice Pending and Ready", |e| {
+            state(e, &alice) == Some(UserState::Pending) && is_true(e, "Ready")
+        })
+        .await;
     assert!(!message(&repaired, &alice).contains("held by"), "{}", message(&repaired, &alice));
     assert_ne!(seed_of(&fresh), seed_of(&secret));
     assert_eq!(iam::devices_under(&bed.iam, &bed.device_path).await, [(serial, None)]);

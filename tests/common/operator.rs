@@ -79,6 +79,21 @@ impl Operator {
         logs
     }
 
+    /// Polls the log (every 100 ms, bounded by `timeout`) until it contains `needle`;
+    /// returns how long that took. The log is a file: there is nothing to watch.
+    pub async fn wait_for_log(&self, needle: &str, timeout: std::time::Duration) -> std::time::Duration {
+        let started = std::time::Instant::now();
+        while !self.logs().contains(needle) {
+            assert!(
+                started.elapsed() < timeout,
+                "the operator did not log {needle:?} within {timeout:?}; its log:\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        started.elapsed()
+    }
+
     /// Stops the operator with SIGKILL (no graceful shutdown), as a crash would.
     pub fn kill(mut self) -> String {
         let _ = self.child.kill();

@@ -7,7 +7,7 @@
 
 use crate::common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::bed::{data, is_true, state, user_status};
 use common::iam;
@@ -79,17 +79,8 @@ impl Bed {
 
     /// Waits until the operator logged that it aborted at `point`, then reaps it.
     async fn wait_crash(&mut self, operator: Operator, point: &str) {
-        let line = format!("failpoint {point}: aborting");
-        let started = Instant::now();
-        while !operator.logs().contains(&line) {
-            assert!(
-                started.elapsed() < CRASH_WAIT,
-                "the operator did not reach failpoint {point} within {CRASH_WAIT:?}; logs:\n{}",
-                operator.logs()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        println!("injected: operator aborted at failpoint {point} after {:?}", started.elapsed());
+        let took = operator.wait_for_log(&format!("failpoint {point}: aborting"), CRASH_WAIT).await;
+        println!("injected: operator aborted at failpoint {point} after {took:?}");
         self.stop(operator);
     }
 

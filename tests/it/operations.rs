@@ -211,11 +211,6 @@ async fn grant(client: &kube::Client, namespace: &str, name: &str, user: &str, r
     }
 }
 
-/// Polls the operator's log (bounded) until it contains `needle`.
-async fn logged(operator: &Operator, needle: &str) {
-    eventually(needle, Duration::from_secs(60), || operator.logs().contains(needle).then_some(())).await;
-}
-
 #[tokio::test]
 async fn not_ready_until_the_enrollment_cache_syncs() {
     let client = common::client().await;
@@ -241,7 +236,7 @@ async fn not_ready_until_the_enrollment_cache_syncs() {
 
     // The list was refused (kube-runtime logs the 403), and the operator says why it is
     // not ready while staying alive: a restart would not grant it RBAC.
-    logged(&operator, "list error with 403").await;
+    operator.wait_for_log("list error with 403", Duration::from_secs(60)).await;
     let (status, body) = eventually("/readyz", common::WAIT, || get(port, "/readyz")).await;
     assert_eq!((status, body.as_str()), (503, "waiting for the MfaEnrollment cache to sync"));
     assert_eq!(get(port, "/healthz").map(|(status, _)| status), Some(200), "alive while not ready");
@@ -294,7 +289,7 @@ async fn a_wedged_controller_loop_fails_liveness_and_readiness() {
         serde_json::json!({ "mode": "Report", "users": { "pathPrefix": format!("/{tag}/") } }),
     )
     .await;
-    logged(&operator, "failpoint reconcile-wedge").await;
+    operator.wait_for_log("failpoint reconcile-wedge", Duration::from_secs(60)).await;
     let (status, body) =
         eventually("/healthz to fail", common::WAIT, || get(port, "/healthz").filter(|(status, _)| *status != 200))
             .await;

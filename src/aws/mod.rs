@@ -18,7 +18,7 @@ use jiff::Timestamp;
 
 pub use calls::{CallCounter, Observer, Outcome};
 pub use error::{IamError, sanitize};
-pub use sdk::{IAM_ATTEMPT_TIMEOUT, IAM_OPERATION_TIMEOUT, SdkIam, load_sdk_config};
+pub use sdk::{IAM_ATTEMPT_TIMEOUT, IAM_OPERATION_TIMEOUT, SdkIam, caller_account, load_sdk_config};
 
 /// Per-user read calls (`ListMFADevices`) in flight at once while IAM is healthy: against
 /// AWS every call is a network round trip.

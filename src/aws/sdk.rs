@@ -141,6 +141,20 @@ impl SdkIam {
     }
 }
 
+/// The id of the AWS account `config`'s credentials reach (STS `GetCallerIdentity`,
+/// which needs no permission).
+pub async fn caller_account(config: &SdkConfig) -> Result<String, IamError> {
+    let answer = aws_sdk_sts::Client::new(config)
+        .get_caller_identity()
+        .send()
+        .await
+        .map_err(|e| map_err("GetCallerIdentity", e))?;
+    answer.account.ok_or_else(|| IamError::Transport {
+        operation: "GetCallerIdentity",
+        message: "STS answered without an account id".into(),
+    })
+}
+
 fn is_report_not_ready(code: Option<&str>) -> bool {
     matches!(code, Some("ReportInProgress" | "ReportNotPresent" | "ReportExpired"))
 }

@@ -1,5 +1,7 @@
-//! One state per AWS account the operator manages: its IAM client, its shared inventory,
-//! the claims of its pending devices, and which users' work is in flight.
+//! One state per AWS account the operator manages, keyed by the account's id: its shared
+//! inventory, the claims of its pending devices, and which users' work is in flight. Each
+//! way of reaching an account (a binding's role, or the operator's own credentials) has
+//! its own IAM client, checked once against the account id the binding declares.
 //!
 //! No lock is held across an IAM call. The inventory and claims sit behind a short lock
 //! (read, plan, record a result); a user's work is serialised by a reservation taken when
@@ -15,22 +17,25 @@ use aws_config::SdkConfig;
 use jiff::Timestamp;
 
 use super::plan::{Claims, EnrollmentId};
-use crate::aws::{CallCounter, SdkIam, load_sdk_config};
-use crate::crd::MfaEnrollmentSpec;
+use crate::aws::{CallCounter, IamError, SdkIam, caller_account, load_sdk_config};
 use crate::inventory::{Inventory, Resolved};
 
 /// Which credentials reach an account: the operator's own (no role), or a role to assume.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct AccountKey {
     pub role_arn: Option<String>,
     pub external_id: Option<String>,
     pub region: Option<String>,
 }
 
-impl AccountKey {
-    pub fn of(spec: &MfaEnrollmentSpec) -> Self {
-        let aws = spec.aws.clone().unwrap_or_default();
-        Self { role_arn: aws.role_arn, external_id: aws.external_id, region: aws.region }
+/// Never prints the ExternalId: the platform team keeps it from tenants.
+impl std::fmt::Debug for AccountKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccountKey")
+            .field("role_arn", &self.role_arn)
+            .field("external_id", &self.external_id.as_ref().map(|_| "<redacted>"))
+            .field("region", &self.region)
+            .finish()
     }
 }
 
@@ -143,9 +148,30 @@ fn apply_record(inventory: Option<&mut Inventory>, claims: &mut Claims, record: 
     }
 }
 
-/// One account: its IAM client and its shared view.
+/// One account as one way of reaching it sees it: that way's IAM client and the
+/// account's shared state.
+#[derive(Clone)]
 pub struct Account {
     pub iam: SdkIam,
+    shared: Arc<Shared>,
+}
+
+impl std::ops::Deref for Account {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.shared
+    }
+}
+
+impl Account {
+    pub fn new(iam: SdkIam) -> Self {
+        Self { iam, shared: Arc::default() }
+    }
+}
+
+/// What every way of reaching one account shares.
+pub struct Shared {
     view: Mutex<View>,
     /// One refresh at a time; the others wait for it and use its result.
     refreshing: tokio::sync::Mutex<()>,
@@ -157,16 +183,17 @@ pub struct Account {
 /// Bulk writes in flight per account while IAM is calm (one at a time when it is not).
 pub const WRITE_CONCURRENCY: u32 = 8;
 
-impl Account {
-    pub fn new(iam: SdkIam) -> Self {
+impl Default for Shared {
+    fn default() -> Self {
         Self {
-            iam,
             view: Mutex::default(),
             refreshing: tokio::sync::Mutex::new(()),
             writes: tokio::sync::Semaphore::new(WRITE_CONCURRENCY as usize),
         }
     }
+}
 
+impl Shared {
     /// The view, for a short critical section: never hold it across an await.
     pub fn view(&self) -> MutexGuard<'_, View> {
         self.view.lock().unwrap_or_else(|p| p.into_inner())
@@ -221,7 +248,7 @@ impl Account {
 }
 
 /// Closes a refresh's journal when the refresh ends, however it ends.
-struct JournalOpen<'a>(&'a Account);
+struct JournalOpen<'a>(&'a Shared);
 
 impl Drop for JournalOpen<'_> {
     fn drop(&mut self) {
@@ -234,30 +261,57 @@ impl Drop for JournalOpen<'_> {
 /// Every account's state, created on first use.
 #[derive(Default)]
 pub struct Accounts {
-    entries: Mutex<HashMap<AccountKey, Arc<Account>>>,
+    /// Each way of reaching an account, once its account id is known.
+    reached: Mutex<HashMap<AccountKey, Reached>>,
+    /// Each account's shared state, by account id.
+    shared: Mutex<HashMap<String, Arc<Shared>>>,
     /// One request counter for every account's IAM client (feeds the metrics).
     calls: CallCounter,
 }
 
+#[derive(Clone)]
+struct Reached {
+    iam: SdkIam,
+    account_id: String,
+}
+
+/// Why an account could not be reached as a binding declares it.
+#[derive(Debug, thiserror::Error)]
+pub enum Unreached {
+    #[error("cannot learn which AWS account the credentials reach: {0}")]
+    Identity(#[source] IamError),
+    #[error("the binding declares account {declared}, but its credentials reach account {reached}")]
+    WrongAccount { declared: String, reached: String },
+}
+
 impl Accounts {
     pub fn new(calls: CallCounter) -> Self {
-        Self { entries: Mutex::default(), calls }
+        Self { calls, ..Self::default() }
     }
 
-    /// The account's state, building its IAM client on first use.
-    pub async fn get(&self, key: &AccountKey) -> Arc<Account> {
-        if let Some(existing) = self.lookup(key) {
-            return existing;
+    /// The account `key` reaches, which must be `declared`; builds the IAM client and
+    /// asks STS which account it reaches on first use of `key`.
+    pub async fn get(&self, key: &AccountKey, declared: &str) -> Result<Account, Unreached> {
+        let known = lock(&self.reached).get(key).cloned();
+        let reached = match known {
+            Some(reached) => reached,
+            None => {
+                let config = sdk_config(key).await;
+                let account_id = caller_account(&config).await.map_err(Unreached::Identity)?;
+                let reached = Reached { iam: SdkIam::with_counter(&config, self.calls.clone()), account_id };
+                lock(&self.reached).entry(key.clone()).or_insert(reached).clone()
+            }
+        };
+        if reached.account_id != declared {
+            return Err(Unreached::WrongAccount { declared: declared.to_owned(), reached: reached.account_id });
         }
-        let config = sdk_config(key).await;
-        let fresh = Arc::new(Account::new(SdkIam::with_counter(&config, self.calls.clone())));
-        let mut entries = self.entries.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        entries.entry(key.clone()).or_insert(fresh).clone()
+        let shared = lock(&self.shared).entry(reached.account_id).or_default().clone();
+        Ok(Account { iam: reached.iam, shared })
     }
+}
 
-    fn lookup(&self, key: &AccountKey) -> Option<Arc<Account>> {
-        self.entries.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).get(key).cloned()
-    }
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// The standard AWS configuration, with the enrollment's region and, for another

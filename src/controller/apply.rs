@@ -18,6 +18,7 @@ use kube::{Resource, ResourceExt};
 use super::accounts::{Account, Record, Subject};
 use super::plan::{Action, EnrollmentId, MAX_FAILED_ATTEMPTS, REFUSAL_PREFIX, UserPlan, Work};
 use super::publish::publish;
+use super::reach::Reach;
 use super::seed_secret::{self, ANNOTATION_LAST_REJECTION, KEY_CODE1, KEY_CODE2, SeedSecret};
 use super::status::Issue;
 use super::vocabulary::{ConditionReason, EventReason};
@@ -161,7 +162,7 @@ pub struct Reserved {
 /// Subjects reserved for one enrollment; released when dropped (also when a reconcile is
 /// cancelled mid-way).
 pub struct Reservation {
-    account: std::sync::Arc<Account>,
+    account: Account,
     holder: EnrollmentId,
     subjects: Vec<Subject>,
 }
@@ -169,7 +170,7 @@ pub struct Reservation {
 impl Reservation {
     /// Reserves `subjects` in `view` (the caller holds the account's view lock).
     pub fn take(
-        account: &std::sync::Arc<Account>,
+        account: &Account,
         view: &mut super::accounts::View,
         holder: &EnrollmentId,
         subjects: Vec<Subject>,
@@ -222,6 +223,8 @@ struct Runner<'a> {
     ctx: &'a Context,
     id: EnrollmentId,
     account: &'a Account,
+    /// Where this enrollment's devices live (its binding's `device.path`).
+    device_path: &'a str,
     secrets: BTreeMap<&'a str, &'a SeedSecret>,
     api: Api<Secret>,
     /// Set by a failure that every later step would meet too; items waiting for a
@@ -245,7 +248,7 @@ pub struct Statuses<'a> {
 pub async fn apply<P, F>(
     enrollment: &MfaEnrollment,
     ctx: &Context,
-    account: &Account,
+    reach: &Reach,
     secrets: &[SeedSecret],
     work: Vec<Reserved>,
     statuses: Statuses<'_>,
@@ -262,7 +265,8 @@ where
         ctx,
         api: ctx.api(&id.namespace),
         id,
-        account,
+        account: &reach.account,
+        device_path: reach.device_path(),
         secrets: secrets.iter().map(|s| (s.name.as_str(), s)).collect(),
         stop: tokio::sync::watch::Sender::new(false),
     };
@@ -526,7 +530,7 @@ impl Runner<'_> {
             Ok(_) => return Err(StepError::NameTaken(name)),
             Err(e) => return Err(StepError::Kube("read seed Secret", e)),
         }
-        let path = &self.enrollment.spec.device.path;
+        let path = self.device_path;
         let tags = DeviceTags::from([
             (TAG_ENROLLMENT.to_owned(), self.id.to_string()),
             (TAG_USER.to_owned(), user.to_owned()),

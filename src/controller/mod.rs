@@ -10,13 +10,17 @@
 //! - [`apply`]: runs planned work against IAM and Kubernetes, submissions first
 //! - [`publish`]: the enrollment's status write and Events
 //! - [`accounts`]: per-account IAM client, shared inventory, reservations
+//! - [`grant`]: pure checks of what an `MfaAccountBinding` lets an enrollment do
+//! - [`reach`]: an enrollment's binding, credentials and account
 //! - [`vocabulary`]: condition and Event reasons
 
 pub mod accounts;
 mod apply;
+pub mod grant;
 pub mod integrity;
 pub mod plan;
 mod publish;
+mod reach;
 mod received;
 mod reconcile;
 pub mod seed_secret;
@@ -33,7 +37,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
 use kube::runtime::events::{Recorder, Reporter};
@@ -42,7 +46,7 @@ use kube::runtime::{Controller, Predicate, PredicateConfig, WatchStreamExt, pred
 use kube::{Client, ResourceExt};
 
 use crate::aws::{CallCounter, IamError};
-use crate::crd::{MfaEnrollment, MfaEnrollmentStatus};
+use crate::crd::{MfaAccountBinding, MfaEnrollment, MfaEnrollmentStatus};
 use crate::health::Health;
 use crate::metrics::Metrics;
 
@@ -120,6 +124,10 @@ pub struct Context {
     pub accounts: Accounts,
     pub recorder: Recorder,
     pub store: Store<MfaEnrollment>,
+    /// Every `MfaAccountBinding` (cluster-scoped, written by the platform team).
+    pub bindings: Store<MfaAccountBinding>,
+    /// Every namespace's metadata: a binding may serve namespaces by label.
+    pub namespaces: Store<PartialObjectMeta<Namespace>>,
     pub metrics: Arc<Metrics>,
     pub clock: fn() -> Timestamp,
     /// Asks the controller to reconcile every enrollment (after a write that other
@@ -153,6 +161,16 @@ impl Context {
         let n = failures.entry(ObjectRef::from(object)).or_insert(0);
         *n = n.saturating_add(1);
         Duration::from_secs((1u64 << (*n - 1).min(9)).min(300))
+    }
+
+    /// Waits until the enrollment, binding and namespace caches have synced.
+    async fn caches_ready(&self) -> Result<()> {
+        let ready = futures::future::try_join3(
+            self.store.wait_until_ready(),
+            self.bindings.wait_until_ready(),
+            self.namespaces.wait_until_ready(),
+        );
+        ready.await.map(|_| ()).map_err(|_| Error::WorkFailed("the caches are shutting down".into()))
     }
 
     fn reconcile_all(&self) {
@@ -231,10 +249,42 @@ pub async fn run(
     let triggers = reflector(writer, watcher(enrollments, watcher::Config::default().any_semantic()))
         .applied_objects()
         .predicate_filter(not_status_only(), PredicateConfig::default());
-    let controller = Controller::for_stream(triggers, store).watches(
-        secrets,
-        watcher::Config::default().labels(&seed_secret::managed_selector()),
-        move |secret| {
+    // Bindings and namespace labels decide what an enrollment may do: a change to either
+    // reconciles the enrollments it concerns.
+    let (bindings, binding_writer) = reflector::store();
+    let binding_changes = reflector(
+        binding_writer,
+        watcher(Api::<MfaAccountBinding>::all(client.clone()), watcher::Config::default().any_semantic()),
+    )
+    .touched_objects();
+    let (namespaces, namespace_writer) = reflector::store();
+    let namespace_changes = reflector(
+        namespace_writer,
+        watcher(Api::<PartialObjectMeta<Namespace>>::all(client.clone()), watcher::Config::default().any_semantic()),
+    )
+    .touched_objects()
+    .predicate_filter(predicates::labels, PredicateConfig::default());
+    let (by_binding, by_namespace) = (store.clone(), store.clone());
+    let controller = Controller::for_stream(triggers, store)
+        .watches_stream(binding_changes, move |binding: MfaAccountBinding| {
+            let name = binding.name_any();
+            by_binding
+                .state()
+                .iter()
+                .filter(|e| e.spec.account_ref.as_ref().is_some_and(|r| r.name == name))
+                .map(|e| ObjectRef::from(e.as_ref()))
+                .collect::<Vec<_>>()
+        })
+        .watches_stream(namespace_changes, move |namespace: PartialObjectMeta<Namespace>| {
+            let name = namespace.name_any();
+            by_namespace
+                .state()
+                .iter()
+                .filter(|e| e.namespace().as_deref() == Some(name.as_str()))
+                .map(|e| ObjectRef::from(e.as_ref()))
+                .collect::<Vec<_>>()
+        })
+        .watches(secrets, watcher::Config::default().labels(&seed_secret::managed_selector()), move |secret| {
             // The owner names the enrollment even when its name is too long for a label.
             let namespace = secret.namespace()?;
             if let Some(version) = secret.resource_version() {
@@ -243,8 +293,7 @@ pub async fn run(
             let owner = secret.owner_references().iter().find(|o| o.kind == "MfaEnrollment").map(|o| o.name.clone());
             let enrollment = owner.or_else(|| secret.labels().get(seed_secret::LABEL_ENROLLMENT).cloned())?;
             Some(ObjectRef::new(&enrollment).within(&namespace))
-        },
-    );
+        });
     let (reconcile_all, reconcile_all_requests) = futures::channel::mpsc::unbounded();
     let controller =
         controller.reconcile_all_on(reconcile_all_requests).trigger_backoff(watch_backoff::watch_backoff());
@@ -254,6 +303,8 @@ pub async fn run(
         integrity,
         recorder: Recorder::new(client.clone(), reporter),
         store: controller.store(),
+        bindings,
+        namespaces,
         client,
         config,
         accounts: Accounts::new(CallCounter::observed(metrics.iam_observer())),

@@ -169,6 +169,8 @@ pub const REFUSAL_PREFIX: &str = "codes refused";
 pub struct PlanInput<'a> {
     pub id: &'a EnrollmentId,
     pub spec: &'a MfaEnrollmentSpec,
+    /// Where this enrollment's devices live (its binding's `device.path`).
+    pub device_path: &'a str,
     pub now: Timestamp,
     pub inventory: &'a Inventory,
     pub selection: &'a Selection,
@@ -211,7 +213,7 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
             && !matches!(input.inventory.mfa_state(user), MfaState::Active(_))
             && input.owners.get(user).is_none_or(|owner| owner == input.id);
         if enrolls_user && let Some(account) = input.inventory.account_id() {
-            handled_serials.insert(device_serial(account, &input.spec.device.path, user));
+            handled_serials.insert(device_serial(account, input.device_path, user));
         }
         let tampered = input.untrusted.iter().find(|u| u.name == name);
         let (status, work) = plan_user(input, user, secret, tampered);
@@ -256,7 +258,7 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
     // (our own Secrets were read fresh above): the seed is lost, nobody can enable them.
     // Reconciles of one account run one at a time, so an owner elsewhere simply creates
     // a fresh device on its next reconcile.
-    for device in input.inventory.pending_under(&input.spec.device.path) {
+    for device in input.inventory.pending_under(input.device_path) {
         if handled_serials.contains(&device.serial) || held_by_others(input, &device.serial) {
             continue;
         }
@@ -351,7 +353,7 @@ fn plan_user(
         return (UserPlan::new(user, UserState::Missing), Vec::new());
     };
     // The only device the operator ever enables for this user: derived, never read.
-    let serial = device_serial(account, &input.spec.device.path, user);
+    let serial = device_serial(account, input.device_path, user);
     // A verified Secret older than the device the operator last recorded for this user
     // is a replayed copy of an earlier one: tampering like any other.
     let replayed = secret

@@ -14,7 +14,7 @@ use super::*;
 use crate::aws::fake::Account;
 use crate::aws::{IamUser, MfaDevice, Seed, VirtualDevice};
 use crate::controller::seed_secret::Untrusted;
-use crate::crd::{DeviceSpec, UserSelector};
+use crate::crd::UserSelector;
 use crate::totp::{CodeRejection, MAX_AGE_STEPS, MAX_AHEAD_STEPS, WhichCode, code_at, step_of};
 
 const ACCOUNT: &str = "123456789012";
@@ -53,7 +53,8 @@ fn spec(mode: Mode) -> MfaEnrollmentSpec {
     MfaEnrollmentSpec {
         mode,
         users: UserSelector { path_prefix: Some("/".into()), ..UserSelector::default() },
-        device: DeviceSpec { path: PATH.into() },
+        account_ref: None,
+        device: None,
         pending_ttl: std::time::Duration::from_secs(168 * 3600).into(),
         aws: None,
         resync_interval: std::time::Duration::from_secs(600).into(),
@@ -269,6 +270,7 @@ impl World {
         plan(&PlanInput {
             id: &id,
             spec: &spec,
+            device_path: PATH,
             now: NOW,
             inventory: &inventory,
             selection: &self.selection,

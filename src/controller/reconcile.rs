@@ -1,6 +1,7 @@
-//! One reconcile of one `MfaEnrollment`: gather (inventory, Secrets, peers), plan (pure),
-//! apply, write status. The finalizer is the only top-level action; cleanup removes the
-//! enrollment's pending devices and seed Secrets and nothing else.
+//! One reconcile of one `MfaEnrollment`: reach its account through its binding, gather
+//! (inventory, Secrets, peers), plan (pure), apply, write status. The finalizer is the
+//! only top-level action; cleanup removes the enrollment's pending devices and seed
+//! Secrets and nothing else.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -13,17 +14,18 @@ use kube::runtime::controller::Action as Requeue;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::{Resource, ResourceExt};
 
-use super::accounts::{Account, AccountKey, Record, Subject, View};
+use super::accounts::{Account, Record, Subject, View};
 use super::apply::{Applied, Reservation, Reserved, Statuses, apply, delete_seed_secret, subjects, void};
 use super::plan::{Claims, EnrollmentId, PlanInput, REFUSAL_PREFIX, Refusals, UserPlan, owners, plan};
 use super::publish::{publish, write_status};
+use super::reach::{self, Refusal, grant_of};
 use super::seed_secret::{self, SeedSecret, Untrusted};
 use super::selection::{Selection, select};
 use super::status::{Issue, StatusInput, build, compliant_users, lost_mfa};
 use super::vocabulary::{ConditionReason, EventReason};
 use super::{Context, Error, FINALIZER, Result};
 use crate::aws::{IamApi, IamError};
-use crate::crd::{MfaEnrollment, MfaEnrollmentStatus, Mode, UserState};
+use crate::crd::{MfaAccountBinding, MfaEnrollment, MfaEnrollmentStatus, Mode, UserState};
 use crate::inventory::{Inventory, MfaState};
 
 /// Entry point called by the controller runtime.
@@ -74,22 +76,22 @@ fn max_inventory_age(enrollment: &MfaEnrollment) -> jiff::SignedDuration {
 
 async fn reconcile_apply(enrollment: &MfaEnrollment, ctx: &Context) -> Result<Requeue> {
     let id = id_of(enrollment);
-    let key = AccountKey::of(&enrollment.spec);
-    let account = ctx.accounts.get(&key).await;
     let now = ctx.now();
 
-    // Ownership needs every enrollment: never decide from a store still being filled.
-    if ctx.store.wait_until_ready().await.is_err() {
-        return Err(Error::WorkFailed("the enrollment cache is shutting down".into()));
-    }
-    let peers: Vec<Arc<MfaEnrollment>> = ctx
-        .store
-        .state()
-        .into_iter()
-        .filter(|p| p.meta().deletion_timestamp.is_none() && AccountKey::of(&p.spec) == key)
-        .collect();
+    // Grants and ownership need every enrollment, binding and namespace: never decide
+    // from a cache still being filled.
+    ctx.caches_ready().await?;
+    let reach = match reach::reach(ctx, enrollment).await {
+        Ok(reach) => reach,
+        Err(Refusal::NotGranted(message)) => return report_refusal(enrollment, ctx, message).await,
+        Err(Refusal::Iam(error)) => return report_iam_failure(enrollment, ctx, error).await,
+        Err(Refusal::Kube(error)) => return Err(error),
+    };
+    let account = &reach.account;
+    // Every granted enrollment of the same account (by id, however it is reached).
+    let peers = reach::peers(ctx, &reach.binding.spec.account_id);
     let needs_console =
-        enrollment.spec.users.console_access_only || peers.iter().any(|p| p.spec.users.console_access_only);
+        enrollment.spec.users.console_access_only || peers.iter().any(|(p, _)| p.spec.users.console_access_only);
 
     // Gather: the shared inventory (refreshed when older than our resync interval; a
     // refresh another reconcile finished meanwhile counts).
@@ -118,26 +120,36 @@ async fn reconcile_apply(enrollment: &MfaEnrollment, ctx: &Context) -> Result<Re
         }
     }
 
-    // Who owns which user (every Enroll-mode peer's selection, oldest first), what this
-    // enrollment selects, and whose MFA devices are still to be listed.
-    let (selection, owners, spec_issue, unresolved) = {
+    // Who owns which user (every Enroll-mode peer's granted selection, oldest first), what
+    // this enrollment selects, and whose MFA devices are still to be listed.
+    let decided = {
         let view = account.view();
         let Some(inventory) = view.inventory.as_ref() else {
             return Err(Error::StaleInventory("inventory missing after refresh".into()));
         };
+        let selected = |spec: &crate::crd::MfaEnrollmentSpec, binding: &MfaAccountBinding| {
+            let selection = select(&spec.users, &inventory.users, inventory.console_users.as_ref());
+            grant_of(binding).narrow(spec, selection, &inventory.users)
+        };
         let selections: Vec<(EnrollmentId, Option<jiff::Timestamp>, Selection)> = peers
             .iter()
-            .filter(|p| p.spec.mode == Mode::Enroll)
-            .map(|p| {
+            .filter(|(p, _)| p.spec.mode == Mode::Enroll)
+            .map(|(p, binding)| {
                 let created = p.meta().creation_timestamp.as_ref().map(|t| t.0);
-                (id_of(p), created, select(&p.spec.users, &inventory.users, inventory.console_users.as_ref()))
+                // A peer that selects beyond its grant owns nobody.
+                (id_of(p), created, selected(&p.spec, binding).unwrap_or_default())
             })
             .collect();
         let owners = owners(selections.iter().map(|(id, created, s)| (id, *created, s)));
-        let selection = select(&enrollment.spec.users, &inventory.users, inventory.console_users.as_ref());
-        let spec_issue = unknown_groups(&selection, &inventory.groups);
-        let unresolved = inventory.unresolved(&selection.users);
-        (selection, owners, spec_issue, unresolved)
+        selected(&enrollment.spec, &reach.binding).map(|selection| {
+            let spec_issue = unknown_groups(&selection, &inventory.groups);
+            let unresolved = inventory.unresolved(&selection.users);
+            (selection, owners, spec_issue, unresolved)
+        })
+    };
+    let (selection, owners, spec_issue, unresolved) = match decided {
+        Ok(decided) => decided,
+        Err(message) => return report_refusal(enrollment, ctx, message).await,
     };
 
     let last = ctx.last_status(enrollment);
@@ -149,7 +161,7 @@ async fn reconcile_apply(enrollment: &MfaEnrollment, ctx: &Context) -> Result<Re
     if unresolved.len() >= EARLY_STATUS_AFTER
         && last.as_ref().and_then(|s| s.observed_generation) != enrollment.meta().generation
     {
-        write_listing_status(enrollment, ctx, &account, &selection, &before, unresolved.len(), last.as_ref()).await;
+        write_listing_status(enrollment, ctx, account, &selection, &before, unresolved.len(), last.as_ref()).await;
     }
     let (secrets, untrusted) = list_seed_secrets(ctx, enrollment).await?;
     let refusals = refusals(last.as_ref());
@@ -189,6 +201,7 @@ async fn reconcile_apply(enrollment: &MfaEnrollment, ctx: &Context) -> Result<Re
         let planned = plan(&PlanInput {
             id: &id,
             spec: &enrollment.spec,
+            device_path: reach.device_path(),
             now,
             inventory,
             selection: &selection,
@@ -202,8 +215,8 @@ async fn reconcile_apply(enrollment: &MfaEnrollment, ctx: &Context) -> Result<Re
         let account_id = inventory.account_id().map(str::to_owned);
         let root_mfa = inventory.root_mfa_enabled;
         for work in planned.work {
-            let subjects = subjects(&work, account_id.as_deref(), &enrollment.spec.device.path);
-            match Reservation::take(&account, &mut view, &id, subjects) {
+            let subjects = subjects(&work, account_id.as_deref(), reach.device_path());
+            match Reservation::take(account, &mut view, &id, subjects) {
                 Some(reservation) => reserved.push(Reserved { work, reservation }),
                 None => skipped.push(work),
             }
@@ -246,7 +259,7 @@ async fn reconcile_apply(enrollment: &MfaEnrollment, ctx: &Context) -> Result<Re
         }
     };
     let Applied { users, issue, stale_inventory, changed_account } =
-        apply(enrollment, ctx, &account, &secrets, reserved, Statuses { planned: users, before: &before }, progress)
+        apply(enrollment, ctx, &reach, &secrets, reserved, Statuses { planned: users, before: &before }, progress)
             .await;
     if stale_inventory {
         account.view().inventory = None;
@@ -473,6 +486,20 @@ fn refusals(status: Option<&MfaEnrollmentStatus>) -> BTreeMap<String, Refusals> 
 /// transient ones back off.
 async fn report_iam_failure(enrollment: &MfaEnrollment, ctx: &Context, error: IamError) -> Result<Requeue> {
     let issue = Issue { reason: ConditionReason::of_iam(&error), message: error.to_string() };
+    let requeue = report_issue(enrollment, ctx, issue.clone(), EventReason::ReconcileFailed).await?;
+    if issue.needs_person() { Ok(requeue) } else { Err(Error::Iam(error)) }
+}
+
+/// The binding does not grant what the enrollment asks: Stalled until the enrollment,
+/// the binding or the namespace changes (each of which triggers a reconcile).
+async fn report_refusal(enrollment: &MfaEnrollment, ctx: &Context, message: String) -> Result<Requeue> {
+    tracing::info!(enrollment = %id_of(enrollment), %message, "not granted");
+    let issue = Issue { reason: ConditionReason::NotGranted, message };
+    report_issue(enrollment, ctx, issue, EventReason::NotGranted).await
+}
+
+/// Writes `issue` into status over the last known users, and publishes it as `event`.
+async fn report_issue(enrollment: &MfaEnrollment, ctx: &Context, issue: Issue, event: EventReason) -> Result<Requeue> {
     let previous = ctx.last_status(enrollment).unwrap_or_default();
     let status = build(StatusInput {
         mode: enrollment.spec.mode,
@@ -490,12 +517,8 @@ async fn report_iam_failure(enrollment: &MfaEnrollment, ctx: &Context, error: Ia
         ..status
     };
     write_status(enrollment, ctx, status).await?;
-    publish(ctx, enrollment, EventReason::ReconcileFailed, issue.message.clone()).await;
-    if issue.needs_person() {
-        Ok(Requeue::requeue(enrollment.spec.resync_interval.into()))
-    } else {
-        Err(Error::Iam(error))
-    }
+    publish(ctx, enrollment, event, issue.message).await;
+    Ok(Requeue::requeue(enrollment.spec.resync_interval.into()))
 }
 
 /// Keeps the last known users when a reconcile could not look at AWS.
@@ -517,10 +540,13 @@ fn previous_users(previous: &MfaEnrollmentStatus) -> Vec<super::plan::UserPlan> 
 }
 
 /// Removes this enrollment's pending devices and seed Secrets, and nothing else: enabled
-/// devices stay, devices of other enrollments stay.
+/// devices stay, devices of other enrollments stay. An account that cannot be reached
+/// any more (binding deleted, credentials reach another account, access denied) never
+/// blocks the deletion: the seed Secrets go, the devices stay unassigned in IAM, and a
+/// Warning says so.
 async fn cleanup(enrollment: &MfaEnrollment, ctx: &Context) -> Result<Requeue> {
     let id = id_of(enrollment);
-    let account = ctx.accounts.get(&AccountKey::of(&enrollment.spec)).await;
+    ctx.caches_ready().await?;
     let (secrets, untrusted) = list_seed_secrets(ctx, enrollment).await?;
     let api: Api<Secret> = ctx.api(&id.namespace);
     // Look-alikes go with the enrollment; their devices are not ours to judge here.
@@ -528,31 +554,29 @@ async fn cleanup(enrollment: &MfaEnrollment, ctx: &Context) -> Result<Requeue> {
         delete_seed_secret(&api, &secret.name).await.map_err(Error::kube("delete seed Secret"))?;
     }
     if !secrets.is_empty() {
-        let subjects = secrets.iter().map(|s| Subject::Device(s.serial.clone())).collect();
-        let Some(_reservation) = Reservation::take(&account, &mut account.view(), &id, subjects) else {
-            return Err(Error::WorkFailed("another reconcile is working on this enrollment's devices".into()));
-        };
-        // Decide from a fresh device list: only unassigned devices are ever deleted. Claims
-        // of other enrollments come from the view, or fresh when this process has not
-        // read the account yet (just restarted).
-        let unread = account.view().inventory.is_none();
-        let fresh_claims = if unread { Some(load_claims(ctx).await?) } else { None };
-        let devices = account.iam.list_virtual_mfa_devices().await?;
-        let unassigned: BTreeMap<&str, bool> = devices.iter().map(|d| (d.serial.as_str(), d.user.is_none())).collect();
-        for secret in &secrets {
-            let held = |claims: &Claims| claims.get(&secret.serial).is_some_and(|h| h.iter().any(|h| *h != id));
-            let held_elsewhere = fresh_claims.as_ref().map_or_else(|| held(&account.view().claims), held);
-            if unassigned.get(secret.serial.as_str()) == Some(&true) && !held_elsewhere {
-                match account.iam.delete_virtual_mfa_device(&secret.serial).await {
-                    Ok(()) | Err(IamError::NoSuchEntity { .. }) => {}
-                    Err(e) => return Err(e.into()),
+        let unreachable = match reach::named_binding(ctx, enrollment) {
+            Err(message) => Some(message),
+            Ok(binding) => match reach::account_of(ctx, &binding).await {
+                Ok(account) => {
+                    remove_pending(ctx, &account, &id, &secrets).await?;
+                    None
                 }
-                account.record(Record::Deleted { serial: secret.serial.clone() });
+                Err(Refusal::NotGranted(message)) => Some(message),
+                Err(Refusal::Iam(error)) if error.is_transient() => return Err(error.into()),
+                Err(Refusal::Iam(error)) => Some(error.to_string()),
+                Err(Refusal::Kube(error)) => return Err(error),
+            },
+        };
+        if let Some(message) = unreachable {
+            for secret in &secrets {
+                delete_seed_secret(&api, &secret.name).await.map_err(Error::kube("delete seed Secret"))?;
             }
-            delete_seed_secret(&api, &secret.name).await.map_err(Error::kube("delete seed Secret"))?;
-            account.record(Record::Released { serial: secret.serial.clone(), holder: id.clone() });
+            let left = secrets.len();
+            let message =
+                format!("{left} pending devices stay unassigned in IAM (their seed Secrets are deleted): {message}");
+            tracing::warn!(enrollment = %id, %message, "cleanup could not reach the account");
+            publish(ctx, enrollment, EventReason::NotGranted, message).await;
         }
-        tracing::info!(enrollment = %id, removed = secrets.len(), "removed pending devices and seed Secrets");
         // Another enrollment may own these users now: let it create their devices.
         ctx.reconcile_all();
     }
@@ -560,4 +584,36 @@ async fn cleanup(enrollment: &MfaEnrollment, ctx: &Context) -> Result<Requeue> {
     ctx.forget_status(enrollment);
     ctx.metrics.forget_enrollment(&id.namespace, &id.name);
     Ok(Requeue::await_change())
+}
+
+/// Deletes the unassigned devices of `secrets` that no other enrollment holds, and the
+/// seed Secrets.
+async fn remove_pending(ctx: &Context, account: &Account, id: &EnrollmentId, secrets: &[SeedSecret]) -> Result<()> {
+    let api: Api<Secret> = ctx.api(&id.namespace);
+    let subjects = secrets.iter().map(|s| Subject::Device(s.serial.clone())).collect();
+    let Some(_reservation) = Reservation::take(account, &mut account.view(), id, subjects) else {
+        return Err(Error::WorkFailed("another reconcile is working on this enrollment's devices".into()));
+    };
+    // Decide from a fresh device list: only unassigned devices are ever deleted. Claims
+    // of other enrollments come from the view, or fresh when this process has not read
+    // the account yet (just restarted).
+    let unread = account.view().inventory.is_none();
+    let fresh_claims = if unread { Some(load_claims(ctx).await?) } else { None };
+    let devices = account.iam.list_virtual_mfa_devices().await?;
+    let unassigned: BTreeMap<&str, bool> = devices.iter().map(|d| (d.serial.as_str(), d.user.is_none())).collect();
+    for secret in secrets {
+        let held = |claims: &Claims| claims.get(&secret.serial).is_some_and(|h| h.iter().any(|h| h != id));
+        let held_elsewhere = fresh_claims.as_ref().map_or_else(|| held(&account.view().claims), held);
+        if unassigned.get(secret.serial.as_str()) == Some(&true) && !held_elsewhere {
+            match account.iam.delete_virtual_mfa_device(&secret.serial).await {
+                Ok(()) | Err(IamError::NoSuchEntity { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+            account.record(Record::Deleted { serial: secret.serial.clone() });
+        }
+        delete_seed_secret(&api, &secret.name).await.map_err(Error::kube("delete seed Secret"))?;
+        account.record(Record::Released { serial: secret.serial.clone(), holder: id.clone() });
+    }
+    tracing::info!(enrollment = %id, removed = secrets.len(), "removed pending devices and seed Secrets");
+    Ok(())
 }

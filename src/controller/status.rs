@@ -21,7 +21,10 @@ pub struct Issue {
 
 impl Issue {
     pub fn needs_person(&self) -> bool {
-        matches!(self.reason, ConditionReason::AccessDenied | ConditionReason::InvalidSpec)
+        matches!(
+            self.reason,
+            ConditionReason::AccessDenied | ConditionReason::InvalidSpec | ConditionReason::NotGranted
+        )
     }
 }
 

@@ -40,6 +40,9 @@ pub enum ConditionReason {
     AccessDenied,
     /// Stalled: the spec names something that does not exist (for example a group).
     InvalidSpec,
+    /// Stalled: the MfaAccountBinding is missing, misconfigured, or does not grant what
+    /// the enrollment asks (namespace, mode, users).
+    NotGranted,
     /// Reconciling: a transient AWS or Kubernetes error; retried with backoff.
     TransientError,
     /// Compliant True.
@@ -67,6 +70,7 @@ impl ConditionReason {
             Self::AsExpected => "AsExpected",
             Self::AccessDenied => "AccessDenied",
             Self::InvalidSpec => "InvalidSpec",
+            Self::NotGranted => "NotGranted",
             Self::TransientError => "TransientError",
             Self::AllUsersHaveMfa => "AllUsersHaveMfa",
             Self::AwaitingCodes => "AwaitingCodes",
@@ -94,6 +98,8 @@ pub enum EventReason {
     MfaDeactivated,
     /// An AWS or Kubernetes call failed.
     ReconcileFailed,
+    /// The enrollment's binding does not grant what it asks (or is missing).
+    NotGranted,
     /// A seed Secret was changed by someone other than the operator, or a look-alike
     /// was found: it was deleted (and the user's device replaced), never obeyed.
     SeedSecretTampered,
@@ -110,12 +116,20 @@ impl EventReason {
             Self::PendingDeviceRemoved => "PendingDeviceRemoved",
             Self::MfaDeactivated => "MfaDeactivated",
             Self::ReconcileFailed => "ReconcileFailed",
+            Self::NotGranted => "NotGranted",
             Self::SeedSecretTampered => "SeedSecretTampered",
         }
     }
 
     /// Whether the Event is a Warning (something needs attention) rather than Normal.
     pub fn is_warning(self) -> bool {
-        matches!(self, Self::CodesRejected | Self::MfaDeactivated | Self::ReconcileFailed | Self::SeedSecretTampered)
+        matches!(
+            self,
+            Self::CodesRejected
+                | Self::MfaDeactivated
+                | Self::ReconcileFailed
+                | Self::NotGranted
+                | Self::SeedSecretTampered
+        )
     }
 }

@@ -5,6 +5,7 @@
 //! admission (IAM name and path syntax, durations, selectors that select nothing) never
 //! reaches the controller.
 
+pub mod binding;
 pub mod limits;
 pub mod status;
 
@@ -13,6 +14,7 @@ use std::collections::BTreeMap;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
+pub use binding::{AccountRef, MfaAccountBinding, MfaAccountBindingSpec, NamespaceGrant, UserGrant};
 use limits::*;
 pub use status::{MfaEnrollmentStatus, Summary, UserState, UserStatus};
 
@@ -56,7 +58,15 @@ const DURATION_PATTERN: &str = r"^([0-9]{1,6}(h|m|s))+$";
     validation = kube::core::Rule::new("size(self.metadata.name) <= 63").message("metadata.name: an MfaEnrollment name must be at most 63 characters (it is used as a label value)")
 )]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = kube::core::Rule::new("has(self.accountRef)").message("spec.accountRef: name the MfaAccountBinding your platform team created for this namespace (kubectl get mfaaccountbindings)"))]
+#[x_kube(validation = kube::core::Rule::new("!has(self.aws)").message("spec.aws moved to the MfaAccountBinding that spec.accountRef names: the platform team chooses the account, role and ExternalId (docs/tenancy.md#migrating)"))]
+#[x_kube(validation = kube::core::Rule::new("!has(self.device)").message("spec.device moved to the MfaAccountBinding that spec.accountRef names (docs/tenancy.md#migrating)"))]
 pub struct MfaEnrollmentSpec {
+    /// The `MfaAccountBinding` that grants this namespace an AWS account: which account,
+    /// through which role, which users may be selected, and whether Enroll is allowed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_ref: Option<AccountRef>,
+
     /// What the operator does for selected users without an active MFA device.
     /// `Report` only lists them in status (no writes to AWS); `Enroll` also creates a
     /// pending virtual MFA device for each and delivers its seed through a Secret.
@@ -65,9 +75,10 @@ pub struct MfaEnrollmentSpec {
     /// Which IAM users this enrollment covers.
     pub users: UserSelector,
 
-    /// Where the operator creates virtual MFA devices.
-    #[serde(default)]
-    pub device: DeviceSpec,
+    /// Retired: the device path is the binding's `device.path`. Refused at admission;
+    /// kept in the schema so that the refusal can say where it went.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<DeviceSpec>,
 
     /// How long a pending device may wait for its two codes before it is deleted and
     /// re-created with a fresh seed. Go duration of whole hours, minutes and seconds
@@ -78,8 +89,8 @@ pub struct MfaEnrollmentSpec {
     #[schemars(regex(pattern = DURATION_PATTERN), length(max = 32))]
     pub pending_ttl: kube::core::Duration,
 
-    /// Which AWS account and region to manage. Omitted: the operator's own credentials
-    /// from the default AWS credential chain (IRSA, EKS Pod Identity, environment).
+    /// Retired: the account, role and region are the binding's. Refused at admission;
+    /// kept in the schema so that the refusal can say where they went.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aws: Option<AwsSpec>,
 
@@ -96,7 +107,8 @@ pub struct MfaEnrollmentSpec {
 /// What the operator does for selected users without an active MFA device.
 #[derive(schemars::JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
-    /// Create a pending virtual MFA device per user and deliver its seed through a Secret.
+    /// Create a pending virtual MFA device per user and deliver its seed through a Secret
+    /// (only where the binding allows it).
     Enroll,
     /// Only report users without MFA; never write to AWS.
     Report,
@@ -188,7 +200,13 @@ pub struct AwsSpec {
     pub external_id: Option<String>,
 }
 
-/// The CustomResourceDefinition as installed: the derived one, plus a schema default for
+/// Every CustomResourceDefinition this operator installs.
+pub fn crds() -> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> {
+    use kube::CustomResourceExt;
+    vec![crd(), MfaAccountBinding::crd()]
+}
+
+/// The MfaEnrollment CustomResourceDefinition as installed: the derived one, plus a schema default for
 /// `status` (`observedGeneration: 0`), so that an enrollment the operator has not
 /// reconciled yet reads as in progress to kstatus (Flux) rather than as current.
 pub fn crd() -> k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition {
@@ -261,7 +279,8 @@ mod tests {
         let spec: MfaEnrollmentSpec =
             serde_yaml::from_str("mode: Report\nusers:\n  pathPrefix: /\n").expect("minimal spec parses");
         assert_eq!(spec.mode, Mode::Report);
-        assert_eq!(spec.device.path, DEFAULT_DEVICE_PATH);
+        assert_eq!(spec.device, None);
+        assert_eq!(spec.account_ref, None);
         assert_eq!(spec.pending_ttl, std::time::Duration::from_secs(168 * 3600));
         assert!(!spec.users.console_access_only);
     }

@@ -51,8 +51,13 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- printf "%s-integrity-key" (include "mfa-operator.fullname" .) }}
 {{- end }}
 
+{{/* The image: `repository@digest` when image.digest is set (the tag is then not used), else `repository:tag`. */}}
 {{- define "mfa-operator.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
 {{- end }}
 
 {{/* "true" when leader election is on: forced by the value, or `auto` and replicas > 1. */}}

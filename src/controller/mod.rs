@@ -218,6 +218,50 @@ fn not_status_only() -> impl Predicate<MfaEnrollment> {
         .combine(deletion)
 }
 
+/// The objects a watch saw change after its initial listing.
+fn changes<K: Send + 'static>(
+    events: impl futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
+) -> impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static {
+    events.filter_map(|event| {
+        futures::future::ready(match event {
+            Ok(watcher::Event::Apply(object) | watcher::Event::Delete(object)) => Some(Ok(object)),
+            Ok(_) => None,
+            Err(e) => Some(Err(e)),
+        })
+    })
+}
+
+/// Asks for every enrollment to be reconciled whenever `changes` yields; watch errors are
+/// retried by the watcher itself (with backoff).
+async fn reconcile_all_on_change<K: kube::Resource>(
+    changes: impl futures::Stream<Item = Result<K, watcher::Error>>,
+    reconcile_all: futures::channel::mpsc::UnboundedSender<()>,
+    kind: &'static str,
+) {
+    let changes = changes.default_backoff();
+    futures::pin_mut!(changes);
+    while let Some(change) = changes.next().await {
+        match change {
+            Ok(object) => {
+                tracing::debug!(kind, name = %object.meta().name.as_deref().unwrap_or_default(), "grant input changed");
+                let _ = reconcile_all.unbounded_send(());
+            }
+            Err(e) => tracing::warn!(kind, error = %e, "watch failed; retrying"),
+        }
+    }
+}
+
+/// Aborts the tasks when dropped (the controller stopped).
+struct AbortOnDrop<const N: usize>([tokio::task::JoinHandle<()>; N]);
+
+impl<const N: usize> Drop for AbortOnDrop<N> {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
+}
+
 /// Runs the controller until `shutdown` resolves (SIGTERM, or leadership lost), telling
 /// `health` where it is.
 pub async fn run(
@@ -250,41 +294,30 @@ pub async fn run(
         .applied_objects()
         .predicate_filter(not_status_only(), PredicateConfig::default());
     // Bindings and namespace labels decide what an enrollment may do: a change to either
-    // reconciles the enrollments it concerns.
+    // (after the initial listing; every enrollment is reconciled at start anyway)
+    // reconciles every enrollment. Both change rarely; their caches are filled by tasks of
+    // their own, so a slow one never holds up the enrollments' triggers.
+    let (reconcile_all, reconcile_all_requests) = futures::channel::mpsc::unbounded();
     let (bindings, binding_writer) = reflector::store();
-    let binding_changes = reflector(
+    let binding_changes = changes(reflector(
         binding_writer,
         watcher(Api::<MfaAccountBinding>::all(client.clone()), watcher::Config::default().any_semantic()),
-    )
-    .touched_objects();
+    ));
     let (namespaces, namespace_writer) = reflector::store();
-    let namespace_changes = reflector(
+    let namespace_changes = changes(reflector(
         namespace_writer,
         watcher(Api::<PartialObjectMeta<Namespace>>::all(client.clone()), watcher::Config::default().any_semantic()),
-    )
-    .touched_objects()
+    ))
     .predicate_filter(predicates::labels, PredicateConfig::default());
-    let (by_binding, by_namespace) = (store.clone(), store.clone());
-    let controller = Controller::for_stream(triggers, store)
-        .watches_stream(binding_changes, move |binding: MfaAccountBinding| {
-            let name = binding.name_any();
-            by_binding
-                .state()
-                .iter()
-                .filter(|e| e.spec.account_ref.as_ref().is_some_and(|r| r.name == name))
-                .map(|e| ObjectRef::from(e.as_ref()))
-                .collect::<Vec<_>>()
-        })
-        .watches_stream(namespace_changes, move |namespace: PartialObjectMeta<Namespace>| {
-            let name = namespace.name_any();
-            by_namespace
-                .state()
-                .iter()
-                .filter(|e| e.namespace().as_deref() == Some(name.as_str()))
-                .map(|e| ObjectRef::from(e.as_ref()))
-                .collect::<Vec<_>>()
-        })
-        .watches(secrets, watcher::Config::default().labels(&seed_secret::managed_selector()), move |secret| {
+    let drains = [
+        tokio::spawn(reconcile_all_on_change(binding_changes, reconcile_all.clone(), "MfaAccountBinding")),
+        tokio::spawn(reconcile_all_on_change(namespace_changes, reconcile_all.clone(), "Namespace")),
+    ];
+    let _stop_drains = AbortOnDrop(drains);
+    let controller = Controller::for_stream(triggers, store).watches(
+        secrets,
+        watcher::Config::default().labels(&seed_secret::managed_selector()),
+        move |secret| {
             // The owner names the enrollment even when its name is too long for a label.
             let namespace = secret.namespace()?;
             if let Some(version) = secret.resource_version() {
@@ -293,8 +326,8 @@ pub async fn run(
             let owner = secret.owner_references().iter().find(|o| o.kind == "MfaEnrollment").map(|o| o.name.clone());
             let enrollment = owner.or_else(|| secret.labels().get(seed_secret::LABEL_ENROLLMENT).cloned())?;
             Some(ObjectRef::new(&enrollment).within(&namespace))
-        });
-    let (reconcile_all, reconcile_all_requests) = futures::channel::mpsc::unbounded();
+        },
+    );
     let controller =
         controller.reconcile_all_on(reconcile_all_requests).trigger_backoff(watch_backoff::watch_backoff());
     let reporter = Reporter { controller: config.reporter.clone(), instance: std::env::var("POD_NAME").ok() };

@@ -82,12 +82,30 @@ impl Bed {
         out
     }
 
-    /// Applies an enrollment; `spec` is merged over a default that uses this test's
-    /// device path.
+    /// Applies an enrollment. A `spec` that names no binding gets one for this test's
+    /// namespace and device path (see [`super::bind`]).
     pub async fn apply(&self, name: &str, spec: Value) -> MfaEnrollment {
+        if spec.get("accountRef").is_some() {
+            return super::apply_enrollment(&self.enrollments, name, spec).await;
+        }
         let mut full = json!({ "device": { "path": self.device_path } });
         merge(&mut full, spec);
         super::apply_enrollment(&self.enrollments, name, full).await
+    }
+
+    /// Applies the binding `name` (made unique per test) with `spec` over a default that
+    /// serves this test's namespace in the test bed's account with this test's device
+    /// path; returns the binding's name.
+    pub async fn binding(&self, name: &str, spec: Value) -> String {
+        let name = format!("{}-{name}", self.tag);
+        let mut full = json!({
+            "accountId": super::ACCOUNT,
+            "namespaces": { "names": [&self.ns] },
+            "device": { "path": self.device_path },
+        });
+        merge(&mut full, spec);
+        super::apply_binding(&self.client, &name, full).await;
+        name
     }
 
     /// Waits up to twice [`super::WAIT`] until the enrollment `name` passes `check`.

@@ -11,7 +11,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::wait::{await_condition, conditions};
 use kube::{Client, ResourceExt};
-use mfa_operator::crd::MfaEnrollment;
+use mfa_operator::crd::{MfaAccountBinding, MfaEnrollment};
 
 /// Field manager of everything the tests write.
 pub const TEST_MANAGER: &str = "mfa-operator-tests";
@@ -65,15 +65,27 @@ pub async fn namespace(client: &Client, test: &str) -> String {
     name
 }
 
-/// The committed CRD YAML (the file docs/operations.md tells people to apply).
-pub fn committed_crd() -> CustomResourceDefinition {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/crds/mfaenrollments.iam.mfa-operator.dev.yaml");
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {path}: {e}"));
+/// The committed CRD YAML of `plural` (the files docs/operations.md tells people to apply).
+pub fn committed(plural: &str) -> CustomResourceDefinition {
+    let path = format!("{}/crds/{plural}.iam.mfa-operator.dev.yaml", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {path}: {e}"));
     serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("parse {path}: {e}"))
 }
 
-/// Applies (server-side, forced) the MfaEnrollment `name` with `spec` through `api`.
+/// The committed MfaEnrollment CRD.
+pub fn committed_crd() -> CustomResourceDefinition {
+    committed("mfaenrollments")
+}
+
+/// The account the test bed's own credentials reach (moto's default account).
+pub const ACCOUNT: &str = "123456789012";
+
+/// Applies (server-side, forced) the enrollment `name` with `spec` through `api`. A spec
+/// written in the retired form (`device` and `aws` in the enrollment, no `accountRef`)
+/// is moved onto a binding for the enrollment's namespace first (see [`bind`]).
 pub async fn apply_enrollment(api: &Api<MfaEnrollment>, name: &str, spec: serde_json::Value) -> MfaEnrollment {
+    let namespace = api.namespace().expect("a namespaced Api").to_owned();
+    let spec = bind(&api.clone().into_client(), &namespace, spec).await;
     let object = serde_json::json!({
         "apiVersion": "iam.mfa-operator.dev/v1alpha1", "kind": "MfaEnrollment",
         "metadata": { "name": name }, "spec": spec,
@@ -83,9 +95,78 @@ pub async fn apply_enrollment(api: &Api<MfaEnrollment>, name: &str, spec: serde_
         .unwrap_or_else(|e| panic!("apply enrollment {name}: {e}"))
 }
 
-/// Applies the committed CRD (idempotent) and waits until the apiserver serves it.
+/// Moves what `spec` says in the retired fields (`device.path`, `aws.roleArn`,
+/// `aws.externalId`, `aws.region`) onto an `MfaAccountBinding` that serves `namespace`,
+/// grants every user and allows Enroll, and names it in `spec.accountRef` — exactly the
+/// migration docs/tenancy.md describes. The ExternalId goes into a Secret in the
+/// operators' own namespace. A spec that names a binding already is left alone.
+pub async fn bind(client: &Client, namespace: &str, mut spec: serde_json::Value) -> serde_json::Value {
+    let Some(fields) = spec.as_object_mut() else { return spec };
+    if fields.contains_key("accountRef") {
+        return spec;
+    }
+    let device = fields.remove("device").unwrap_or_default();
+    let aws = fields.remove("aws").unwrap_or_default();
+    let role = aws["roleArn"].as_str();
+    let account = role.and_then(|r| r.split(':').nth(4)).unwrap_or(ACCOUNT);
+    let mut hasher = std::hash::DefaultHasher::new();
+    std::hash::Hash::hash(&(namespace, device.to_string(), aws.to_string()), &mut hasher);
+    let name = format!("{namespace}-{:x}", std::hash::Hasher::finish(&hasher) & 0xffff_ffff);
+    let mut binding = serde_json::json!({
+        "accountId": account,
+        "namespaces": { "names": [namespace] },
+        "users": { "pathPrefixes": ["/"] },
+        "allowEnroll": true,
+    });
+    if let Some(path) = device["path"].as_str() {
+        binding["device"] = serde_json::json!({ "path": path });
+    }
+    for field in ["roleArn", "region"] {
+        if let Some(value) = aws.get(field) {
+            binding[field] = value.clone();
+        }
+    }
+    if let Some(external_id) = aws["externalId"].as_str() {
+        let secret = format!("{name}-external-id");
+        put_secret(client, KEY_NAMESPACE, &secret, "externalId", external_id).await;
+        binding["externalIdSecretRef"] = serde_json::json!({ "name": secret, "key": "externalId" });
+    }
+    apply_binding(client, &name, binding).await;
+    fields.insert("accountRef".into(), serde_json::json!({ "name": name }));
+    spec
+}
+
+/// Applies (server-side, forced) the binding `name` with `spec`.
+pub async fn apply_binding(client: &Client, name: &str, spec: serde_json::Value) -> MfaAccountBinding {
+    let object = serde_json::json!({
+        "apiVersion": "iam.mfa-operator.dev/v1alpha1", "kind": "MfaAccountBinding",
+        "metadata": { "name": name }, "spec": spec,
+    });
+    Api::<MfaAccountBinding>::all(client.clone())
+        .patch(name, &PatchParams::apply(TEST_MANAGER).force(), &Patch::Apply(&object))
+        .await
+        .unwrap_or_else(|e| panic!("apply binding {name}: {e}"))
+}
+
+/// Applies (server-side, forced) an Opaque Secret with one key.
+pub async fn put_secret(client: &Client, namespace: &str, name: &str, key: &str, value: &str) {
+    let object = serde_json::json!({
+        "apiVersion": "v1", "kind": "Secret", "metadata": { "name": name }, "stringData": { key: value },
+    });
+    Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), namespace)
+        .patch(name, &PatchParams::apply(TEST_MANAGER).force(), &Patch::Apply(&object))
+        .await
+        .unwrap_or_else(|e| panic!("apply Secret {namespace}/{name}: {e}"));
+}
+
+/// Applies every committed CRD (idempotent), waits until the apiserver serves them, and
+/// returns the MfaEnrollment one.
 pub async fn install_crd(client: &Client) -> CustomResourceDefinition {
-    let crd = committed_crd();
+    install(client, committed("mfaaccountbindings")).await;
+    install(client, committed_crd()).await
+}
+
+async fn install(client: &Client, crd: CustomResourceDefinition) -> CustomResourceDefinition {
     let name = crd.name_any();
     let api = Api::<CustomResourceDefinition>::all(client.clone());
     api.patch(&name, &PatchParams::apply(TEST_MANAGER).force(), &Patch::Apply(&crd))

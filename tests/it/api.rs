@@ -52,7 +52,7 @@ async fn every_example_is_accepted_and_defaults_are_filled_in() {
             .create(&PostParams::default(), &example)
             .await
             .unwrap_or_else(|e| panic!("{} rejected by the apiserver: {e}", path.display()));
-        assert!(created.spec.device.path.starts_with('/'), "defaulted device path");
+        assert!(created.spec.account_ref.is_some(), "{} names a binding", path.display());
         count += 1;
     }
     assert!(count >= 4, "expected at least 4 examples, found {count}");

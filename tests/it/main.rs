@@ -25,4 +25,5 @@ mod multi_account;
 mod operations;
 mod rbac;
 mod strict_iam;
+mod tenancy;
 mod trust_boundary;

@@ -273,6 +273,20 @@ fn assert_forbidden<T: std::fmt::Debug>(result: Result<T, kube::Error>, what: &s
     }
 }
 
+/// The operator reads bindings; a stolen token must not grant itself an account.
+async fn assert_cannot_write_bindings(sa: &Client) {
+    let binding = serde_json::json!({
+        "apiVersion": "iam.mfa-operator.dev/v1alpha1", "kind": "MfaAccountBinding",
+        "metadata": { "name": common::unique("stolen") },
+        "spec": { "accountId": "999999999999", "namespaces": { "selector": {} }, "users": { "pathPrefixes": ["/"] }, "allowEnroll": true },
+    });
+    let binding: mfa_operator::crd::MfaAccountBinding = serde_json::from_value(binding).expect("binding literal");
+    assert_forbidden(
+        Api::<mfa_operator::crd::MfaAccountBinding>::all(sa.clone()).create(&PostParams::default(), &binding).await,
+        "create an MfaAccountBinding",
+    );
+}
+
 fn user_state(enrollment: &MfaEnrollment, user: &str) -> Option<UserState> {
     enrollment.status.as_ref()?.users.iter().find(|u| u.name == user).map(|u| u.state)
 }
@@ -384,7 +398,17 @@ async fn cluster_wide_chart_rbac_enrols_a_user_and_refuses_everything_else() {
     .await;
     assert_eq!(
         install.kinds(),
-        ["ClusterRole", "ClusterRoleBinding", "Role", "Role", "RoleBinding", "RoleBinding", "ServiceAccount"]
+        [
+            "ClusterRole",
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "ClusterRoleBinding",
+            "Role",
+            "Role",
+            "RoleBinding",
+            "RoleBinding",
+            "ServiceAccount"
+        ]
     );
     let identity = Identity::new(&install.token().await, &ns).await;
     assert_eq!(identity.username().await, format!("system:serviceaccount:{ns}:{release}-mfa-operator"));
@@ -416,9 +440,10 @@ async fn cluster_wide_chart_rbac_enrols_a_user_and_refuses_everything_else() {
         "read a Lease outside the release namespace",
     );
     assert_forbidden(
-        Api::<MfaEnrollment>::namespaced(sa, &ns).delete("anything", &DeleteParams::default()).await,
+        Api::<MfaEnrollment>::namespaced(sa.clone(), &ns).delete("anything", &DeleteParams::default()).await,
         "delete an MfaEnrollment",
     );
+    assert_cannot_write_bindings(&sa).await;
 
     drop(pod);
     install.remove_cluster_objects().await;
@@ -446,9 +471,20 @@ async fn single_namespace_chart_rbac_enrols_a_user_and_refuses_other_namespaces(
         ],
     )
     .await;
+    // Namespaced rights only, plus reading bindings and namespaces (the grants).
     assert_eq!(
         install.kinds(),
-        ["Role", "Role", "Role", "RoleBinding", "RoleBinding", "RoleBinding", "ServiceAccount"]
+        [
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "Role",
+            "Role",
+            "Role",
+            "RoleBinding",
+            "RoleBinding",
+            "RoleBinding",
+            "ServiceAccount"
+        ]
     );
     assert!(install.args().contains(&format!("--namespace={watch_ns}")), "{:?}", install.args());
     let identity = Identity::new(&install.token().await, &release_ns).await;
@@ -478,9 +514,23 @@ async fn single_namespace_chart_rbac_enrols_a_user_and_refuses_other_namespaces(
         "list ConfigMaps in watchNamespace",
     );
     assert_forbidden(
-        Api::<Lease>::namespaced(sa, &watch_ns).get("mfa-operator").await,
+        Api::<Lease>::namespaced(sa.clone(), &watch_ns).get("mfa-operator").await,
         "read a Lease outside the release namespace",
     );
+    // An unrelated namespace's Secrets, not even one by name through a field selector.
+    let unrelated = common::namespace(&admin, "rbac-unrelated").await;
+    common::put_secret(&admin, &unrelated, "db-password", "password", "hunter2").await;
+    assert_forbidden(
+        Api::<Secret>::namespaced(sa.clone(), &unrelated)
+            .list(&ListParams::default().fields("metadata.name=db-password"))
+            .await,
+        "list one Secret of an unrelated namespace by field selector",
+    );
+    assert_forbidden(
+        Api::<Secret>::namespaced(sa.clone(), &unrelated).list_metadata(&ListParams::default()).await,
+        "list Secrets of an unrelated namespace as metadata",
+    );
+    assert_cannot_write_bindings(&sa).await;
 
     drop(pod);
     install.remove_cluster_objects().await;

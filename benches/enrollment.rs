@@ -819,6 +819,26 @@ async fn measure_latency(
         .try_collect::<Vec<()>>()
         .await?;
 
+    // What the platform team grants each group: this namespace, its users, its device path.
+    for group in groups {
+        let binding = serde_json::json!({
+            "apiVersion": "iam.mfa-operator.dev/v1alpha1",
+            "kind": "MfaAccountBinding",
+            "metadata": { "name": format!("{namespace}-{}", group.enrollment) },
+            "spec": {
+                "accountId": MOTO_ACCOUNT,
+                "namespaces": { "names": [namespace] },
+                "users": { "pathPrefixes": [group.user_path] },
+                "device": { "path": group.device_path },
+                "allowEnroll": true,
+            },
+        });
+        let name = format!("{namespace}-{}", group.enrollment);
+        Api::<mfa_operator::crd::MfaAccountBinding>::all(kube.clone())
+            .patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&binding))
+            .await
+            .with_context(|| format!("apply MfaAccountBinding {name}"))?;
+    }
     let started = Instant::now();
     for group in groups {
         let object = serde_json::json!({
@@ -826,9 +846,9 @@ async fn measure_latency(
             "kind": "MfaEnrollment",
             "metadata": { "name": group.enrollment },
             "spec": {
+                "accountRef": { "name": format!("{namespace}-{}", group.enrollment) },
                 "mode": "Enroll",
                 "users": { "pathPrefix": group.user_path },
-                "device": { "path": group.device_path },
             },
         });
         enrollments
@@ -984,7 +1004,16 @@ fn describe_status(e: Option<&MfaEnrollment>) -> String {
 
 /// Applies the committed CRD (server-side, idempotent) and waits until it is served.
 async fn install_crd(kube: &Client) -> Result<()> {
-    let text = include_str!("../crds/mfaenrollments.iam.mfa-operator.dev.yaml");
+    for text in [
+        include_str!("../crds/mfaaccountbindings.iam.mfa-operator.dev.yaml"),
+        include_str!("../crds/mfaenrollments.iam.mfa-operator.dev.yaml"),
+    ] {
+        install_one_crd(kube, text).await?;
+    }
+    Ok(())
+}
+
+async fn install_one_crd(kube: &Client, text: &str) -> Result<()> {
     let crd: CustomResourceDefinition = serde_yaml::from_str(text).context("parse the committed CRD")?;
     let name = crd.name_any();
     let api = Api::<CustomResourceDefinition>::all(kube.clone());
@@ -1012,6 +1041,9 @@ async fn delete_enrollment(api: &Api<MfaEnrollment>, name: &str) -> Result<()> {
         .with_context(|| format!("watch {name}"))?;
     Ok(())
 }
+
+/// The account moto answers for with the test bed's credentials.
+const MOTO_ACCOUNT: &str = "123456789012";
 
 /// A unique, DNS- and IAM-safe suffix for this run's names.
 fn unique_tag() -> String {

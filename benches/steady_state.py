@@ -33,6 +33,7 @@ Usage (needs the test bed; run it alone, not while tests/run runs):
 """
 
 import argparse
+import hashlib
 import atexit
 import http.client
 import json
@@ -61,6 +62,7 @@ RUNNING = []
 GROUP = "iam.mfa-operator.dev"
 VERSION = "v1alpha1"
 PLURAL = "mfaenrollments"
+ACCOUNT = "123456789012"  # moto's account: what the test bed's credentials reach
 DEVICE_PATH = "/mfa-operator-bench/"
 WRITE_ACTIONS = ("CreateVirtualMFADevice", "DeleteVirtualMFADevice", "EnableMFADevice", "DeactivateMFADevice",
                  "TagMFADevice", "UntagMFADevice")
@@ -106,16 +108,33 @@ class Kube:
         return json.loads(raw) if raw else None
 
     def apply_crd(self):
-        path = os.path.join(REPO, "crds", "mfaenrollments.iam.mfa-operator.dev.yaml")
+        path = os.path.join(REPO, "crds")
         subprocess.run([os.environ.get("MFA_TESTBED_KUBECTL", "kubectl"), "apply", "--server-side",
                         "--field-manager", "mfa-bench", "-f", path], check=True, capture_output=True)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            crd = self.call("GET", f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{PLURAL}.{GROUP}")
-            if any(c["type"] == "Established" and c["status"] == "True" for c in (crd.get("status") or {}).get("conditions") or []):
-                return
-            time.sleep(0.2)
-        sys.exit("the MfaEnrollment CRD was not Established within 60 s")
+        for plural in (PLURAL, "mfaaccountbindings"):
+            deadline = time.monotonic() + 60
+            while True:
+                crd = self.call("GET", f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{plural}.{GROUP}")
+                conditions = (crd.get("status") or {}).get("conditions") or []
+                if any(c["type"] == "Established" and c["status"] == "True" for c in conditions):
+                    break
+                if time.monotonic() > deadline:
+                    sys.exit(f"the {plural} CRD was not Established within 60 s")
+                time.sleep(0.2)
+
+    def bind(self, ns, spec):
+        """Moves `spec.device` onto an MfaAccountBinding that serves `ns` (moto's account,
+        every user, Enroll allowed) and names it, as the platform team would grant a bench."""
+        spec = dict(spec)
+        device = spec.pop("device", {"path": "/mfa-operator/"})
+        name = f"{ns}-{hashlib.sha256(json.dumps(device, sort_keys=True).encode()).hexdigest()[:8]}"
+        binding = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "MfaAccountBinding", "metadata": {"name": name},
+                   "spec": {"accountId": ACCOUNT, "namespaces": {"names": [ns]}, "users": {"pathPrefixes": ["/"]},
+                            "device": device, "allowEnroll": True}}
+        self.call("PATCH", f"/apis/{GROUP}/{VERSION}/mfaaccountbindings/{name}?fieldManager=mfa-bench&force=true",
+                  binding, content_type="application/apply-patch+yaml")
+        spec["accountRef"] = {"name": name}
+        return spec
 
     def create_namespace(self, name):
         self.call("POST", "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
@@ -132,6 +151,7 @@ class Kube:
         return f"/apis/{GROUP}/{VERSION}/namespaces/{ns}/{PLURAL}"
 
     def create_enrollment(self, ns, name, spec):
+        spec = self.bind(ns, spec)
         self.call("POST", self.enrollments(ns),
                   {"apiVersion": f"{GROUP}/{VERSION}", "kind": "MfaEnrollment", "metadata": {"name": name}, "spec": spec})
 

@@ -150,6 +150,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         leadership = Leadership::acquire(client.clone(), &lease) => leadership?,
         _ = termination() => return Ok(()),
     };
+    // From here on every IAM write first checks that this replica still holds the lease.
+    let fence = mfa_operator::leader::keep_fence(client.clone(), &lease);
     let (lost_tx, lost_rx) = tokio::sync::oneshot::channel::<()>();
     let shutdown = async move {
         tokio::select! {
@@ -169,6 +171,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         // Stop acting at once; the process exits so the pod restarts as a standby.
         anyhow::bail!("lost the leader lease {}/{}; exiting", lease.namespace, lease.name);
     }
+    fence.abort();
     leadership.release().await;
     server.abort();
     result
@@ -193,7 +196,11 @@ fn init_logging(format: LogFormat, filter: &str) -> anyhow::Result<()> {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Crd => print!("{}", serde_yaml::to_string(&mfa_operator::crd::crd())?),
+        Command::Crd => {
+            let yaml: Vec<String> =
+                mfa_operator::crd::crds().iter().map(serde_yaml::to_string).collect::<Result<_, _>>()?;
+            print!("{}", yaml.join("---\n"));
+        }
         Command::Audit(args) => {
             init_logging(cli.log_format, &cli.log)?;
             std::process::exit(mfa_operator::audit::run(args).await.code());

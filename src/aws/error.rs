@@ -36,6 +36,9 @@ pub enum IamError {
     /// The call never got an answer from IAM (connection, timeout, credentials chain).
     #[error("{operation}: {message}")]
     Transport { operation: &'static str, message: String },
+    /// A write not sent: this replica cannot confirm it still holds the leader lease.
+    #[error("{operation}: not sent: this replica no longer holds the leader lease")]
+    NotLeader { operation: &'static str },
 }
 
 impl IamError {
@@ -68,6 +71,7 @@ impl IamError {
             | Self::EntityAlreadyExists { operation, .. }
             | Self::DeleteConflict { operation, .. }
             | Self::InvalidAuthenticationCode { operation }
+            | Self::NotLeader { operation }
             | Self::LimitExceeded { operation, .. }
             | Self::Service { operation, .. }
             | Self::Transport { operation, .. } => operation,
@@ -76,16 +80,18 @@ impl IamError {
 
     /// Whether retrying later can succeed without a person changing anything.
     pub fn is_transient(&self) -> bool {
-        matches!(self, Self::Throttled { .. } | Self::Transport { .. } | Self::NoSuchEntity { .. })
-            || matches!(
-                self,
-                Self::Service { code, .. }
-                    if code.starts_with("ServiceFailure")
-                        || code == "ServiceUnavailable"
-                        || code == "InternalFailure"
-                        // The credential report is still being generated.
-                        || code == "ReportInProgress"
-            )
+        matches!(
+            self,
+            Self::Throttled { .. } | Self::Transport { .. } | Self::NoSuchEntity { .. } | Self::NotLeader { .. }
+        ) || matches!(
+            self,
+            Self::Service { code, .. }
+                if code.starts_with("ServiceFailure")
+                    || code == "ServiceUnavailable"
+                    || code == "InternalFailure"
+                    // The credential report is still being generated.
+                    || code == "ReportInProgress"
+        )
     }
 }
 

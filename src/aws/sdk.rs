@@ -379,6 +379,7 @@ impl IamApi for SdkIam {
         tags: &DeviceTags,
     ) -> Result<NewDevice, IamError> {
         const OP: &str = "CreateVirtualMFADevice";
+        crate::leader::fence().check(OP)?;
         let tags = tags
             .iter()
             .map(|(key, value)| {
@@ -407,6 +408,7 @@ impl IamApi for SdkIam {
 
     async fn delete_virtual_mfa_device(&self, serial: &str) -> Result<(), IamError> {
         const OP: &str = "DeleteVirtualMFADevice";
+        crate::leader::fence().check(OP)?;
         self.client.delete_virtual_mfa_device().serial_number(serial).send().await.map_err(|e| map_err(OP, e))?;
         debug!(operation = OP, serial, "deleted virtual MFA device");
         Ok(())
@@ -414,6 +416,7 @@ impl IamApi for SdkIam {
 
     async fn enable_mfa_device(&self, user: &str, serial: &str, code1: &str, code2: &str) -> Result<(), IamError> {
         const OP: &str = "EnableMFADevice";
+        crate::leader::fence().check(OP)?;
         self.client
             .enable_mfa_device()
             .user_name(user)

@@ -535,6 +535,7 @@ impl Runner<'_> {
             (TAG_ENROLLMENT.to_owned(), self.id.to_string()),
             (TAG_USER.to_owned(), user.to_owned()),
         ]);
+        failpoint::stall("before-device-created").await;
         let device = match self.account.iam.create_virtual_mfa_device(path, user, &tags).await {
             Ok(device) => device,
             Err(IamError::EntityAlreadyExists { .. }) => {

@@ -15,6 +15,10 @@ pub async fn write_status(enrollment: &MfaEnrollment, ctx: &Context, status: Mfa
     if ctx.last_status(enrollment).as_ref() == Some(&status) {
         return Ok(());
     }
+    // A replica that lost the lease leaves the status to the new leader.
+    if crate::leader::fence().check("status").is_err() {
+        return Ok(());
+    }
     let namespace = enrollment.namespace().ok_or(Error::NoNamespace)?;
     let api: Api<MfaEnrollment> = ctx.api(&namespace);
     let patch = serde_json::json!({

@@ -94,6 +94,20 @@ impl Operator {
         started.elapsed()
     }
 
+    /// Sends `signal` (e.g. `STOP`, `CONT`) to the operator, as `kill -<signal>` would.
+    pub fn signal(&self, signal: &str) {
+        let status = std::process::Command::new("kill")
+            .args([format!("-{signal}"), self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{signal} {}", self.child.id());
+    }
+
+    /// Whether the process has exited (and reaps it).
+    pub fn exited(&mut self) -> bool {
+        self.child.try_wait().expect("wait for the operator").is_some()
+    }
+
     /// Stops the operator with SIGKILL (no graceful shutdown), as a crash would.
     pub fn kill(mut self) -> String {
         let _ = self.child.kill();

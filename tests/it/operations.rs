@@ -149,6 +149,68 @@ async fn two_replicas_elect_one_leader_and_a_standby_takes_over() {
     assert_eq!(iam::devices_under(&raw, &format!("/{tag}/")).await.len(), 15, "still exactly one device per user");
 }
 
+/// Lease fencing: a leader paused (SIGSTOP) past its lease while an IAM write is due,
+/// then resumed after a standby took over, does not make that write. Its IAM goes through
+/// a proxy of its own, so every request it sends is seen.
+#[tokio::test]
+async fn a_leader_paused_past_its_lease_makes_no_iam_write_after_it_resumes() {
+    let client = common::client().await;
+    common::install_crd(&client).await;
+    let ns = common::namespace(&client, "fence").await;
+    let tag = common::unique("fence");
+    let raw = iam::client().await;
+    let user = format!("{tag}-ivy");
+    iam::create_user(&raw, &user, &format!("/{tag}/")).await;
+    let proxy = common::fault_proxy::FaultProxy::start(&std::env::var("AWS_ENDPOINT_URL").expect("endpoint")).await;
+    let proxied = proxy.url();
+    let env = [
+        ("AWS_ENDPOINT_URL", proxied.as_str()),
+        (mfa_operator::failpoint::ENV, "before-device-created"),
+        ("MFA_OPERATOR_FAILPOINT_SECONDS", "4"),
+    ];
+    let mut stale = Operator::start_replica(&ns, "replica-a", &env);
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &ns);
+    let holder = |who: &'static str| {
+        move |l: Option<&Lease>| l.and_then(|l| l.spec.as_ref()?.holder_identity.as_deref()) == Some(who)
+    };
+    common::wait_until(&leases, "mfa-operator", common::WAIT, "replica-a to lead", holder("replica-a")).await;
+
+    let api: Api<MfaEnrollment> = Api::namespaced(client.clone(), &ns);
+    let spec = serde_json::json!({ "mode": "Enroll", "users": { "names": [&user] }, "device": { "path": format!("/{tag}/") } });
+    common::apply_enrollment(&api, "fenced", spec).await;
+    // The device's creation is due: the leader waits 4 s before sending it, and is
+    // stopped during the wait for longer than its lease (6 s).
+    stale.wait_for_log("failpoint before-device-created: stalling", common::WAIT).await;
+    stale.signal("STOP");
+    let standby = Operator::start_replica(&ns, "replica-b", &[]);
+    common::wait_until(&leases, "mfa-operator", Duration::from_secs(30), "replica-b to take over", holder("replica-b"))
+        .await;
+    let pending = |e: Option<&MfaEnrollment>| {
+        e.is_some_and(|e| common::bed::state(e, &user) == Some(mfa_operator::crd::UserState::Pending))
+    };
+    common::wait_until(&api, "fenced", common::WAIT, "the new leader to create the device", pending).await;
+
+    stale.signal("CONT");
+    stale.wait_for_log("failpoint before-device-created: going on", common::WAIT).await;
+    // It gives up the work (the fence) and then exits (it lost the lease).
+    let deadline = Instant::now() + common::WAIT;
+    while !stale.exited() {
+        assert!(Instant::now() < deadline, "the stale leader did not exit within {:?}", common::WAIT);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let writes: Vec<String> = proxy
+        .requests()
+        .into_iter()
+        .map(|r| r.op)
+        .filter(|op| ["CreateVirtualMFADevice", "DeleteVirtualMFADevice", "EnableMFADevice"].contains(&op.as_str()))
+        .collect();
+    assert!(writes.is_empty(), "the stale leader sent {writes:?}");
+    let logs = stale.logs();
+    assert!(logs.contains("write not sent: this replica cannot confirm it still holds the leader lease"), "{logs}");
+    assert_eq!(iam::devices_under(&raw, &format!("/{tag}/")).await.len(), 1, "one device, the new leader's");
+    drop(standby);
+}
+
 /// A kubeconfig like the test bed's admin one that acts as `user` (impersonation): only
 /// what RBAC grants `user` is allowed. It carries the admin's credentials: private to
 /// this user, and removed when dropped.

@@ -48,9 +48,11 @@ enum Command {
 
 #[derive(clap::Args, Debug)]
 struct RunArgs {
-    /// Only watch this namespace (default: every namespace).
-    #[arg(long, short = 'n', env = "MFA_OPERATOR_NAMESPACE")]
-    namespace: Option<String>,
+    /// Only watch these namespaces (repeat the flag or separate with commas; default:
+    /// every namespace). With several, MfaEnrollments are watched cluster-wide and
+    /// filtered, Secrets only in these namespaces.
+    #[arg(long, short = 'n', env = "MFA_OPERATOR_NAMESPACE", value_delimiter = ',')]
+    namespace: Vec<String>,
 
     /// Address of /metrics, /healthz and /readyz.
     #[arg(long, env = "MFA_OPERATOR_METRICS_ADDRESS", default_value = "0.0.0.0:8080")]
@@ -65,7 +67,7 @@ struct RunArgs {
     lease_name: String,
 
     /// Namespace of the Lease (default: the pod's namespace from POD_NAMESPACE, else the
-    /// watched namespace, else `default`).
+    /// first watched namespace, else `default`).
     #[arg(long, env = "POD_NAMESPACE")]
     lease_namespace: Option<String>,
 
@@ -124,9 +126,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("cannot listen on {} for metrics and probes: {e}", args.metrics_address))?;
     let server = tokio::spawn(mfa_operator::http::serve(listener, metrics.clone(), health.clone()));
     // The operator's own namespace: where its Lease and integrity key live.
-    let own_namespace = args.lease_namespace.clone().or(args.namespace.clone()).unwrap_or_else(|| "default".into());
+    let own_namespace =
+        args.lease_namespace.clone().or(args.namespace.first().cloned()).unwrap_or_else(|| "default".into());
     let config = controller::Config {
-        namespace: args.namespace.clone(),
+        namespaces: args.namespace.clone(),
         reporter: "mfa-operator".into(),
         key_namespace: args.integrity_key_namespace.clone().unwrap_or_else(|| own_namespace.clone()),
         key_secret: args.integrity_key_secret.clone(),

@@ -106,8 +106,8 @@ impl Error {
 /// How the operator runs.
 #[derive(Clone, Debug, Default)]
 pub struct Config {
-    /// Namespace to watch; `None` watches every namespace.
-    pub namespace: Option<String>,
+    /// Namespaces to watch; empty watches every namespace.
+    pub namespaces: Vec<String>,
     /// Name reported on Events (`reportingController`).
     pub reporter: String,
     /// Where the integrity key lives: a Secret in the operator's own namespace.
@@ -141,6 +141,10 @@ pub struct Context {
     statuses: written::WrittenStatuses,
     /// When each seed Secret version was first seen (see `received.rs`).
     received: Arc<received::Received>,
+    /// When each enrollment's current generation was first reconciled: a new or changed
+    /// spec is decided from an inventory read after it appeared (an IAM user created
+    /// just before the enrollment naming it is seen at once, not after a resync).
+    generations: std::sync::Mutex<HashMap<ObjectRef<MfaEnrollment>, (i64, Timestamp)>>,
 }
 
 impl Context {
@@ -203,6 +207,22 @@ impl Context {
         self.statuses.forget(object);
     }
 
+    /// When this operator first reconciled `object`'s current generation.
+    fn generation_seen(&self, object: &MfaEnrollment) -> Timestamp {
+        let generation = object.metadata.generation.unwrap_or_default();
+        let mut seen = self.generations.lock().unwrap_or_else(|p| p.into_inner());
+        let now = self.now();
+        let entry = seen.entry(ObjectRef::from(object)).or_insert((generation, now));
+        if entry.0 != generation {
+            *entry = (generation, now);
+        }
+        entry.1
+    }
+
+    fn forget_generation(&self, object: &MfaEnrollment) {
+        self.generations.lock().unwrap_or_else(|p| p.into_inner()).remove(&ObjectRef::from(object));
+    }
+
     fn reset_backoff(&self, object: &MfaEnrollment) {
         self.failures.lock().unwrap_or_else(|p| p.into_inner()).remove(&ObjectRef::from(object));
     }
@@ -216,6 +236,14 @@ fn not_status_only() -> impl Predicate<MfaEnrollment> {
         .combine(predicates::labels)
         .combine(predicates::annotations)
         .combine(deletion)
+}
+
+/// Seed Secrets' metadata in each watched namespace, or in every namespace.
+pub(crate) fn secret_apis(client: &Client, namespaces: &[String]) -> Vec<Api<PartialObjectMeta<Secret>>> {
+    if namespaces.is_empty() {
+        return vec![Api::all(client.clone())];
+    }
+    namespaces.iter().map(|ns| Api::namespaced(client.clone(), ns)).collect()
 }
 
 /// The objects a watch saw change after its initial listing.
@@ -273,16 +301,22 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     // A new leader is no longer a standby: not ready until its cache has synced.
     health.starting();
-    let enrollments: Api<MfaEnrollment> = match &config.namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
+    // One namespace: watched there. Several: watched cluster-wide (reading MfaEnrollments
+    // is not sensitive) and kept only when in one of them.
+    let enrollments: Api<MfaEnrollment> = match config.namespaces.as_slice() {
+        [one] => Api::namespaced(client.clone(), one),
+        _ => Api::all(client.clone()),
     };
-    // Seed Secrets are watched as metadata only: a code submission changes the object,
-    // which is all the trigger needs, and no seed sits in the operator's memory.
-    let secrets: Api<PartialObjectMeta<Secret>> = match &config.namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    };
+    let served = config.namespaces.clone();
+    let enrollment_events = watcher(enrollments, watcher::Config::default().any_semantic()).filter(move |event| {
+        let keep = match event {
+            Ok(watcher::Event::Apply(e) | watcher::Event::Delete(e) | watcher::Event::InitApply(e)) => {
+                served.is_empty() || e.namespace().is_some_and(|ns| served.contains(&ns))
+            }
+            _ => true,
+        };
+        futures::future::ready(keep)
+    });
     let received = Arc::new(received::Received::default());
     let noted = received.clone();
     // The cache sees every change; reconciles are triggered only by changes a person or
@@ -290,7 +324,7 @@ pub async fn run(
     // operator's own status writes: a failure written into status would otherwise start
     // the next reconcile at once and defeat the backoff (a hot loop under IAM faults).
     let (store, writer) = reflector::store();
-    let triggers = reflector(writer, watcher(enrollments, watcher::Config::default().any_semantic()))
+    let triggers = reflector(writer, enrollment_events)
         .applied_objects()
         .predicate_filter(not_status_only(), PredicateConfig::default());
     // Bindings and namespace labels decide what an enrollment may do: a change to either
@@ -314,20 +348,28 @@ pub async fn run(
         tokio::spawn(reconcile_all_on_change(namespace_changes, reconcile_all.clone(), "Namespace")),
     ];
     let _stop_drains = AbortOnDrop(drains);
-    let controller = Controller::for_stream(triggers, store).watches(
-        secrets,
-        watcher::Config::default().labels(&seed_secret::managed_selector()),
-        move |secret| {
-            // The owner names the enrollment even when its name is too long for a label.
-            let namespace = secret.namespace()?;
-            if let Some(version) = secret.resource_version() {
-                noted.note(&namespace, &secret.name_any(), &version, Timestamp::now());
-            }
-            let owner = secret.owner_references().iter().find(|o| o.kind == "MfaEnrollment").map(|o| o.name.clone());
-            let enrollment = owner.or_else(|| secret.labels().get(seed_secret::LABEL_ENROLLMENT).cloned())?;
-            Some(ObjectRef::new(&enrollment).within(&namespace))
-        },
-    );
+    let mut controller = Controller::for_stream(triggers, store);
+    // Seed Secrets are watched as metadata only, in the watched namespaces (never
+    // cluster-wide when namespaces are given): a code submission changes the object, which
+    // is all the trigger needs, and no seed sits in the operator's memory.
+    for secrets in secret_apis(&client, &config.namespaces) {
+        let noted = noted.clone();
+        controller = controller.watches(
+            secrets,
+            watcher::Config::default().labels(&seed_secret::managed_selector()),
+            move |secret| {
+                // The owner names the enrollment even when its name is too long for a label.
+                let namespace = secret.namespace()?;
+                if let Some(version) = secret.resource_version() {
+                    noted.note(&namespace, &secret.name_any(), &version, Timestamp::now());
+                }
+                let owner =
+                    secret.owner_references().iter().find(|o| o.kind == "MfaEnrollment").map(|o| o.name.clone());
+                let enrollment = owner.or_else(|| secret.labels().get(seed_secret::LABEL_ENROLLMENT).cloned())?;
+                Some(ObjectRef::new(&enrollment).within(&namespace))
+            },
+        );
+    }
     let controller =
         controller.reconcile_all_on(reconcile_all_requests).trigger_backoff(watch_backoff::watch_backoff());
     let reporter = Reporter { controller: config.reporter.clone(), instance: std::env::var("POD_NAME").ok() };
@@ -348,8 +390,9 @@ pub async fn run(
         compliant: std::sync::Mutex::default(),
         statuses: written::WrittenStatuses::default(),
         received,
+        generations: std::sync::Mutex::default(),
     });
-    tracing::info!(namespace = ?context.config.namespace, "controller starting");
+    tracing::info!(namespaces = ?context.config.namespaces, "controller starting");
     health.syncing();
     let store = context.store.clone();
     let watcher = health.clone();

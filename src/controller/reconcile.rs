@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ListParams};
-use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Action as Requeue;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::{Resource, ResourceExt};
@@ -93,12 +92,15 @@ async fn reconcile_apply(enrollment: &MfaEnrollment, ctx: &Context) -> Result<Re
     let needs_console =
         enrollment.spec.users.console_access_only || peers.iter().any(|(p, _)| p.spec.users.console_access_only);
 
-    // Gather: the shared inventory (refreshed when older than our resync interval; a
-    // refresh another reconcile finished meanwhile counts).
+    // Gather: the shared inventory (refreshed when older than our resync interval or than
+    // this generation of the spec; a refresh another reconcile finished meanwhile counts).
     let max_age = max_inventory_age(enrollment);
+    let generation_seen = ctx.generation_seen(enrollment);
     let stale = |view: &View| {
         view.inventory.as_ref().is_none_or(|inv| {
-            now.duration_since(inv.fetched_at) >= max_age || (needs_console && inv.console_users.is_none())
+            now.duration_since(inv.fetched_at) >= max_age
+                || inv.fetched_at < generation_seen
+                || (needs_console && inv.console_users.is_none())
         })
     };
     if stale(&account.view()) {
@@ -396,32 +398,31 @@ fn unknown_groups(selection: &Selection, groups: &std::collections::BTreeSet<Str
 /// a look-alike Secret claims nothing. Read as metadata, page by page, so a tenant who
 /// creates thousands of labelled Secrets costs a page of memory, not their contents.
 async fn load_claims(ctx: &Context) -> Result<Claims> {
-    let api: Api<PartialObjectMeta<Secret>> = match &ctx.config.namespace {
-        Some(ns) => Api::namespaced(ctx.client.clone(), ns),
-        None => Api::all(ctx.client.clone()),
-    };
     let enrollments: BTreeMap<String, EnrollmentId> =
         ctx.store.state().iter().filter_map(|e| Some((e.uid()?, id_of(e)))).collect();
     let mut claims = Claims::new();
-    let mut params = ListParams::default().labels(&seed_secret::managed_selector()).limit(CLAIMS_PAGE);
-    loop {
-        let page = api.list_metadata(&params).await.map_err(Error::kube("list seed Secrets"))?;
-        for secret in &page.items {
-            let Ok(verified) = seed_secret::verify_meta(&secret.metadata, &ctx.integrity) else { continue };
-            // The labels are not under the tag: they must agree with the owner it names.
-            let label = secret.labels().get(seed_secret::LABEL_ENROLLMENT);
-            if let Some(holder) = enrollments.get(&verified.enrollment_uid)
-                && secret.namespace().as_deref() == Some(holder.namespace.as_str())
-                && label == Some(&seed_secret::enrollment_label(&holder.name))
-            {
-                claims.entry(verified.serial).or_default().push(holder.clone());
+    for api in super::secret_apis(&ctx.client, &ctx.config.namespaces) {
+        let mut params = ListParams::default().labels(&seed_secret::managed_selector()).limit(CLAIMS_PAGE);
+        loop {
+            let page = api.list_metadata(&params).await.map_err(Error::kube("list seed Secrets"))?;
+            for secret in &page.items {
+                let Ok(verified) = seed_secret::verify_meta(&secret.metadata, &ctx.integrity) else { continue };
+                // The labels are not under the tag: they must agree with the owner it names.
+                let label = secret.labels().get(seed_secret::LABEL_ENROLLMENT);
+                if let Some(holder) = enrollments.get(&verified.enrollment_uid)
+                    && secret.namespace().as_deref() == Some(holder.namespace.as_str())
+                    && label == Some(&seed_secret::enrollment_label(&holder.name))
+                {
+                    claims.entry(verified.serial).or_default().push(holder.clone());
+                }
+            }
+            match page.metadata.continue_.filter(|c| !c.is_empty()) {
+                Some(token) => params = params.continue_token(&token),
+                None => break,
             }
         }
-        match page.metadata.continue_.filter(|c| !c.is_empty()) {
-            Some(token) => params = params.continue_token(&token),
-            None => return Ok(claims),
-        }
     }
+    Ok(claims)
 }
 
 /// Secrets per page when listing claims (metadata only).
@@ -581,6 +582,7 @@ async fn cleanup(enrollment: &MfaEnrollment, ctx: &Context) -> Result<Requeue> {
         ctx.reconcile_all();
     }
     ctx.forget_compliant(&id);
+    ctx.forget_generation(enrollment);
     ctx.forget_status(enrollment);
     ctx.metrics.forget_enrollment(&id.namespace, &id.name);
     Ok(Requeue::await_change())

@@ -535,3 +535,76 @@ async fn single_namespace_chart_rbac_enrols_a_user_and_refuses_other_namespaces(
     drop(pod);
     install.remove_cluster_objects().await;
 }
+
+#[tokio::test]
+async fn several_namespaces_chart_rbac_serves_each_and_reads_no_other_secret() {
+    let admin = common::client().await;
+    common::install_crd(&admin).await;
+    let release_ns = common::namespace(&admin, "rbac-several").await;
+    let team_a = common::namespace(&admin, "rbac-team-a").await;
+    let team_b = common::namespace(&admin, "rbac-team-b").await;
+    let release = common::unique("rbac");
+    let endpoint = std::env::var("AWS_ENDPOINT_URL").expect("AWS_ENDPOINT_URL");
+    let region = std::env::var("AWS_REGION").expect("AWS_REGION");
+    let watched = format!("{{{team_a},{team_b}}}");
+    let install = Install::new(
+        &admin,
+        &release,
+        &release_ns,
+        &[
+            ("watchNamespaces", &watched),
+            ("leaderElection.enabled", "true"),
+            ("aws.region", &region),
+            ("aws.endpointUrl", &endpoint),
+            ("logLevel", "debug"),
+        ],
+    )
+    .await;
+    // A Role per watched namespace; cluster-wide only reading enrollments and grants.
+    assert_eq!(
+        install.kinds(),
+        [
+            "ClusterRole",
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "ClusterRoleBinding",
+            "Role",
+            "Role",
+            "Role",
+            "Role",
+            "RoleBinding",
+            "RoleBinding",
+            "RoleBinding",
+            "RoleBinding",
+            "ServiceAccount"
+        ]
+    );
+    assert!(install.args().contains(&format!("--namespace={team_a},{team_b}")), "{:?}", install.args());
+    let identity = Identity::new(&install.token().await, &release_ns).await;
+    let pod_name = format!("{release}-pod");
+    let mut pod = Pod::start(&install, &identity, &pod_name, &[]);
+    full_enrollment(&admin, &mut pod, &team_a, &release_ns, &pod_name).await;
+    full_enrollment(&admin, &mut pod, &team_b, &release_ns, &pod_name).await;
+
+    let sa = identity.client.clone();
+    for (namespace, what) in [
+        (&release_ns, "the release namespace"),
+        (&common::namespace(&admin, "rbac-other").await, "an unrelated namespace"),
+    ] {
+        common::put_secret(&admin, namespace, "db-password", "password", "hunter2").await;
+        assert_forbidden(
+            Api::<Secret>::namespaced(sa.clone(), namespace)
+                .list(&ListParams::default().fields("metadata.name=db-password"))
+                .await,
+            &format!("list a Secret of {what} by field selector"),
+        );
+    }
+    assert_forbidden(
+        Api::<Secret>::all(sa.clone()).list_metadata(&ListParams::default()).await,
+        "list Secrets in every namespace",
+    );
+    assert_cannot_write_bindings(&sa).await;
+
+    drop(pod);
+    install.remove_cluster_objects().await;
+}

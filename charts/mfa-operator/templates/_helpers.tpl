@@ -74,6 +74,13 @@ Exactly the calls the operator makes, each rule with the code that needs it. A v
 the operator does not call is not here (tests/rbac.rs runs a full enrollment as this
 ServiceAccount and checks that other calls are refused).
 */}}
+{{/* The watched namespaces, comma-separated (empty: every namespace). */}}
+{{- define "mfa-operator.watchNamespaces" -}}
+{{- $all := .Values.watchNamespaces -}}
+{{- with .Values.watchNamespace }}{{ $all = append $all . }}{{ end -}}
+{{- $all | uniq | join "," -}}
+{{- end }}
+
 {{- define "mfa-operator.rules" -}}
 # The controller lists and watches MfaEnrollments; the finalizer is added and removed
 # with a JSON patch of metadata.finalizers.

@@ -1,6 +1,7 @@
-//! The MfaEnrollment API against the real kube-apiserver: the committed CRD is accepted
-//! and served, the examples are valid, and invalid specs are refused at admission with
-//! a message that says what is wrong.
+//! The MfaEnrollment and MfaAccountBinding APIs against the real kube-apiserver: the
+//! committed CRD is accepted and served, the examples are valid, and invalid specs
+//! (enrollments without a binding or with the retired fields among them) are refused at
+//! admission with a message that says what is wrong.
 
 use crate::common;
 
@@ -61,7 +62,7 @@ async fn every_example_is_accepted_and_defaults_are_filled_in() {
     let minimal = serde_json::json!({
         "apiVersion": "iam.mfa-operator.dev/v1alpha1", "kind": "MfaEnrollment",
         "metadata": { "name": "minimal" },
-        "spec": { "mode": "Report", "users": { "names": ["alice"] } }
+        "spec": { "accountRef": { "name": "default" }, "mode": "Report", "users": { "names": ["alice"] } }
     });
     let dynamic: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &enrollment_resource());
     let created = dynamic
@@ -69,7 +70,9 @@ async fn every_example_is_accepted_and_defaults_are_filled_in() {
         .await
         .expect("minimal enrollment accepted");
     let spec = &created.data["spec"];
-    assert_eq!(spec["device"]["path"], "/mfa-operator/");
+    // The device path is the binding's now: nothing of the retired fields is filled in.
+    assert_eq!(spec.get("device"), None, "no device defaulted into an enrollment: {spec}");
+    assert_eq!(spec.get("aws"), None, "no aws defaulted into an enrollment: {spec}");
     assert_eq!(spec["pendingTTL"], "168h");
     assert_eq!(spec["resyncInterval"], "10m");
     assert_eq!(spec["users"]["consoleAccessOnly"], false);
@@ -77,86 +80,244 @@ async fn every_example_is_accepted_and_defaults_are_filled_in() {
     assert_eq!(typed.spec.mode, Mode::Report);
 }
 
-/// (description, spec, text the apiserver's refusal must contain)
+/// The refusal of an enrollment without `spec.accountRef`.
+const NO_ACCOUNT_REF: &str = "spec.accountRef: name the MfaAccountBinding";
+/// The refusals of the retired fields.
+const AWS_MOVED: &str = "spec.aws moved to the MfaAccountBinding that spec.accountRef names";
+const DEVICE_MOVED: &str = "spec.device moved to the MfaAccountBinding that spec.accountRef names";
+
+/// (description, spec, text the apiserver's refusal must contain). Every spec but those
+/// about the account reference names a binding, so that each is refused for what it says.
 const INVALID_SPECS: &[(&str, &str, &str)] = &[
-    ("user name with a space", r#"{"mode":"Enroll","users":{"names":["bad name"]}}"#, "spec.users.names[0]"),
+    (
+        "user name with a space",
+        r#"{"accountRef":{"name":"default"},"mode":"Enroll","users":{"names":["bad name"]}}"#,
+        "spec.users.names[0]",
+    ),
     (
         "user name of 65 characters",
-        r#"{"mode":"Enroll","users":{"names":["aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"]}}"#,
+        r#"{"accountRef":{"name":"default"},"mode":"Enroll","users":{"names":["aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"]}}"#,
         "may not be more than 64",
     ),
-    ("user name with a slash", r#"{"mode":"Enroll","users":{"names":["a/b"]}}"#, "should match"),
-    ("empty selector", r#"{"mode":"Enroll","users":{}}"#, "at least one selector"),
-    ("exclude without a selector", r#"{"mode":"Enroll","users":{"exclude":["bob"]}}"#, "at least one selector"),
+    (
+        "user name with a slash",
+        r#"{"accountRef":{"name":"default"},"mode":"Enroll","users":{"names":["a/b"]}}"#,
+        "should match",
+    ),
+    ("empty selector", r#"{"accountRef":{"name":"default"},"mode":"Enroll","users":{}}"#, "at least one selector"),
+    (
+        "exclude without a selector",
+        r#"{"accountRef":{"name":"default"},"mode":"Enroll","users":{"exclude":["bob"]}}"#,
+        "at least one selector",
+    ),
     (
         "name both selected and excluded",
-        r#"{"mode":"Enroll","users":{"names":["a"],"exclude":["a"]}}"#,
+        r#"{"accountRef":{"name":"default"},"mode":"Enroll","users":{"names":["a"],"exclude":["a"]}}"#,
         "cannot be in both names and exclude",
     ),
-    ("duplicate names", r#"{"mode":"Enroll","users":{"names":["a","a"]}}"#, "Duplicate value"),
-    ("empty names list", r#"{"mode":"Enroll","users":{"names":[]}}"#, "at least 1 items"),
-    ("unknown mode", r#"{"mode":"Sometimes","users":{"names":["a"]}}"#, "supported values: \"Enroll\", \"Report\""),
-    ("missing mode", r#"{"users":{"names":["a"]}}"#, "spec.mode: Required value"),
-    ("negative pendingTTL", r#"{"mode":"Enroll","users":{"names":["a"]},"pendingTTL":"-5m"}"#, "spec.pendingTTL"),
+    (
+        "duplicate names",
+        r#"{"accountRef":{"name":"default"},"mode":"Enroll","users":{"names":["a","a"]}}"#,
+        "Duplicate value",
+    ),
+    (
+        "empty names list",
+        r#"{"accountRef":{"name":"default"},"mode":"Enroll","users":{"names":[]}}"#,
+        "at least 1 items",
+    ),
+    (
+        "unknown mode",
+        r#"{"accountRef":{"name":"default"},"mode":"Sometimes","users":{"names":["a"]}}"#,
+        "supported values: \"Enroll\", \"Report\"",
+    ),
+    ("missing mode", r#"{"accountRef":{"name":"default"},"users":{"names":["a"]}}"#, "spec.mode: Required value"),
+    (
+        "negative pendingTTL",
+        r#"{"accountRef":{"name":"default"},"mode":"Enroll","users":{"names":["a"]},"pendingTTL":"-5m"}"#,
+        "spec.pendingTTL",
+    ),
     (
         "garbage pendingTTL",
-        r#"{"mode":"Enroll","users":{"names":["a"]},"pendingTTL":"soon"}"#,
+        r#"{"accountRef":{"name":"default"},"mode":"Enroll","users":{"names":["a"]},"pendingTTL":"soon"}"#,
         "spec.pendingTTL in body should match",
     ),
     (
         "pendingTTL too short",
-        r#"{"mode":"Enroll","users":{"names":["a"]},"pendingTTL":"5s"}"#,
+        r#"{"accountRef":{"name":"default"},"mode":"Enroll","users":{"names":["a"]},"pendingTTL":"5s"}"#,
         "pendingTTL must be between 30s and 8760h",
     ),
     (
         "resyncInterval too long",
-        r#"{"mode":"Enroll","users":{"names":["a"]},"resyncInterval":"99999h"}"#,
+        r#"{"accountRef":{"name":"default"},"mode":"Enroll","users":{"names":["a"]},"resyncInterval":"99999h"}"#,
         "resyncInterval must be between 10s and 24h",
     ),
     (
         "fractional duration",
-        r#"{"mode":"Enroll","users":{"names":["a"]},"resyncInterval":"1.5h"}"#,
+        r#"{"accountRef":{"name":"default"},"mode":"Enroll","users":{"names":["a"]},"resyncInterval":"1.5h"}"#,
         "spec.resyncInterval in body should match",
     ),
     (
+        "path prefix without leading slash",
+        r#"{"accountRef":{"name":"default"},"mode":"Enroll","users":{"pathPrefix":"eng/"}}"#,
+        "spec.users.pathPrefix in body should match",
+    ),
+    (
+        "group name with a space",
+        r#"{"accountRef":{"name":"default"},"mode":"Enroll","users":{"groups":["dev ops"]}}"#,
+        "spec.users.groups[0]",
+    ),
+    (
+        "reserved tag key",
+        r#"{"accountRef":{"name":"default"},"mode":"Enroll","users":{"tags":{"aws:team":"x"}}}"#,
+        "not starting with aws:",
+    ),
+    (
+        "empty tag map",
+        r#"{"accountRef":{"name":"default"},"mode":"Enroll","users":{"tags":{}}}"#,
+        "at least 1 properties",
+    ),
+    // The account reference: required, and a binding's name.
+    ("no accountRef", r#"{"mode":"Enroll","users":{"names":["a"]}}"#, NO_ACCOUNT_REF),
+    ("accountRef: null", r#"{"accountRef":null,"mode":"Enroll","users":{"names":["a"]}}"#, NO_ACCOUNT_REF),
+    (
+        "accountRef without a name",
+        r#"{"accountRef":{},"mode":"Enroll","users":{"names":["a"]}}"#,
+        "spec.accountRef.name: Required value",
+    ),
+    (
+        "accountRef name that is not an object name",
+        r#"{"accountRef":{"name":"Team_A"},"mode":"Enroll","users":{"names":["a"]}}"#,
+        "spec.accountRef.name in body should match",
+    ),
+    // Retired fields: refused whatever they hold, with where they went; valid values too.
+    (
+        "retired device path (valid before)",
+        r#"{"accountRef":{"name":"default"},"mode":"Enroll","users":{"names":["a"]},"device":{"path":"/mfa-operator/"}}"#,
+        DEVICE_MOVED,
+    ),
+    (
+        "retired device, empty",
+        r#"{"accountRef":{"name":"default"},"mode":"Enroll","users":{"names":["a"]},"device":{}}"#,
+        DEVICE_MOVED,
+    ),
+    (
+        "retired device path at the root",
+        r#"{"accountRef":{"name":"default"},"mode":"Enroll","users":{"names":["a"]},"device":{"path":"/"}}"#,
+        DEVICE_MOVED,
+    ),
+    (
+        "retired device path without leading slash",
+        r#"{"accountRef":{"name":"default"},"mode":"Enroll","users":{"names":["a"]},"device":{"path":"mfa/"}}"#,
+        DEVICE_MOVED,
+    ),
+    (
+        "retired device path without trailing slash",
+        r#"{"accountRef":{"name":"default"},"mode":"Enroll","users":{"names":["a"]},"device":{"path":"/mfa"}}"#,
+        DEVICE_MOVED,
+    ),
+    (
+        "retired aws role (valid before)",
+        r#"{"accountRef":{"name":"default"},"mode":"Enroll","users":{"names":["a"]},"aws":{"roleArn":"arn:aws:iam::111122223333:role/x"}}"#,
+        AWS_MOVED,
+    ),
+    (
+        "retired aws, empty",
+        r#"{"accountRef":{"name":"default"},"mode":"Enroll","users":{"names":["a"]},"aws":{}}"#,
+        AWS_MOVED,
+    ),
+    (
+        "retired aws externalId without roleArn",
+        r#"{"accountRef":{"name":"default"},"mode":"Enroll","users":{"names":["a"]},"aws":{"externalId":"abc"}}"#,
+        AWS_MOVED,
+    ),
+    (
+        "retired aws role ARN with a short account",
+        r#"{"accountRef":{"name":"default"},"mode":"Enroll","users":{"names":["a"]},"aws":{"roleArn":"arn:aws:iam::12:role/x"}}"#,
+        AWS_MOVED,
+    ),
+    (
+        "retired aws region that is not a region",
+        r#"{"accountRef":{"name":"default"},"mode":"Enroll","users":{"names":["a"]},"aws":{"region":"Mars"}}"#,
+        AWS_MOVED,
+    ),
+];
+
+/// A binding the apiserver accepts; every case of [`INVALID_BINDINGS`] differs from it in
+/// what it says only.
+const VALID_BINDING: &str = r#"{"accountId":"111122223333","roleArn":"arn:aws:iam::111122223333:role/mfa-operator","externalIdSecretRef":{"name":"team-a-external-id","key":"externalId"},"namespaces":{"names":["team-a"]},"users":{"pathPrefixes":["/team-a/"]},"device":{"path":"/mfa-operator/team-a/"}}"#;
+
+/// (description, binding spec, text the apiserver's refusal must contain)
+const INVALID_BINDINGS: &[(&str, &str, &str)] = &[
+    (
+        "account id of 11 digits",
+        r#"{"accountId":"11112222333","namespaces":{"names":["team-a"]},"users":{"pathPrefixes":["/team-a/"]}}"#,
+        "spec.accountId in body should match '^[0-9]{12}$'",
+    ),
+    (
+        "account id with a letter",
+        r#"{"accountId":"11112222333a","namespaces":{"names":["team-a"]},"users":{"pathPrefixes":["/team-a/"]}}"#,
+        "spec.accountId in body should match '^[0-9]{12}$'",
+    ),
+    (
+        "account id as a number",
+        r#"{"accountId":111122223333,"namespaces":{"names":["team-a"]},"users":{"pathPrefixes":["/team-a/"]}}"#,
+        "spec.accountId in body must be of type string",
+    ),
+    (
+        "no account id",
+        r#"{"namespaces":{"names":["team-a"]},"users":{"pathPrefixes":["/team-a/"]}}"#,
+        "spec.accountId: Required value",
+    ),
+    (
+        "role in another account",
+        r#"{"accountId":"111122223333","roleArn":"arn:aws:iam::444455556666:role/mfa-operator","namespaces":{"names":["team-a"]},"users":{"pathPrefixes":["/team-a/"]}}"#,
+        "roleArn must be a role in accountId",
+    ),
+    (
+        "externalIdSecretRef without roleArn",
+        r#"{"accountId":"111122223333","externalIdSecretRef":{"name":"team-a-external-id","key":"externalId"},"namespaces":{"names":["team-a"]},"users":{"pathPrefixes":["/team-a/"]}}"#,
+        "externalIdSecretRef is only used together with roleArn",
+    ),
+    (
+        "namespaces with neither names nor selector",
+        r#"{"accountId":"111122223333","namespaces":{},"users":{"pathPrefixes":["/team-a/"]}}"#,
+        "namespaces: give names, a selector, or both",
+    ),
+    (
+        "users with neither pathPrefixes nor groups",
+        r#"{"accountId":"111122223333","namespaces":{"names":["team-a"]},"users":{"exclude":["breakglass"]}}"#,
+        "users: give pathPrefixes, groups, or both",
+    ),
+    (
         "device path at the root",
-        r#"{"mode":"Enroll","users":{"names":["a"]},"device":{"path":"/"}}"#,
+        r#"{"accountId":"111122223333","namespaces":{"names":["team-a"]},"users":{"pathPrefixes":["/team-a/"]},"device":{"path":"/"}}"#,
         "must be a path dedicated to the operator",
     ),
     (
-        "device path without leading slash",
-        r#"{"mode":"Enroll","users":{"names":["a"]},"device":{"path":"mfa/"}}"#,
+        "device path without trailing slash",
+        r#"{"accountId":"111122223333","namespaces":{"names":["team-a"]},"users":{"pathPrefixes":["/team-a/"]},"device":{"path":"/mfa"}}"#,
         "spec.device.path in body should match",
     ),
     (
-        "device path without trailing slash",
-        r#"{"mode":"Enroll","users":{"names":["a"]},"device":{"path":"/mfa"}}"#,
-        "spec.device.path in body should match",
+        "namespace name that is not a namespace name",
+        r#"{"accountId":"111122223333","namespaces":{"names":["Team_A"]},"users":{"pathPrefixes":["/team-a/"]}}"#,
+        "spec.namespaces.names[0] in body should match",
     ),
     (
         "path prefix without leading slash",
-        r#"{"mode":"Enroll","users":{"pathPrefix":"eng/"}}"#,
-        "spec.users.pathPrefix in body should match",
-    ),
-    ("group name with a space", r#"{"mode":"Enroll","users":{"groups":["dev ops"]}}"#, "spec.users.groups[0]"),
-    ("reserved tag key", r#"{"mode":"Enroll","users":{"tags":{"aws:team":"x"}}}"#, "not starting with aws:"),
-    ("empty tag map", r#"{"mode":"Enroll","users":{"tags":{}}}"#, "at least 1 properties"),
-    (
-        "externalId without roleArn",
-        r#"{"mode":"Enroll","users":{"names":["a"]},"aws":{"externalId":"abc"}}"#,
-        "only used together with aws.roleArn",
-    ),
-    (
-        "role ARN with a short account",
-        r#"{"mode":"Enroll","users":{"names":["a"]},"aws":{"roleArn":"arn:aws:iam::12:role/x"}}"#,
-        "spec.aws.roleArn in body should match",
+        r#"{"accountId":"111122223333","namespaces":{"names":["team-a"]},"users":{"pathPrefixes":["team-a/"]}}"#,
+        "spec.users.pathPrefixes[0] in body should match",
     ),
     (
         "region that is not a region",
-        r#"{"mode":"Enroll","users":{"names":["a"]},"aws":{"region":"Mars"}}"#,
-        "spec.aws.region in body should match",
+        r#"{"accountId":"111122223333","region":"Mars","namespaces":{"names":["team-a"]},"users":{"pathPrefixes":["/team-a/"]}}"#,
+        "spec.region in body should match",
     ),
 ];
+
+fn binding_resource() -> ApiResource {
+    ApiResource::from_gvk(&GroupVersionKind::gvk("iam.mfa-operator.dev", "v1alpha1", "MfaAccountBinding"))
+}
 
 #[tokio::test]
 async fn invalid_specs_are_refused_with_a_clear_message() {
@@ -175,7 +336,11 @@ async fn invalid_specs_are_refused_with_a_clear_message() {
         .expect("object literal");
         match api.create(&PostParams::default(), &object).await {
             Ok(_) => failures.push(format!("{what}: accepted, expected a refusal containing {expected:?}")),
-            Err(kube::Error::Api(status)) if status.code == 422 && status.message.contains(expected) => {}
+            // A case that names a binding must be refused for what it says, not for that.
+            Err(kube::Error::Api(status))
+                if status.code == 422
+                    && status.message.contains(expected)
+                    && (*expected == NO_ACCOUNT_REF || !status.message.contains(NO_ACCOUNT_REF)) => {}
             Err(other) => failures.push(format!("{what}: expected 422 containing {expected:?}, got {other}")),
         }
     }
@@ -184,6 +349,39 @@ async fn invalid_specs_are_refused_with_a_clear_message() {
         "{} of {} invalid specs misbehaved:\n{}",
         failures.len(),
         INVALID_SPECS.len(),
+        failures.join("\n")
+    );
+
+    // The bindings: a valid one is accepted (so each case below is refused for what it
+    // says), then every invalid one is refused. Dry runs: nothing cluster-scoped is left
+    // behind, and nothing refused-but-accepted could grant a namespace anything.
+    let bindings: Api<DynamicObject> = Api::all_with(client.clone(), &binding_resource());
+    let dry_run = PostParams { dry_run: true, ..PostParams::default() };
+    let binding = |name: String, spec: &str| -> DynamicObject {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "iam.mfa-operator.dev/v1alpha1", "kind": "MfaAccountBinding",
+            "metadata": { "name": name },
+            "spec": serde_json::from_str::<serde_json::Value>(spec).expect("spec literal is JSON"),
+        }))
+        .expect("object literal")
+    };
+    bindings
+        .create(&dry_run, &binding(format!("{ns}-valid"), VALID_BINDING))
+        .await
+        .unwrap_or_else(|e| panic!("the valid binding is refused: {e}"));
+    let mut failures = Vec::new();
+    for (i, (what, spec, expected)) in INVALID_BINDINGS.iter().enumerate() {
+        match bindings.create(&dry_run, &binding(format!("{ns}-invalid-{i}"), spec)).await {
+            Ok(_) => failures.push(format!("{what}: accepted, expected a refusal containing {expected:?}")),
+            Err(kube::Error::Api(status)) if status.code == 422 && status.message.contains(expected) => {}
+            Err(other) => failures.push(format!("{what}: expected 422 containing {expected:?}, got {other}")),
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} invalid bindings misbehaved:\n{}",
+        failures.len(),
+        INVALID_BINDINGS.len(),
         failures.join("\n")
     );
 }

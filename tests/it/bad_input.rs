@@ -1,7 +1,8 @@
 //! Fault matrix item 5 (issue 5): a generated corpus of invalid and hostile input.
 //!
 //! - Over 800 MfaEnrollment specs, generated deterministically (a seeded xorshift PRNG)
-//!   by mutating valid specs, are sent to the real apiserver. A model of the apiserver
+//!   by mutating valid specs (each names a binding in `spec.accountRef`) and specs in the
+//!   retired form (`spec.aws`, `spec.device`), are sent to the real apiserver. A model of the apiserver
 //!   (pruning, null handling and defaulting by the committed CRD's schema, then
 //!   `check_valid`, every rule of the CRD written out by hand) predicts each answer, and
 //!   the apiserver must give exactly that: 400 naming every unknown or duplicate field
@@ -94,25 +95,60 @@ fn enrollment_resource() -> ApiResource {
 // Part 1: the spec corpus.
 // ---------------------------------------------------------------------------------------
 
-/// Valid starting points. Report mode over names that do not exist, so that an accepted
-/// mutation can never make any operator write to AWS (accepted objects are also deleted
-/// at once).
+/// The binding every generated enrollment names (unless its mutation is about
+/// `spec.accountRef`): valid, and never created, so that no operator could act on an
+/// accepted mutation even if one were running for the namespace.
+const NO_BINDING: &str = "bad-input-no-binding";
+
+/// Valid starting points. Report mode over names that do not exist, through a binding
+/// that does not exist, so that an accepted mutation can never make any operator write to
+/// AWS (accepted objects are also deleted at once).
 fn base_specs() -> Vec<Value> {
     vec![
-        json!({ "mode": "Report", "users": { "names": ["bad-input-nobody-1"] } }),
+        json!({ "accountRef": { "name": NO_BINDING }, "mode": "Report", "users": { "names": ["bad-input-nobody-1"] } }),
         json!({
+            "accountRef": { "name": NO_BINDING },
+            "mode": "Report",
+            "users": { "names": ["bad-input-nobody-1", "bad-input-nobody-2"], "exclude": ["bad-input-nobody-3"] },
+            "pendingTTL": "1h", "resyncInterval": "5m",
+        }),
+        json!({
+            "accountRef": { "name": NO_BINDING },
+            "mode": "Report",
+            "users": { "pathPrefix": "/bad-input-nowhere/", "tags": { "team": "none" }, "consoleAccessOnly": true },
+        }),
+        json!({
+            "accountRef": { "name": "bad-input.no-binding.example" },
+            "mode": "Report",
+            "users": { "names": ["bad-input-nobody-4"], "groups": ["bad-input-no-group"] },
+        }),
+    ]
+}
+
+/// Starting points in the retired form: what valid specs said before `spec.aws` and
+/// `spec.device` moved to the binding (with a binding named, as the migration leaves
+/// them). Refused as they are; their mutations exercise the old fields' rules, which the
+/// schema still carries next to the rules that refuse the fields.
+fn retired_specs() -> Vec<Value> {
+    vec![
+        json!({
+            "accountRef": { "name": NO_BINDING },
             "mode": "Report",
             "users": { "names": ["bad-input-nobody-1", "bad-input-nobody-2"], "exclude": ["bad-input-nobody-3"] },
             "device": { "path": "/bad-input/" }, "pendingTTL": "1h", "resyncInterval": "5m",
         }),
         json!({
-            "mode": "Report",
-            "users": { "pathPrefix": "/bad-input-nowhere/", "tags": { "team": "none" }, "consoleAccessOnly": true },
-        }),
-        json!({
+            "accountRef": { "name": NO_BINDING },
             "mode": "Report",
             "users": { "names": ["bad-input-nobody-4"], "groups": ["bad-input-no-group"] },
             "aws": { "region": "eu-west-1", "roleArn": "arn:aws:iam::111122223333:role/bad-input", "externalId": "ext-1" },
+        }),
+        json!({
+            "accountRef": { "name": NO_BINDING },
+            "mode": "Report",
+            "users": { "pathPrefix": "/bad-input-nowhere/" },
+            "device": {},
+            "aws": { "roleArn": "arn:aws:iam::111122223333:role/bad-input" },
         }),
     ]
 }
@@ -131,6 +167,7 @@ const STRING_FIELDS: &[&str] = &[
     "aws.region",
     "aws.roleArn",
     "aws.externalId",
+    "accountRef.name",
 ];
 
 /// Every field of the spec, containers included.
@@ -155,6 +192,8 @@ const ALL_FIELDS: &[&str] = &[
     "aws.region",
     "aws.roleArn",
     "aws.externalId",
+    "accountRef",
+    "accountRef.name",
 ];
 
 /// Sets (or with `None` removes) the value at a dotted path, creating what is missing.
@@ -220,6 +259,10 @@ struct Mutation {
 impl Mutation {
     fn new(path: &str, value: Value, what: impl Into<String>) -> Self {
         Self { path: path.to_owned(), value: Some(value), what: what.into() }
+    }
+
+    fn remove(path: &str, what: impl Into<String>) -> Self {
+        Self { path: path.to_owned(), value: None, what: what.into() }
     }
 }
 
@@ -320,6 +363,7 @@ const CATEGORIES: &[&str] = &[
     "nested garbage",
     "CEL cross-field",
     "null in odd places",
+    "account reference",
 ];
 
 fn mutation(rng: &mut Rng, category: &str) -> Mutation {
@@ -427,7 +471,7 @@ fn mutation(rng: &mut Rng, category: &str) -> Mutation {
             Mutation::new("mode", json!(value), format!("mode = {value:?}"))
         }
         "unknown field" => {
-            let at = *rng.pick(&["", "users.", "device.", "aws."]);
+            let at = *rng.pick(&["", "users.", "device.", "aws.", "accountRef."]);
             let key = *rng.pick(&[
                 "foo",
                 "Mode",
@@ -449,6 +493,7 @@ fn mutation(rng: &mut Rng, category: &str) -> Mutation {
             Mutation::new(path, value, format!("{path} = nested object"))
         }
         "CEL cross-field" => cel_violation(rng),
+        "account reference" => account_ref_mutation(rng),
         "null in odd places" => {
             let path = *rng.pick(ALL_FIELDS);
             Mutation::new(path, Value::Null, format!("{path} = null"))
@@ -492,6 +537,54 @@ fn cel_violation(rng: &mut Rng) -> Mutation {
     }
 }
 
+/// A change to `spec.accountRef`: gone, null, without a name, or a name that is not (or
+/// is, for the ones the checks prove valid) the name of a cluster-scoped object.
+fn account_ref_mutation(rng: &mut Rng) -> Mutation {
+    match rng.below(8) {
+        0 => Mutation::remove("accountRef", "no accountRef"),
+        1 => Mutation::new("accountRef", Value::Null, "accountRef = null"),
+        2 => Mutation::remove("accountRef.name", "accountRef without a name"),
+        3 => {
+            let key = *rng.pick(&["namespace", "kind", "Name"]);
+            Mutation::new(&format!("accountRef.{key}"), json!("x"), format!("accountRef with unknown field {key}"))
+        }
+        4 => {
+            // Past the 253 characters of an object name, or exactly at them (valid).
+            let length = 253 + rng.below(3);
+            Mutation::new(
+                "accountRef.name",
+                json!("b".repeat(length)),
+                format!("accountRef.name of {length} characters"),
+            )
+        }
+        _ => {
+            let name = *rng.pick(&[
+                "Team-A",
+                "team_a",
+                "-team",
+                "team-",
+                "team..a",
+                ".team",
+                "team.",
+                "team a",
+                "team/a",
+                "team:a",
+                "tëam",
+                "team\n",
+                "\u{202E}team",
+                "",
+                " ",
+                "*",
+                "team-a.example.com",
+                "0",
+                "a-b.c-d",
+                "123456789012",
+            ]);
+            Mutation::new("accountRef.name", json!(name), format!("accountRef.name = {name:?}"))
+        }
+    }
+}
+
 /// The first line of an apiserver message, at most 200 characters.
 fn truncate_line(text: &str) -> String {
     let line: String = text.lines().map(str::trim).collect::<Vec<_>>().join(" ");
@@ -531,12 +624,29 @@ enum Judge {
 fn corpus() -> Vec<Case> {
     let mut rng = Rng::new(CORPUS_SEED);
     let bases = base_specs();
+    let retired = retired_specs();
+    let starts: Vec<Value> = bases.iter().chain(&retired).cloned().collect();
     let mut cases = Vec::new();
 
-    // Generated mutations, every category in turn, a quarter with a second mutation.
-    for i in 0..880 {
+    // The retired form as it is: refused, saying where the fields went, also without
+    // strict field validation (the fields are in the schema, so never silently pruned).
+    for strict in [true, false] {
+        for (i, spec) in retired.iter().enumerate() {
+            cases.push(Case {
+                category: "retired form",
+                what: format!("retired spec {i} unchanged (strict: {strict})"),
+                spec: serde_json::to_string(spec).expect("spec serializes"),
+                strict,
+                judge: Judge::Model(spec.clone()),
+            });
+        }
+    }
+
+    // Generated mutations, every category in turn, a quarter with a second mutation; one
+    // in three or so starts from the retired form.
+    for i in 0..960 {
         let category = CATEGORIES[i % CATEGORIES.len()];
-        let mut spec = rng.pick(&bases).clone();
+        let mut spec = rng.pick(&starts).clone();
         let mut mutations = vec![mutation(&mut rng, category)];
         if rng.one_in(4) {
             let second = *rng.pick(CATEGORIES);
@@ -573,12 +683,29 @@ fn corpus() -> Vec<Case> {
     // Duplicate keys (only raw JSON can carry them). Strict: a 400 naming the key; Warn: the
     // last one wins, as when serde_json parses the text, and the model decides.
     let duplicates = [
-        (r#"{"mode":"Report","mode":"Enroll","users":{"names":["bad-input-dup"]}}"#, "spec.mode"),
-        (r#"{"mode":"Report","users":{"names":["bad-input-a"],"names":["bad-input-b"]}}"#, "spec.users.names"),
-        (r#"{"mode":"Report","users":{"names":["bad-input-a"]},"users":{"pathPrefix":"/"}}"#, "spec.users"),
         (
-            r#"{"mode":"Report","users":{"names":["bad-input-a"]},"device":{"path":"/a/","path":"/"}}"#,
+            r#"{"accountRef":{"name":"bad-input-no-binding"},"mode":"Report","mode":"Enroll","users":{"names":["bad-input-dup"]}}"#,
+            "spec.mode",
+        ),
+        (
+            r#"{"accountRef":{"name":"bad-input-no-binding"},"mode":"Report","users":{"names":["bad-input-a"],"names":["bad-input-b"]}}"#,
+            "spec.users.names",
+        ),
+        (
+            r#"{"accountRef":{"name":"bad-input-no-binding"},"mode":"Report","users":{"names":["bad-input-a"]},"users":{"pathPrefix":"/"}}"#,
+            "spec.users",
+        ),
+        (
+            r#"{"accountRef":{"name":"bad-input-no-binding"},"mode":"Report","users":{"names":["bad-input-a"]},"device":{"path":"/a/","path":"/"}}"#,
             "spec.device.path",
+        ),
+        (
+            r#"{"accountRef":{"name":"bad-input-no-binding"},"mode":"Report","users":{"names":["bad-input-a"]},"accountRef":{"name":"Other"}}"#,
+            "spec.accountRef",
+        ),
+        (
+            r#"{"accountRef":{"name":"bad-input-no-binding","name":"bad-input.no-binding"},"mode":"Report","users":{"names":["bad-input-a"]}}"#,
+            "spec.accountRef.name",
         ),
     ];
     for strict in [true, false] {
@@ -599,7 +726,7 @@ fn corpus() -> Vec<Case> {
 
     // Deeply nested JSON at several places, up to and beyond the decoder's limit (10,000).
     for depth in [16, 64, 129, 512, 2048, 8000, 9990, 10_001, 50_000, 200_000] {
-        for path in ["users.tags.team", "device", "users.names.0", "foo"] {
+        for path in ["users.tags.team", "device", "users.names.0", "accountRef", "foo"] {
             let mut spec = bases[0].clone();
             set(&mut spec, path, Some(json!("@@DEEP@@")));
             let mut nested = String::with_capacity(depth * 6);
@@ -663,6 +790,16 @@ const CEL_DEVICE_ROOT: (&str, &str) = ("spec.device.path", "must be a path dedic
 const CEL_PENDING_TTL: (&str, &str) = ("spec.pendingTTL", "pendingTTL must be between 30s and 8760h");
 const CEL_RESYNC: (&str, &str) = ("spec.resyncInterval", "resyncInterval must be between 10s and 24h");
 const CEL_EXTERNAL_ID: (&str, &str) = ("spec.aws", "only used together with aws.roleArn");
+/// The rules on `spec` itself: a binding is named, the retired fields are absent. As the
+/// apiserver shows: a field holding null counts as absent for `has()`, so `aws: null` and
+/// `device: null` pass (and are stored as null: both are nullable); the old rules inside
+/// `spec.aws` and `spec.device` still apply, and a pattern error there is reported next to
+/// the "moved" refusal; like every CEL rule, these are skipped (CEL_SKIPPED) behind an
+/// error that blocks the CEL rules, such as an `aws.roleArn` over 2048 characters.
+const CEL_NO_ACCOUNT_REF: (&str, &str) = ("spec", "spec.accountRef: name the MfaAccountBinding");
+const CEL_AWS_MOVED: (&str, &str) = ("spec", "spec.aws moved to the MfaAccountBinding that spec.accountRef names");
+const CEL_DEVICE_MOVED: (&str, &str) =
+    ("spec", "spec.device moved to the MfaAccountBinding that spec.accountRef names");
 /// When an OpenAPI error blocks the CEL rules, the apiserver says so instead.
 const CEL_SKIPPED: &str = "some validation rules were not checked";
 
@@ -680,6 +817,9 @@ static REGION: LazyLock<regex::Regex> = LazyLock::new(|| regex(r"^[a-z]{2}(-[a-z
 static ROLE_ARN: LazyLock<regex::Regex> =
     LazyLock::new(|| regex(r"^arn:aws[a-z-]*:iam::[0-9]{12}:role/[0-9A-Za-z_+=,.@/-]{1,512}$"));
 static EXTERNAL_ID: LazyLock<regex::Regex> = LazyLock::new(|| regex(r"^[0-9A-Za-z_+=,.@:/-]+$"));
+/// The name of a cluster-scoped object (a DNS subdomain).
+static OBJECT_NAME: LazyLock<regex::Regex> =
+    LazyLock::new(|| regex(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"));
 /// IAM tag keys: letters, separators, numbers (any script) and `_.:/=+-@`.
 static TAG_KEY: LazyLock<regex::Regex> = LazyLock::new(|| regex(r"^[\p{L}\p{Z}\p{N}_.:/=+\-@]+$"));
 
@@ -849,17 +989,33 @@ fn check_valid(spec: &Value) -> Result<(), Vec<Violation>> {
         }
     }
 
-    // device.path: an IAM path ending in `/`, not `/` itself (defaulted when missing).
-    match spec.get("device") {
-        None => rules.schema("spec.device", "Required value", true),
-        Some(device) => {
-            if let Some(device) = rules.object(device, "spec.device") {
-                match device.get("path") {
-                    None => rules.schema("spec.device.path", "Required value", true),
-                    Some(path) => {
-                        if rules.string(path, "spec.device.path", (1, 512), &DEVICE_PATH) == Some("/") {
-                            rules.cel(CEL_DEVICE_ROOT);
-                        }
+    // accountRef: required (a CEL rule on spec, as a null one counts as absent), an object
+    // with the name of a cluster-scoped object.
+    match spec.get("accountRef").filter(|v| !v.is_null()) {
+        None => rules.cel(CEL_NO_ACCOUNT_REF),
+        Some(account_ref) => {
+            if let Some(account_ref) = rules.object(account_ref, "spec.accountRef") {
+                match account_ref.get("name") {
+                    None => rules.schema("spec.accountRef.name", "Required value", true),
+                    Some(name) => {
+                        rules.string(name, "spec.accountRef.name", (1, 253), &OBJECT_NAME);
+                    }
+                }
+            }
+        }
+    }
+
+    // device (retired): refused whatever it holds, and what it holds is still checked
+    // against its old rules: an IAM path ending in `/`, not `/` itself (defaulted inside
+    // `device: {}`).
+    if let Some(device) = spec.get("device").filter(|v| !v.is_null()) {
+        rules.cel(CEL_DEVICE_MOVED);
+        if let Some(device) = rules.object(device, "spec.device") {
+            match device.get("path") {
+                None => rules.schema("spec.device.path", "Required value", true),
+                Some(path) => {
+                    if rules.string(path, "spec.device.path", (1, 512), &DEVICE_PATH) == Some("/") {
+                        rules.cel(CEL_DEVICE_ROOT);
                     }
                 }
             }
@@ -869,7 +1025,11 @@ fn check_valid(spec: &Value) -> Result<(), Vec<Violation>> {
     rules.duration(spec.get("pendingTTL"), "spec.pendingTTL", (30, 8760 * 3600), CEL_PENDING_TTL);
     rules.duration(spec.get("resyncInterval"), "spec.resyncInterval", (10, 24 * 3600), CEL_RESYNC);
 
-    // aws: region, role ARN and external ID patterns and lengths; externalId needs roleArn.
+    // aws (retired): refused whatever it holds, and still checked against its old rules:
+    // region, role ARN and external ID patterns and lengths; externalId needs roleArn.
+    if spec.get("aws").is_some_and(|v| !v.is_null()) {
+        rules.cel(CEL_AWS_MOVED);
+    }
     if let Some(aws) = spec.get("aws").filter(|v| !v.is_null())
         && let Some(aws) = rules.object(aws, "spec.aws")
     {
@@ -1069,6 +1229,20 @@ async fn generated_invalid_specs_are_refused_with_the_field_named_or_proven_vali
             panic!("base spec {i}: the oracle calls it invalid: {why:?}");
         }
         api.delete(&name, &DeleteParams::default()).await.expect("delete base spec");
+    }
+    // The retired form breaks nothing but the rules that refuse it (the corpus sends it).
+    for (i, spec) in retired_specs().iter().enumerate() {
+        let mut defaulted = spec.clone();
+        default(&mut defaulted, &schema);
+        let broken: Vec<(String, &str)> =
+            check_valid(&defaulted).err().unwrap_or_default().into_iter().map(|v| (v.at, v.says)).collect();
+        let mut moved = Vec::new();
+        for (field, rule) in [("device", CEL_DEVICE_MOVED), ("aws", CEL_AWS_MOVED)] {
+            if spec.get(field).is_some() {
+                moved.push((rule.0.to_owned(), rule.1));
+            }
+        }
+        assert_eq!(broken, moved, "retired spec {i}: the oracle must refuse it for its retired fields only");
     }
 
     let cases = corpus();

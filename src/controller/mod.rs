@@ -128,6 +128,8 @@ pub struct Context {
     pub bindings: Store<MfaAccountBinding>,
     /// Every namespace's metadata: a binding may serve namespaces by label.
     pub namespaces: Store<PartialObjectMeta<Namespace>>,
+    /// True once the binding and namespace caches have synced.
+    caches: tokio::sync::watch::Receiver<bool>,
     pub metrics: Arc<Metrics>,
     pub clock: fn() -> Timestamp,
     /// Asks the controller to reconcile every enrollment (after a write that other
@@ -167,14 +169,14 @@ impl Context {
         Duration::from_secs((1u64 << (*n - 1).min(9)).min(300))
     }
 
-    /// Waits until the enrollment, binding and namespace caches have synced.
+    /// Waits until the binding and namespace caches have synced (the enrollment cache has:
+    /// the controller starts no reconcile before).
     async fn caches_ready(&self) -> Result<()> {
-        let ready = futures::future::try_join3(
-            self.store.wait_until_ready(),
-            self.bindings.wait_until_ready(),
-            self.namespaces.wait_until_ready(),
-        );
-        ready.await.map(|_| ()).map_err(|_| Error::WorkFailed("the caches are shutting down".into()))
+        let mut caches = self.caches.clone();
+        match caches.wait_for(|ready| *ready).await {
+            Ok(_) => Ok(()),
+            Err(_) => Err(Error::WorkFailed("the caches are shutting down".into())),
+        }
     }
 
     fn reconcile_all(&self) {
@@ -259,34 +261,12 @@ fn changes<K: Send + 'static>(
     })
 }
 
-/// Asks for every enrollment to be reconciled whenever `changes` yields; watch errors are
-/// retried by the watcher itself (with backoff).
-async fn reconcile_all_on_change<K: kube::Resource>(
-    changes: impl futures::Stream<Item = Result<K, watcher::Error>>,
-    reconcile_all: futures::channel::mpsc::UnboundedSender<()>,
-    kind: &'static str,
-) {
-    let changes = changes.default_backoff();
-    futures::pin_mut!(changes);
-    while let Some(change) = changes.next().await {
-        match change {
-            Ok(object) => {
-                tracing::debug!(kind, name = %object.meta().name.as_deref().unwrap_or_default(), "grant input changed");
-                let _ = reconcile_all.unbounded_send(());
-            }
-            Err(e) => tracing::warn!(kind, error = %e, "watch failed; retrying"),
-        }
-    }
-}
+/// Aborts the task when dropped (the controller stopped).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
-/// Aborts the tasks when dropped (the controller stopped).
-struct AbortOnDrop<const N: usize>([tokio::task::JoinHandle<()>; N]);
-
-impl<const N: usize> Drop for AbortOnDrop<N> {
+impl Drop for AbortOnDrop {
     fn drop(&mut self) {
-        for task in &self.0 {
-            task.abort();
-        }
+        self.0.abort();
     }
 }
 
@@ -329,9 +309,7 @@ pub async fn run(
         .predicate_filter(not_status_only(), PredicateConfig::default());
     // Bindings and namespace labels decide what an enrollment may do: a change to either
     // (after the initial listing; every enrollment is reconciled at start anyway)
-    // reconciles every enrollment. Both change rarely; their caches are filled by tasks of
-    // their own, so a slow one never holds up the enrollments' triggers.
-    let (reconcile_all, reconcile_all_requests) = futures::channel::mpsc::unbounded();
+    // reconciles the enrollments it concerns.
     let (bindings, binding_writer) = reflector::store();
     let binding_changes = changes(reflector(
         binding_writer,
@@ -343,12 +321,40 @@ pub async fn run(
         watcher(Api::<PartialObjectMeta<Namespace>>::all(client.clone()), watcher::Config::default().any_semantic()),
     ))
     .predicate_filter(predicates::labels, PredicateConfig::default());
-    let drains = [
-        tokio::spawn(reconcile_all_on_change(binding_changes, reconcile_all.clone(), "MfaAccountBinding")),
-        tokio::spawn(reconcile_all_on_change(namespace_changes, reconcile_all.clone(), "Namespace")),
-    ];
-    let _stop_drains = AbortOnDrop(drains);
-    let mut controller = Controller::for_stream(triggers, store);
+    // kube's Store::wait_until_ready wakes only the last of several concurrent waiters
+    // (a oneshot channel underneath): one task waits for the grant caches, and reconciles
+    // wait on a watch channel, which wakes them all.
+    let (caches_tx, caches) = tokio::sync::watch::channel(false);
+    let grant_caches = (bindings.clone(), namespaces.clone());
+    let caches_task = tokio::spawn(async move {
+        if futures::future::try_join(grant_caches.0.wait_until_ready(), grant_caches.1.wait_until_ready()).await.is_ok()
+        {
+            let _ = caches_tx.send(true);
+        }
+        // Keep the sender: dropping it would read as "shutting down" to the waiters.
+        caches_tx.closed().await;
+    });
+    let _stop_caches_task = AbortOnDrop(caches_task);
+    let (by_binding, by_namespace) = (store.clone(), store.clone());
+    let mut controller = Controller::for_stream(triggers, store)
+        .watches_stream(binding_changes, move |binding: MfaAccountBinding| {
+            let name = binding.name_any();
+            by_binding
+                .state()
+                .iter()
+                .filter(|e| e.spec.account_ref.as_ref().is_some_and(|r| r.name == name))
+                .map(|e| ObjectRef::from(e.as_ref()))
+                .collect::<Vec<_>>()
+        })
+        .watches_stream(namespace_changes, move |namespace: PartialObjectMeta<Namespace>| {
+            let name = namespace.name_any();
+            by_namespace
+                .state()
+                .iter()
+                .filter(|e| e.namespace().as_deref() == Some(name.as_str()))
+                .map(|e| ObjectRef::from(e.as_ref()))
+                .collect::<Vec<_>>()
+        });
     // Seed Secrets are watched as metadata only, in the watched namespaces (never
     // cluster-wide when namespaces are given): a code submission changes the object, which
     // is all the trigger needs, and no seed sits in the operator's memory.
@@ -370,6 +376,7 @@ pub async fn run(
             },
         );
     }
+    let (reconcile_all, reconcile_all_requests) = futures::channel::mpsc::unbounded();
     let controller =
         controller.reconcile_all_on(reconcile_all_requests).trigger_backoff(watch_backoff::watch_backoff());
     let reporter = Reporter { controller: config.reporter.clone(), instance: std::env::var("POD_NAME").ok() };
@@ -380,6 +387,7 @@ pub async fn run(
         store: controller.store(),
         bindings,
         namespaces,
+        caches,
         client,
         config,
         accounts: Accounts::new(CallCounter::observed(metrics.iam_observer())),

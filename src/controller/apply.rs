@@ -483,6 +483,12 @@ impl Runner<'_> {
             Action::Enable { user, serial, secret, codes } => {
                 match self.account.iam.enable_mfa_device(user, serial, &codes.code1, &codes.code2).await {
                     Ok(()) => {}
+                    // "In use" after a retried call whose first attempt did enable it (the
+                    // answer was lost): one look at the user's devices says so, instead of
+                    // re-reading the whole account.
+                    Err(e @ IamError::EntityAlreadyExists { .. }) if self.enabled_for(user, serial).await? => {
+                        tracing::info!(user, error = %e, "the device is enabled for the user already");
+                    }
                     // AWS refused the codes (or their form): a rejection like a local
                     // one, never a step to retry with backoff.
                     Err(e) if codes_refused(&e) => {
@@ -517,6 +523,12 @@ impl Runner<'_> {
                 Ok(())
             }
         }
+    }
+
+    /// Whether IAM lists `serial` among `user`'s MFA devices (assigned, so enabled).
+    async fn enabled_for(&self, user: &str, serial: &str) -> Result<bool, StepError> {
+        let devices = self.account.iam.list_mfa_devices(user).await.map_err(StepError::Iam)?;
+        Ok(devices.iter().any(|d| d.serial == serial))
     }
 
     async fn create_pending(&self, user: &str, at: jiff::Timestamp) -> Result<(), StepError> {

@@ -92,14 +92,15 @@ async fn reconcile_apply(enrollment: &MfaEnrollment, ctx: &Context) -> Result<Re
     let needs_console =
         enrollment.spec.users.console_access_only || peers.iter().any(|(p, _)| p.spec.users.console_access_only);
 
-    // Gather: the shared inventory (refreshed when older than our resync interval or than
-    // this generation of the spec; a refresh another reconcile finished meanwhile counts).
+    // Gather: the shared inventory (refreshed when older than our resync interval, or than
+    // this generation of the spec when it names users the inventory does not know; a
+    // refresh another reconcile finished meanwhile counts).
     let max_age = max_inventory_age(enrollment);
     let generation_seen = ctx.generation_seen(enrollment);
     let stale = |view: &View| {
         view.inventory.as_ref().is_none_or(|inv| {
             now.duration_since(inv.fetched_at) >= max_age
-                || inv.fetched_at < generation_seen
+                || (inv.fetched_at < generation_seen && names_unknown(&enrollment.spec, inv))
                 || (needs_console && inv.console_users.is_none())
         })
     };
@@ -325,6 +326,15 @@ async fn reconcile_apply(enrollment: &MfaEnrollment, ctx: &Context) -> Result<Re
             Ok(Requeue::requeue(next))
         }
     }
+}
+
+/// Whether `spec` names a user the inventory does not know: a new or changed spec that
+/// does is decided from a fresh inventory (the user may have been created just before),
+/// one that does not shares the inventory as it is.
+fn names_unknown(spec: &crate::crd::MfaEnrollmentSpec, inventory: &Inventory) -> bool {
+    let Some(names) = &spec.users.names else { return false };
+    let known: std::collections::BTreeSet<String> = inventory.users.keys().map(|n| n.to_lowercase()).collect();
+    names.iter().any(|n| !known.contains(&n.to_lowercase()))
 }
 
 /// Unresolved users from which a new generation's status says "listing" before asking

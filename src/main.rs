@@ -186,13 +186,25 @@ fn default_identity() -> String {
 }
 
 fn init_logging(format: LogFormat, filter: &str) -> anyhow::Result<()> {
+    use tracing_subscriber::layer::{Layer, SubscriberExt};
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = EnvFilter::try_new(filter)?;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-    }
+    // Whatever the filter says: the AWS SDK's orchestrator logs whole requests at TRACE,
+    // bodies included (an AssumeRole's ExternalId, an EnableMFADevice's two codes).
+    let no_bodies = tracing_subscriber::filter::filter_fn(|meta| may_log(meta.level(), meta.target()));
+    let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let layer = match format {
+        LogFormat::Text => layer.with_filter(filter).with_filter(no_bodies).boxed(),
+        LogFormat::Json => layer.json().flatten_event(true).with_filter(filter).with_filter(no_bodies).boxed(),
+    };
+    tracing_subscriber::registry().with(layer).init();
     Ok(())
+}
+
+/// Whether an event may be logged at all: never the HTTP layers' TRACE events, which
+/// print request bodies.
+fn may_log(level: &tracing::Level, target: &str) -> bool {
+    *level != tracing::Level::TRACE || !(target.starts_with("aws_smithy") || target.starts_with("hyper"))
 }
 
 #[tokio::main]
@@ -214,4 +226,17 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use tracing::Level;
+
+    #[test]
+    fn request_bodies_are_never_logged_whatever_the_filter() {
+        assert!(!super::may_log(&Level::TRACE, "aws_smithy_runtime::client::orchestrator"));
+        assert!(!super::may_log(&Level::TRACE, "hyper_util::client::legacy::pool"));
+        assert!(super::may_log(&Level::DEBUG, "aws_smithy_runtime::client::orchestrator"));
+        assert!(super::may_log(&Level::TRACE, "mfa_operator::controller"));
+    }
 }

@@ -73,11 +73,19 @@ impl Default for ReportPoll {
 }
 
 /// IAM through the AWS SDK.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct SdkIam {
     client: aws_sdk_iam::Client,
     report_poll: ReportPoll,
     calls: CallCounter,
+}
+
+/// Never prints the client: its configuration holds credential providers (an AssumeRole
+/// provider carries the binding's ExternalId).
+impl std::fmt::Debug for SdkIam {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SdkIam").field("calls", &self.calls).finish_non_exhaustive()
+    }
 }
 
 impl SdkIam {

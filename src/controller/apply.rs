@@ -67,6 +67,9 @@ enum StepError {
     NoOwner,
     /// A Secret the operator did not write holds the seed Secret's name.
     NameTaken(String),
+    /// IAM refused to delete a device under the operator's path: the policy lets the
+    /// operator delete only devices carrying its tag, so someone else made this one.
+    Foreign(String),
 }
 
 impl StepError {
@@ -80,12 +83,17 @@ impl StepError {
             Self::NameTaken(name) => format!(
                 "a Secret named {name} that the operator did not write is in the way of the seed Secret: delete it"
             ),
+            Self::Foreign(serial) => format!(
+                "IAM refused to delete {serial}, a device under the operator's path that it did not create \
+                 (no iam.mfa-operator.dev tags): delete it, or check the IAM policy"
+            ),
         }
     }
 
     fn issue(&self) -> Issue {
         let reason = match self {
             Self::Iam(error) => ConditionReason::of_iam(error),
+            Self::Foreign(_) => ConditionReason::AccessDenied,
             _ => ConditionReason::TransientError,
         };
         Issue { reason, message: self.message() }
@@ -101,9 +109,9 @@ impl StepError {
     /// pending).
     fn failed_state(&self) -> UserState {
         match self {
-            Self::Iam(IamError::LimitExceeded { .. } | IamError::EntityAlreadyExists { .. }) | Self::NameTaken(_) => {
-                UserState::Failed
-            }
+            Self::Iam(IamError::LimitExceeded { .. } | IamError::EntityAlreadyExists { .. })
+            | Self::NameTaken(_)
+            | Self::Foreign(_) => UserState::Failed,
             _ => UserState::Missing,
         }
     }
@@ -621,6 +629,8 @@ impl Runner<'_> {
             Err(IamError::DeleteConflict { .. }) => {
                 return Err(StepError::StaleInventory(format!("device {serial} is in use; re-reading the account")));
             }
+            // Only this device: the rest of the plan goes on (see `StepError::Foreign`).
+            Err(IamError::AccessDenied { .. }) => return Err(StepError::Foreign(serial.to_owned())),
             Err(e) => return Err(StepError::Iam(e)),
         }
         self.account.record(Record::Deleted { serial: serial.to_owned() });

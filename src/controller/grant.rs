@@ -111,7 +111,8 @@ impl Grant<'_> {
     fn excludes(&self, user: &IamUser) -> bool {
         let folded = user.name.to_lowercase();
         self.spec.users.exclude.iter().flatten().any(|e| e.to_lowercase() == folded)
-            || user.tags.get(EXCLUDE_TAG_KEY).is_some_and(|v| v == EXCLUDE_TAG_VALUE)
+            // IAM tag keys are case-insensitive (and so are policy condition keys).
+            || user.tags.iter().any(|(k, v)| k.eq_ignore_ascii_case(EXCLUDE_TAG_KEY) && v == EXCLUDE_TAG_VALUE)
     }
 
     fn allows(&self, user: &IamUser) -> bool {
@@ -211,7 +212,7 @@ mod tests {
             user("alice", "/team-a/", &[], &[]),
             user("bob", "/elsewhere/", &["team-a"], &[]),
             user("breakglass", "/team-a/", &[], &[]),
-            user("robot", "/team-a/", &[], &[(EXCLUDE_TAG_KEY, "true")]),
+            user("robot", "/team-a/", &[], &[("IAM.MFA-Operator.dev/Exclude", "true")]),
             user("mallory", "/", &[], &[]),
         ]
         .into_iter()

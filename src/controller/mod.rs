@@ -147,6 +147,9 @@ pub struct Context {
     /// spec is decided from an inventory read after it appeared (an IAM user created
     /// just before the enrollment naming it is seen at once, not after a resync).
     generations: std::sync::Mutex<HashMap<ObjectRef<MfaEnrollment>, (i64, Timestamp)>>,
+    /// Bindings (by name, at a resourceVersion) that failed to reach their account as
+    /// declared: their enrollments own no user, so they cannot keep a user from others.
+    unreachable: std::sync::Mutex<HashMap<String, String>>,
 }
 
 impl Context {
@@ -223,6 +226,22 @@ impl Context {
 
     fn forget_generation(&self, object: &MfaEnrollment) {
         self.generations.lock().unwrap_or_else(|p| p.into_inner()).remove(&ObjectRef::from(object));
+    }
+
+    fn note_unreachable(&self, binding: &MfaAccountBinding, failed: bool) {
+        let mut unreachable = self.unreachable.lock().unwrap_or_else(|p| p.into_inner());
+        let name = binding.name_any();
+        if failed {
+            unreachable.insert(name, binding.resource_version().unwrap_or_default());
+        } else {
+            unreachable.remove(&name);
+        }
+    }
+
+    /// Whether `binding`, as it is now, failed to reach its account.
+    fn is_unreachable(&self, binding: &MfaAccountBinding) -> bool {
+        let unreachable = self.unreachable.lock().unwrap_or_else(|p| p.into_inner());
+        unreachable.get(&binding.name_any()).is_some_and(|v| Some(v) == binding.resource_version().as_ref())
     }
 
     fn reset_backoff(&self, object: &MfaEnrollment) {
@@ -399,6 +418,7 @@ pub async fn run(
         statuses: written::WrittenStatuses::default(),
         received,
         generations: std::sync::Mutex::default(),
+        unreachable: std::sync::Mutex::default(),
     });
     tracing::info!(namespaces = ?context.config.namespaces, "controller starting");
     health.syncing();

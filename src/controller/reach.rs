@@ -47,7 +47,8 @@ pub fn grant_of(binding: &MfaAccountBinding) -> Grant<'_> {
     Grant { name: binding_name(binding), spec: &binding.spec }
 }
 
-/// Every live enrollment whose binding grants it account `account_id`, with its binding.
+/// Every live enrollment whose binding grants it account `account_id` (and has not failed
+/// to reach it as declared), with its binding.
 pub fn peers(ctx: &Context, account_id: &str) -> Vec<(Arc<MfaEnrollment>, Arc<MfaAccountBinding>)> {
     ctx.store
         .state()
@@ -55,7 +56,7 @@ pub fn peers(ctx: &Context, account_id: &str) -> Vec<(Arc<MfaEnrollment>, Arc<Mf
         .filter(|e| e.meta().deletion_timestamp.is_none())
         .filter_map(|e| {
             let binding = granted_binding(ctx, &e).ok()?;
-            (binding.spec.account_id == account_id).then_some((e, binding))
+            (binding.spec.account_id == account_id && !ctx.is_unreachable(&binding)).then_some((e, binding))
         })
         .collect()
 }
@@ -64,7 +65,9 @@ pub fn peers(ctx: &Context, account_id: &str) -> Vec<(Arc<MfaEnrollment>, Arc<Mf
 pub fn granted_binding(ctx: &Context, enrollment: &MfaEnrollment) -> Result<Arc<MfaAccountBinding>, String> {
     let binding = named_binding(ctx, enrollment)?;
     let namespace = enrollment.namespace().unwrap_or_default();
-    grant_of(&binding).check_spec(&enrollment.spec, &namespace, &namespace_labels(ctx, &namespace))?;
+    // Fail closed: a selector such as `NotIn` must never match a namespace not yet seen.
+    let labels = namespace_labels(ctx, &namespace).ok_or_else(|| format!("namespace {namespace} is not known yet"))?;
+    grant_of(&binding).check_spec(&enrollment.spec, &namespace, &labels)?;
     Ok(binding)
 }
 
@@ -87,15 +90,17 @@ pub fn named_binding(ctx: &Context, enrollment: &MfaEnrollment) -> Result<Arc<Mf
         .ok_or_else(|| format!("MfaAccountBinding {} does not exist", reference.name))
 }
 
-fn namespace_labels(ctx: &Context, namespace: &str) -> BTreeMap<String, String> {
-    ctx.namespaces
-        .get(&kube::runtime::reflector::ObjectRef::new(namespace))
-        .map(|ns| ns.labels().clone())
-        .unwrap_or_default()
+fn namespace_labels(ctx: &Context, namespace: &str) -> Option<BTreeMap<String, String>> {
+    ctx.namespaces.get(&kube::runtime::reflector::ObjectRef::new(namespace)).map(|ns| ns.labels().clone())
 }
 
 /// The binding and account of `enrollment`, every grant check passed.
 pub async fn reach(ctx: &Context, enrollment: &MfaEnrollment) -> Result<Reach, Refusal> {
+    let namespace = enrollment.namespace().unwrap_or_default();
+    if namespace_labels(ctx, &namespace).is_none() {
+        // Created a moment ago: its watch event (which reconciles us again) is on its way.
+        return Err(Refusal::Kube(Error::WorkFailed(format!("namespace {namespace} is not in the cache yet"))));
+    }
     let binding = granted_binding(ctx, enrollment).map_err(Refusal::NotGranted)?;
     let account = account_of(ctx, &binding).await?;
     Ok(Reach { binding, account })
@@ -104,6 +109,18 @@ pub async fn reach(ctx: &Context, enrollment: &MfaEnrollment) -> Result<Reach, R
 /// The account as `binding` reaches it (cleanup uses it without the grant checks: a
 /// namespace whose grant was withdrawn still removes its own pending devices).
 pub async fn account_of(ctx: &Context, binding: &MfaAccountBinding) -> Result<Account, Refusal> {
+    let reached = reach_account(ctx, binding).await;
+    // A binding that cannot reach its account as declared owns no user (until it changes).
+    let failed = match &reached {
+        Err(Refusal::NotGranted(_)) => true,
+        Err(Refusal::Iam(error)) => !error.is_transient(),
+        _ => false,
+    };
+    ctx.note_unreachable(binding, failed);
+    reached
+}
+
+async fn reach_account(ctx: &Context, binding: &MfaAccountBinding) -> Result<Account, Refusal> {
     let key = AccountKey {
         role_arn: binding.spec.role_arn.clone(),
         external_id: external_id(ctx, binding).await?,
@@ -122,15 +139,20 @@ async fn external_id(ctx: &Context, binding: &MfaAccountBinding) -> Result<Optio
     let name = binding_name(binding);
     let namespace = &ctx.config.key_namespace;
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
-    let secret =
-        secrets.get_opt(&reference.name).await.map_err(|e| Refusal::Kube(Error::kube("read ExternalId")(e)))?;
     let missing = |what: &str| {
         Refusal::NotGranted(format!(
             "MfaAccountBinding {name}: externalIdSecretRef {what} (Secret {}/{}, key {})",
             namespace, reference.name, reference.key
         ))
     };
-    let secret = secret.ok_or_else(|| missing("names a Secret that does not exist"))?;
+    let secret = match secrets.get_opt(&reference.name).await {
+        Ok(secret) => secret.ok_or_else(|| missing("names a Secret that does not exist"))?,
+        // The chart grants `get` only on the Secrets listed in `externalIdSecrets`.
+        Err(kube::Error::Api(status)) if status.code == 403 => {
+            return Err(missing("names a Secret the operator may not read (list it in the chart's externalIdSecrets)"));
+        }
+        Err(e) => return Err(Refusal::Kube(Error::kube("read ExternalId")(e))),
+    };
     let value =
         secret.data.as_ref().and_then(|d| d.get(&reference.key)).ok_or_else(|| missing("names a missing key"))?;
     let value = String::from_utf8(value.0.clone()).map_err(|_| missing("holds a value that is not UTF-8"))?;

@@ -567,15 +567,20 @@ async fn cleanup(enrollment: &MfaEnrollment, ctx: &Context) -> Result<Requeue> {
     if !secrets.is_empty() {
         let unreachable = match reach::named_binding(ctx, enrollment) {
             Err(message) => Some(message),
+            // The binding named now may reach another account than the devices are in.
+            Ok(binding) if secrets.iter().any(|s| serial_account(&s.serial) != Some(&binding.spec.account_id)) => {
+                Some(format!("MfaAccountBinding {} reaches another account than its devices", binding.name_any()))
+            }
             Ok(binding) => match reach::account_of(ctx, &binding).await {
-                Ok(account) => {
-                    remove_pending(ctx, &account, &id, &secrets).await?;
-                    None
-                }
+                Ok(account) => match remove_pending(ctx, &account, &id, &secrets).await {
+                    Ok(()) => None,
+                    Err(Error::Iam(error)) if !error.is_transient() => Some(error.to_string()),
+                    Err(error) => return Err(error),
+                },
                 Err(Refusal::NotGranted(message)) => Some(message),
                 Err(Refusal::Iam(error)) if error.is_transient() => return Err(error.into()),
                 Err(Refusal::Iam(error)) => Some(error.to_string()),
-                Err(Refusal::Kube(error)) => return Err(error),
+                Err(Refusal::Kube(error)) => Some(error.to_string()),
             },
         };
         if let Some(message) = unreachable {
@@ -596,6 +601,11 @@ async fn cleanup(enrollment: &MfaEnrollment, ctx: &Context) -> Result<Requeue> {
     ctx.forget_status(enrollment);
     ctx.metrics.forget_enrollment(&id.namespace, &id.name);
     Ok(Requeue::await_change())
+}
+
+/// The account id in a device serial (`arn:aws:iam::<account>:mfa/...`).
+fn serial_account(serial: &str) -> Option<&str> {
+    serial.split(':').nth(4)
 }
 
 /// Deletes the unassigned devices of `secrets` that no other enrollment holds, and the

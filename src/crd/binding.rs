@@ -105,9 +105,11 @@ pub struct NamespaceGrant {
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = kube::core::Rule::new("has(self.pathPrefixes) || has(self.groups)").message("users: give pathPrefixes, groups, or both (pathPrefixes: [/] grants every user)"))]
 pub struct UserGrant {
+    /// IAM path prefixes, each ending in `/` (`/team-a` would also grant `/team-ab/`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = MAX_GROUPS), inner(regex(pattern = PATH_PREFIX_PATTERN), length(min = 1, max = MAX_PATH_PREFIX)))]
     #[schemars(extend("x-kubernetes-list-type" = "set"))]
+    #[x_kube(validation = kube::core::Rule::new("self.all(p, p.endsWith('/'))").message("users.pathPrefixes: each prefix ends in / (IAM paths do; /team-a would also grant /team-ab/)"))]
     pub path_prefixes: Option<Vec<String>>,
 
     #[serde(default, skip_serializing_if = "Option::is_none")]

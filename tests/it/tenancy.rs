@@ -231,3 +231,53 @@ async fn a_tenant_cannot_choose_the_account_role_or_external_id_at_admission() {
     let error = refused.expect_err("role in another account").to_string();
     assert!(error.contains("roleArn must be a role in accountId"), "{error}");
 }
+
+#[tokio::test]
+async fn an_enrollment_whose_binding_no_longer_reaches_its_devices_can_still_be_deleted() {
+    let bed = Bed::new("grant-cleanup").await;
+    let users = bed.users(&["fay", "gus"]).await;
+    let own = bed.binding("own", json!({ "users": { "pathPrefixes": ["/"] }, "allowEnroll": true })).await;
+    let elsewhere = bed
+        .binding(
+            "elsewhere",
+            json!({ "accountId": "111122223333", "users": { "pathPrefixes": ["/"] }, "allowEnroll": true }),
+        )
+        .await;
+    let _operator = Operator::start(&bed.ns);
+    for (name, user) in [("moved", &users[0]), ("orphaned", &users[1])] {
+        bed.apply(name, json!({ "mode": "Enroll", "accountRef": { "name": &own }, "users": { "names": [user] } }))
+            .await;
+        bed.wait(name, "Pending", |e| state(e, user) == Some(UserState::Pending)).await;
+    }
+    // The tenant points one enrollment at a binding of another account, and the platform
+    // team deletes the binding of the other: neither may keep them from being deleted,
+    // nor make the operator touch a device through the wrong binding.
+    bed.apply(
+        "moved",
+        json!({ "mode": "Enroll", "accountRef": { "name": &elsewhere }, "users": { "names": [&users[0]] } }),
+    )
+    .await;
+    kube::api::Api::<mfa_operator::crd::MfaAccountBinding>::all(bed.client.clone())
+        .delete(&format!("{}-own", bed.tag), &Default::default())
+        .await
+        .expect("delete the binding");
+    for name in ["moved", "orphaned"] {
+        bed.enrollments.delete(name, &Default::default()).await.expect("delete the enrollment");
+        common::wait_for(
+            &bed.enrollments,
+            name,
+            common::WAIT,
+            "the enrollment to be gone",
+            |e: Option<&MfaEnrollment>| e.is_none(),
+        )
+        .await;
+        let reasons = bed.event_reasons(name).await;
+        assert!(reasons.iter().any(|r| r == "NotGranted"), "{name}: a Warning says the devices stay: {reasons:?}");
+    }
+    let secrets = bed.secrets.list(&Default::default()).await.expect("list Secrets");
+    assert!(secrets.items.is_empty(), "the seed Secrets are deleted: {:?}", secrets.items.len());
+    // Untouched: both pending devices are still in IAM, unassigned.
+    let devices = iam::devices_under(&bed.iam, &bed.device_path).await;
+    assert_eq!(devices.len(), 2, "{devices:?}");
+    assert!(devices.iter().all(|(_, user)| user.is_none()), "{devices:?}");
+}

@@ -106,7 +106,7 @@ impl SdkIam {
     }
 
     fn wrap(client: aws_sdk_iam::Client, calls: CallCounter) -> Self {
-        let config = client.config().to_builder().interceptor(calls.clone()).build();
+        let config = client.config().to_builder().interceptor(calls.clone()).interceptor(FenceEveryAttempt).build();
         Self { client: aws_sdk_iam::Client::from_conf(config), report_poll: ReportPoll::default(), calls }
     }
 
@@ -161,6 +161,33 @@ pub async fn caller_account(config: &SdkConfig) -> Result<String, IamError> {
         operation: "GetCallerIdentity",
         message: "STS answered without an account id".into(),
     })
+}
+
+/// The IAM writes fenced by the leader lease.
+const FENCED_WRITES: [&str; 3] = ["CreateVirtualMFADevice", "DeleteVirtualMFADevice", "EnableMFADevice"];
+
+/// Checks the lease fence before every attempt of a write, the SDK's retries included (a
+/// call may retry for up to [`IAM_OPERATION_TIMEOUT`]), not only before the call.
+#[derive(Debug)]
+struct FenceEveryAttempt;
+
+impl aws_sdk_iam::config::Intercept for FenceEveryAttempt {
+    fn name(&self) -> &'static str {
+        "FenceEveryAttempt"
+    }
+
+    fn read_before_transmit(
+        &self,
+        _context: &aws_sdk_iam::config::interceptors::BeforeTransmitInterceptorContextRef<'_>,
+        _runtime_components: &aws_sdk_iam::config::RuntimeComponents,
+        cfg: &mut aws_sdk_iam::config::ConfigBag,
+    ) -> Result<(), aws_smithy_runtime_api::box_error::BoxError> {
+        let operation = cfg.load::<aws_smithy_runtime_api::client::orchestrator::Metadata>().map(|m| m.name());
+        match operation.and_then(|op| FENCED_WRITES.iter().find(|w| **w == op)) {
+            Some(write) => crate::leader::fence().check(write).map_err(Into::into),
+            None => Ok(()),
+        }
+    }
 }
 
 fn is_report_not_ready(code: Option<&str>) -> bool {

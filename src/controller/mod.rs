@@ -115,6 +115,9 @@ pub struct Config {
     pub key_secret: String,
 }
 
+/// A binding's `Ready` as last written: (generation, ready, message).
+type BindingReady = (Option<i64>, bool, String);
+
 /// Shared by every reconcile.
 pub struct Context {
     pub client: Client,
@@ -150,6 +153,8 @@ pub struct Context {
     /// Bindings (by name, at a resourceVersion) that failed to reach their account as
     /// declared: their enrollments own no user, so they cannot keep a user from others.
     unreachable: std::sync::Mutex<HashMap<String, String>>,
+    /// The `Ready` each binding's status was last written with.
+    binding_statuses: std::sync::Mutex<HashMap<String, BindingReady>>,
 }
 
 impl Context {
@@ -228,6 +233,17 @@ impl Context {
         self.generations.lock().unwrap_or_else(|p| p.into_inner()).remove(&ObjectRef::from(object));
     }
 
+    /// Whether this operator already wrote exactly this `Ready` for the binding.
+    fn binding_written(&self, name: &str, generation: Option<i64>, ready: bool, message: &str) -> bool {
+        let written = self.binding_statuses.lock().unwrap_or_else(|p| p.into_inner());
+        written.get(name).is_some_and(|(g, r, m)| *g == generation && *r == ready && m == message)
+    }
+
+    fn remember_binding(&self, name: &str, generation: Option<i64>, ready: bool, message: &str) {
+        let mut written = self.binding_statuses.lock().unwrap_or_else(|p| p.into_inner());
+        written.insert(name.to_owned(), (generation, ready, message.to_owned()));
+    }
+
     fn note_unreachable(&self, binding: &MfaAccountBinding, failed: bool) {
         let mut unreachable = self.unreachable.lock().unwrap_or_else(|p| p.into_inner());
         let name = binding.name_any();
@@ -277,6 +293,33 @@ fn changes<K: Send + 'static>(
             Ok(_) => None,
             Err(e) => Some(Err(e)),
         })
+    })
+}
+
+/// Bindings whose spec changed, or that were deleted, after the initial listing (the
+/// operator's own status writes on them trigger nothing).
+fn spec_changes(
+    events: impl futures::Stream<Item = Result<watcher::Event<MfaAccountBinding>, watcher::Error>> + Send + 'static,
+) -> impl futures::Stream<Item = Result<MfaAccountBinding, watcher::Error>> + Send + 'static {
+    let mut generations: HashMap<String, Option<i64>> = HashMap::new();
+    events.filter_map(move |event| {
+        let change = match event {
+            Ok(watcher::Event::InitApply(binding)) => {
+                generations.insert(binding.name_any(), binding.metadata.generation);
+                None
+            }
+            Ok(watcher::Event::Apply(binding)) => {
+                let previous = generations.insert(binding.name_any(), binding.metadata.generation);
+                (previous != Some(binding.metadata.generation)).then_some(Ok(binding))
+            }
+            Ok(watcher::Event::Delete(binding)) => {
+                generations.remove(&binding.name_any());
+                Some(Ok(binding))
+            }
+            Ok(_) => None,
+            Err(e) => Some(Err(e)),
+        };
+        futures::future::ready(change)
     })
 }
 
@@ -330,7 +373,7 @@ pub async fn run(
     // (after the initial listing; every enrollment is reconciled at start anyway)
     // reconciles the enrollments it concerns.
     let (bindings, binding_writer) = reflector::store();
-    let binding_changes = changes(reflector(
+    let binding_changes = spec_changes(reflector(
         binding_writer,
         watcher(Api::<MfaAccountBinding>::all(client.clone()), watcher::Config::default().any_semantic()),
     ));
@@ -419,6 +462,7 @@ pub async fn run(
         received,
         generations: std::sync::Mutex::default(),
         unreachable: std::sync::Mutex::default(),
+        binding_statuses: std::sync::Mutex::default(),
     });
     tracing::info!(namespaces = ?context.config.namespaces, "controller starting");
     health.syncing();

@@ -1,7 +1,8 @@
 //! How an enrollment reaches its AWS account: the `MfaAccountBinding` it names, the
 //! checks of what the binding grants, the binding's credentials (its ExternalId read from
 //! the operator's own namespace, never from a tenant), and the account's shared state.
-//! Reads the binding and namespace caches and the ExternalId Secret; writes nothing.
+//! Reads the binding and namespace caches and the ExternalId Secret; writes only the
+//! binding's `Ready` condition (through `publish`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -110,13 +111,18 @@ pub async fn reach(ctx: &Context, enrollment: &MfaEnrollment) -> Result<Reach, R
 /// namespace whose grant was withdrawn still removes its own pending devices).
 pub async fn account_of(ctx: &Context, binding: &MfaAccountBinding) -> Result<Account, Refusal> {
     let reached = reach_account(ctx, binding).await;
-    // A binding that cannot reach its account as declared owns no user (until it changes).
-    let failed = match &reached {
-        Err(Refusal::NotGranted(_)) => true,
-        Err(Refusal::Iam(error)) => !error.is_transient(),
-        _ => false,
+    // A binding that cannot reach its account as declared owns no user (until it
+    // changes), and says so in its status; a transient failure changes neither.
+    let verdict = match &reached {
+        Ok(_) => Some(Ok(())),
+        Err(Refusal::NotGranted(message)) => Some(Err(message.clone())),
+        Err(Refusal::Iam(error)) if !error.is_transient() => Some(Err(error.to_string())),
+        Err(_) => None,
     };
-    ctx.note_unreachable(binding, failed);
+    if let Some(verdict) = verdict {
+        ctx.note_unreachable(binding, verdict.is_err());
+        super::publish::write_binding_status(ctx, binding, verdict).await;
+    }
     reached
 }
 

@@ -29,8 +29,10 @@ pub const EXCLUDE_TAG_VALUE: &str = "true";
     shortname = "mfab",
     category = "mfa-operator",
     doc = "MfaAccountBinding is created by the platform team: it grants the MfaEnrollments of some namespaces the use of one AWS account, through one role, for some IAM users, and says whether the operator may write there.",
+    status = "MfaAccountBindingStatus",
     printcolumn(name = "Account", type_ = "string", json_path = ".spec.accountId"),
     printcolumn(name = "Enroll", type_ = "boolean", json_path = ".spec.allowEnroll"),
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
@@ -73,6 +75,22 @@ pub struct MfaAccountBindingSpec {
     /// it the binding only grants reporting.
     #[serde(default)]
     pub allow_enroll: bool,
+}
+
+/// What the operator last found when it reached the account through the binding.
+#[derive(schemars::JsonSchema, Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct MfaAccountBindingStatus {
+    /// The `metadata.generation` the conditions describe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// `Ready`: True when the binding's credentials reach the account it declares
+    /// (reason `Reached`), False with the reason (`NotReached`) when they do not.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 4))]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>,
 }
 
 /// A key of a Secret in the operator's own namespace.

@@ -14,7 +14,9 @@ use std::collections::BTreeMap;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
-pub use binding::{AccountRef, MfaAccountBinding, MfaAccountBindingSpec, NamespaceGrant, UserGrant};
+pub use binding::{
+    AccountRef, MfaAccountBinding, MfaAccountBindingSpec, MfaAccountBindingStatus, NamespaceGrant, UserGrant,
+};
 use limits::*;
 pub use status::{MfaEnrollmentStatus, Summary, UserState, UserStatus};
 

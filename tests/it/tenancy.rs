@@ -21,6 +21,21 @@ async fn refused(bed: &Bed, name: &str) -> String {
     message
 }
 
+/// Waits until the binding `name` has a `Ready` condition with `status`; returns its message.
+async fn binding_ready(bed: &Bed, name: &str, status: &str) -> String {
+    let bindings: Api<mfa_operator::crd::MfaAccountBinding> = Api::all(bed.client.clone());
+    let ready = |b: &mfa_operator::crd::MfaAccountBinding| {
+        b.status.as_ref()?.conditions.iter().find(|c| c.type_ == "Ready").cloned()
+    };
+    let what = format!("binding {name} Ready={status}");
+    let found =
+        common::wait_until(&bindings, name, common::WAIT, &what, |b: Option<&mfa_operator::crd::MfaAccountBinding>| {
+            b.and_then(ready).is_some_and(|c| c.status == status)
+        })
+        .await;
+    ready(&found).map(|c| c.message).unwrap_or_default()
+}
+
 fn names(e: &MfaEnrollment) -> Vec<String> {
     e.status.iter().flat_map(|s| s.users.iter().map(|u| u.name.clone())).collect()
 }
@@ -152,6 +167,9 @@ async fn a_binding_whose_credentials_reach_another_account_is_refused() {
         )
     );
     assert!(iam::devices_under(&bed.iam, &bed.device_path).await.is_empty());
+    // The platform team sees it on the binding itself.
+    let message = binding_ready(&bed, &forged, "False").await;
+    assert!(message.contains("declares account 111122223333, but its credentials reach account"), "{message}");
 }
 
 #[tokio::test]
@@ -178,6 +196,10 @@ async fn one_account_reached_two_ways_is_one_account() {
     assert!(message.contains("handled by"), "the older enrollment owns the user: {message}");
     assert_eq!(iam::devices_under(&bed.iam, &bed.device_path).await.len(), 1);
     assert!(common::bed::user_status(&first, &users[0]).and_then(|u| u.seed_secret.clone()).is_some());
+    for binding in [&own, &assumed] {
+        let message = binding_ready(&bed, binding, "True").await;
+        assert_eq!(message, format!("the credentials reach account {}", common::ACCOUNT));
+    }
 }
 
 #[tokio::test]

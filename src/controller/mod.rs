@@ -503,3 +503,35 @@ pub async fn run(
     tracing::info!("controller stopped");
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn binding(generation: i64) -> MfaAccountBinding {
+        let mut binding: MfaAccountBinding = serde_json::from_value(serde_json::json!({
+            "apiVersion": "iam.mfa-operator.dev/v1alpha1", "kind": "MfaAccountBinding",
+            "metadata": { "name": "team-a" },
+            "spec": { "accountId": "123456789012", "namespaces": { "names": ["a"] }, "users": { "pathPrefixes": ["/"] } },
+        }))
+        .expect("binding literal");
+        binding.metadata.generation = Some(generation);
+        binding
+    }
+
+    #[test]
+    fn a_binding_triggers_on_spec_changes_and_deletion_not_on_status_writes() {
+        let events = futures::stream::iter([
+            Ok(watcher::Event::Init),
+            Ok(watcher::Event::InitApply(binding(1))),
+            Ok(watcher::Event::InitDone),
+            Ok(watcher::Event::Apply(binding(1))), // the operator wrote its status
+            Ok(watcher::Event::Apply(binding(2))), // the platform team changed the spec
+            Ok(watcher::Event::Delete(binding(2))),
+        ]);
+        let triggered: Vec<Option<i64>> = futures::executor::block_on(
+            spec_changes(events).map(|b| b.expect("no error").metadata.generation).collect(),
+        );
+        assert_eq!(triggered, [Some(2), Some(2)], "the change, then the deletion");
+    }
+}

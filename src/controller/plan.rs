@@ -569,17 +569,24 @@ fn ttl(spec: &MfaEnrollmentSpec) -> jiff::SignedDuration {
     jiff::SignedDuration::try_from(std::time::Duration::from(spec.pending_ttl)).unwrap_or(jiff::SignedDuration::MAX)
 }
 
-/// The owner of every user selected by an Enroll-mode enrollment of one account: the
-/// oldest enrollment (creation time, then namespace/name) wins, so the answer never
-/// flaps and no user ever gets two pending devices.
+/// The owner of every user selected by an Enroll-mode enrollment of one account, or only
+/// of the users in `among`: the oldest enrollment (creation time, then namespace/name)
+/// wins, so the answer never flaps and no user ever gets two pending devices.
+///
+/// A reconcile needs the owners of its own users only (`among`: its selection). It holds
+/// the map until it ends, and after each refresh every enrollment of the account
+/// reconciles at once: the owners of all the account's users, in each of them, were
+/// the largest part of the operator's peak memory (8.7 of 29.5 MB with 5,000 users in
+/// 10 enrollments).
 pub fn owners<'a>(
     selections: impl IntoIterator<Item = (&'a EnrollmentId, Option<Timestamp>, &'a Selection)>,
+    among: Option<&BTreeSet<String>>,
 ) -> BTreeMap<String, EnrollmentId> {
     let mut ranked: Vec<_> = selections.into_iter().collect();
     ranked.sort_by(|a, b| (a.1, a.0).cmp(&(b.1, b.0)));
     let mut owners = BTreeMap::new();
     for (id, _, selection) in ranked {
-        for user in &selection.users {
+        for user in selection.users.iter().filter(|u| among.is_none_or(|among| among.contains(*u))) {
             owners.entry(user.clone()).or_insert_with(|| id.clone());
         }
     }

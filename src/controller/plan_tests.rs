@@ -1255,8 +1255,8 @@ fn owners_oldest_enrollment_wins_whatever_the_input_order() {
         ("bob".to_owned(), old.clone()),
         ("carol".to_owned(), old.clone()),
     ]);
-    assert_eq!(owners(entries.iter().cloned()), expected);
-    assert_eq!(owners(entries.iter().rev().cloned()), expected);
+    assert_eq!(owners(entries.iter().cloned(), None), expected);
+    assert_eq!(owners(entries.iter().rev().cloned(), None), expected);
 }
 
 #[test]
@@ -1270,11 +1270,11 @@ fn owners_ties_on_creation_time_break_by_namespace_then_name() {
     // Every permutation of the three gives the same owner.
     for order in [[0, 1, 2], [0, 2, 1], [1, 0, 2], [1, 2, 0], [2, 0, 1], [2, 1, 0]] {
         let input: Vec<_> = order.iter().map(|&i| entries[i]).collect();
-        assert_eq!(owners(input), expected, "order {order:?}");
+        assert_eq!(owners(input, None), expected, "order {order:?}");
     }
     // Namespace before name: b/a loses to a/z once a/y is gone.
     assert_eq!(
-        owners([(&b_a, at(1_000), &s), (&a_z, at(1_000), &s)]),
+        owners([(&b_a, at(1_000), &s), (&a_z, at(1_000), &s)], None),
         BTreeMap::from([("alice".to_owned(), a_z.clone())])
     );
 }
@@ -1285,12 +1285,12 @@ fn owners_without_creation_time_sort_first() {
     let undated = id("z", "undated");
     let s = selection(&["alice"]);
     let expected = BTreeMap::from([("alice".to_owned(), undated.clone())]);
-    assert_eq!(owners([(&dated, at(1), &s), (&undated, None, &s)]), expected);
-    assert_eq!(owners([(&undated, None, &s), (&dated, at(1), &s)]), expected);
+    assert_eq!(owners([(&dated, at(1), &s), (&undated, None, &s)], None), expected);
+    assert_eq!(owners([(&undated, None, &s), (&dated, at(1), &s)], None), expected);
     // Two undated: namespace/name decides.
     let undated_b = id("b", "undated");
     assert_eq!(
-        owners([(&undated, None, &s), (&undated_b, None, &s)]),
+        owners([(&undated, None, &s), (&undated_b, None, &s)], None),
         BTreeMap::from([("alice".to_owned(), undated_b.clone())])
     );
 }
@@ -1299,8 +1299,22 @@ fn owners_without_creation_time_sort_first() {
 fn owners_of_nothing_is_empty() {
     let a = id("a", "a");
     let empty = selection(&[]);
-    assert_eq!(owners([(&a, at(1), &empty)]), BTreeMap::new());
-    assert_eq!(owners(std::iter::empty()), BTreeMap::new());
+    assert_eq!(owners([(&a, at(1), &empty)], None), BTreeMap::new());
+    assert_eq!(owners(std::iter::empty(), None), BTreeMap::new());
+}
+
+#[test]
+fn owners_among_some_users_are_the_same_owners() {
+    let young = id("a-team", "young");
+    let old = id("z-team", "old");
+    let (s_young, s_old) = (selection(&["alice", "bob"]), selection(&["bob", "carol"]));
+    let entries = [(&young, at(2_000), &s_young), (&old, at(1_000), &s_old)];
+    let all = owners(entries.iter().cloned(), None);
+    let among = s_young.users.clone();
+    let some = owners(entries.iter().cloned(), Some(&among));
+    assert_eq!(some, all.into_iter().filter(|(u, _)| among.contains(u)).collect::<BTreeMap<_, _>>());
+    assert_eq!(some.get("bob"), Some(&old), "the older enrollment still owns bob");
+    assert_eq!(some.get("carol"), None, "only the users asked for");
 }
 
 #[test]

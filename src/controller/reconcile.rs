@@ -143,8 +143,9 @@ async fn reconcile_apply(enrollment: &MfaEnrollment, ctx: &Context) -> Result<Re
                 (id_of(p), created, selected(&p.spec, binding).unwrap_or_default())
             })
             .collect();
-        let owners = owners(selections.iter().map(|(id, created, s)| (id, *created, s)));
         selected(&enrollment.spec, &reach.binding).map(|selection| {
+            // Of this enrollment's users only: the map lives as long as the reconcile.
+            let owners = owners(selections.iter().map(|(id, created, s)| (id, *created, s)), Some(&selection.users));
             let spec_issue = unknown_groups(&selection, &inventory.groups);
             let unresolved = inventory.unresolved(&selection.users);
             (selection, owners, spec_issue, unresolved)

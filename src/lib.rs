@@ -8,6 +8,7 @@
 //! - [`failpoint`]: crash points for fault tests (`MFA_OPERATOR_FAILPOINT`).
 //! - [`health`]: what `/readyz` and `/healthz` answer.
 //! - [`qr`]: the `otpauth://` URI and its QR code PNG for the seed Secret.
+//! - [`link`]: one-time enrollment links: the token and the digest the operator keeps.
 
 pub mod audit;
 pub mod aws;
@@ -18,6 +19,7 @@ pub mod health;
 pub mod http;
 pub mod inventory;
 pub mod leader;
+pub mod link;
 pub mod metrics;
 pub mod plugin;
 pub mod qr;

@@ -9,6 +9,7 @@
 //! - [`health`]: what `/readyz` and `/healthz` answer.
 //! - [`qr`]: the `otpauth://` URI and its QR code PNG for the seed Secret.
 //! - [`link`]: one-time enrollment links: the token and the digest the operator keeps.
+//! - [`memory`]: keeps the allocator from holding memory the operator no longer uses.
 
 pub mod audit;
 pub mod aws;
@@ -20,6 +21,7 @@ pub mod http;
 pub mod inventory;
 pub mod leader;
 pub mod link;
+pub mod memory;
 pub mod metrics;
 pub mod plugin;
 pub mod qr;

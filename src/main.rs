@@ -125,6 +125,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {} for metrics and probes: {e}", args.metrics_address))?;
     let server = tokio::spawn(mfa_operator::http::serve(listener, metrics.clone(), health.clone()));
+    mfa_operator::memory::tune();
+    // Ends with the process (a standby runs no reconcile, so it never trims).
+    tokio::spawn(mfa_operator::memory::trim_after_bursts(metrics.clone()));
     // The operator's own namespace: where its Lease and integrity key live.
     let own_namespace =
         args.lease_namespace.clone().or(args.namespace.first().cloned()).unwrap_or_else(|| "default".into());

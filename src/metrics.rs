@@ -45,6 +45,8 @@ pub struct Metrics {
     reconcile_duration: Histogram,
     reconcile_errors: Family<ErrorLabels, Counter>,
     code_refusals: Family<RefusalLabels, Counter>,
+    /// Reconciles finished (what [`crate::memory`] watches to tell when a burst ended).
+    reconciles: std::sync::atomic::AtomicU64,
 }
 
 const STATES: [(UserState, &str); 5] = [
@@ -93,6 +95,7 @@ impl Metrics {
             reconcile_duration,
             reconcile_errors,
             code_refusals,
+            reconciles: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -134,6 +137,12 @@ impl Metrics {
 
     pub fn observe_reconcile(&self, seconds: f64) {
         self.reconcile_duration.observe(seconds);
+        self.reconciles.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Reconciles finished since start.
+    pub fn reconciles(&self) -> u64 {
+        self.reconciles.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn count_refusal(&self, cause: &'static str) {

@@ -30,6 +30,7 @@ Usage (needs the test bed; run it alone, not while tests/run runs):
   tests/testbed/testbed up && eval "$(tests/testbed/testbed env)"
   cargo build --release --bin mfa-operator
   python3 benches/steady_state.py [--users 5000] [--groups 10] [--runs 3] [--resync 60] [--window 600] [--delay-ms 0]
+      [--skip-new | --skip-steady]
 """
 
 import argparse
@@ -106,6 +107,28 @@ class Kube:
         if r.status not in ok:
             raise RuntimeError(f"{method} {path}: HTTP {r.status}: {raw[:500]!r}")
         return json.loads(raw) if raw else None
+
+    def request_counts(self):
+        """The apiserver's own count of requests served (`apiserver_request_total` of its
+        /metrics) by verb and resource, all clients together; leases and the apiserver's own
+        requests left out."""
+        c = self.conn()
+        c.request("GET", "/metrics", headers=self.headers)
+        raw = c.getresponse().read().decode()
+        c.close()
+        counts = Counter()
+        for line in raw.splitlines():
+            if not line.startswith("apiserver_request_total{"):
+                continue
+            labels = dict(kv.split("=", 1) for kv in line[line.index("{") + 1:line.rindex("}")].split('",'))
+            labels = {k: v.strip('"') for k, v in labels.items()}
+            resource = labels.get("resource") or ""
+            if not resource or resource == "leases" or labels.get("component") != "apiserver":
+                continue
+            if labels.get("subresource"):
+                resource += "/" + labels["subresource"]
+            counts[f"{labels['verb']} {resource}"] += int(float(line.rsplit(" ", 1)[1]))
+        return counts
 
     def apply_crd(self):
         path = os.path.join(REPO, "crds")
@@ -387,7 +410,8 @@ def whole_account(mode):
 
 def new_enrollment(kube, proxy, moto, binary, env, logdir, mode, seeded, timeout):
     """One cold run: fresh namespace and operator, create, wait for a complete status.
-    Returns (seconds, seconds until the first status with counts, IAM calls, peak RSS in KiB)."""
+    Returns (seconds, seconds until the first status with counts, IAM calls, peak RSS in KiB,
+    apiserver requests until complete)."""
     users, without = len(seeded.names), seeded.without
     ns = f"bench-new-{secrets.token_hex(3)}"
     kube.create_namespace(ns)
@@ -401,11 +425,15 @@ def new_enrollment(kube, proxy, moto, binary, env, logdir, mode, seeded, timeout
     watch = Watch(kube, ns, listeners=[note_first_status])
     pending = len(without) if mode == "Enroll" else 0
     proxy.take()
+    requests0 = kube.request_counts()
     t0 = time.monotonic()
     kube.create_enrollment(ns, "whole-account", whole_account(mode))
     seen = watch.wait(lambda objs: complete(objs.get("whole-account"), users, pending, users - len(without)),
                       timeout, f"{mode} enrollment over {users} users")
     calls = proxy.take()
+    requests = kube.request_counts()
+    requests.subtract(requests0)
+    requests = Counter({k: v for k, v in requests.items() if v > 0})
     _, hwm = op.memory_kib()
     watch.close()
     if kube.seed_secrets(ns) != pending:
@@ -419,7 +447,7 @@ def new_enrollment(kube, proxy, moto, binary, env, logdir, mode, seeded, timeout
     if mode == "Enroll" and leftovers.get("DeleteVirtualMFADevice", 0) != len(without):
         sys.exit(f"cleanup deleted {leftovers.get('DeleteVirtualMFADevice', 0)} pending devices, "
                  f"expected {len(without)}")
-    return seen - t0, (first_status or [seen])[0] - t0, calls, hwm
+    return seen - t0, (first_status or [seen])[0] - t0, calls, hwm, requests
 
 
 # ---------------------------------------------------------------- part 2
@@ -515,6 +543,7 @@ def main():
     ap.add_argument("--window", type=int, default=600, help="seconds of steady state observed (default 600)")
     ap.add_argument("--timeout", type=int, default=600, help="bound for every wait, seconds (default 600)")
     ap.add_argument("--skip-new", action="store_true", help="skip part 1")
+    ap.add_argument("--skip-steady", action="store_true", help="skip part 2")
     ap.add_argument("--delay-ms", type=int, default=0,
                     help="delay of every IAM request at the test bed's IAM, ms, from after the seeding (default 0)")
     ap.add_argument("--binary", default=RELEASE_BINARY)
@@ -563,12 +592,14 @@ def main():
         print("| mode | runs | min | median | max | first status (median) | IAM calls per run (at the proxy) "
               "| peak RSS |")
         print("| --- | ---: | ---: | ---: | ---: | ---: | --- | ---: |")
+        per_run = []
         for mode in ("Report", "Enroll"):
-            times, firsts, calls, hwms = [], [], [], []
+            times, firsts, calls, hwms, requests = [], [], [], [], []
             for r in range(args.runs):
                 log(f"new enrollment: {mode} run {r + 1}/{args.runs}")
-                secs, first, c, hwm = new_enrollment(kube, proxy, moto, args.binary, env, logdir, mode, seeded,
-                                                     args.timeout)
+                secs, first, c, hwm, req = new_enrollment(kube, proxy, moto, args.binary, env, logdir, mode, seeded,
+                                                          args.timeout)
+                requests.append(req)
                 times.append(secs)
                 firsts.append(first)
                 calls.append(c)
@@ -576,8 +607,16 @@ def main():
             varied = "" if all(c == calls[0] for c in calls) else f" (runs varied: {[sum(c.values()) for c in calls]})"
             print(f"| {mode} | {args.runs} | {min_med_max(times, '{:.2f} s')} | {statistics.median(firsts):.2f} s | "
                   f"{fmt_calls(calls[0])}{varied} | {mib(max(hwms)):.1f} MiB |")
+            per_run.append((mode, times, requests))
+        print()
+        for mode, times, requests in per_run:
+            print(f"- {mode}, apiserver requests from the create request until complete, per run (all clients: "
+                  f"the operator and this benchmark's create and watch; its `apiserver_request_total`): "
+                  + "; ".join(f"{t:.2f} s: {fmt_calls(r)}" for t, r in zip(times, requests)))
         print()
 
+    if args.skip_steady:
+        return
     log("steady state")
     s = steady(kube, proxy, moto, args.binary, env, logdir, args, seeded)
     n = len(s["slices"])

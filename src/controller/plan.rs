@@ -256,8 +256,9 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
 
     // Unassigned devices under our path that no other enrollment's seed Secret claims
     // (our own Secrets were read fresh above): the seed is lost, nobody can enable them.
-    // Reconciles of one account run one at a time, so an owner elsewhere simply creates
-    // a fresh device on its next reconcile.
+    // A device another reconcile is creating right now is reserved (its work holds the
+    // device), so this sweep never deletes it; an owner elsewhere whose device went here
+    // simply creates a fresh one on its next reconcile.
     for device in input.inventory.pending_under(input.device_path) {
         if handled_serials.contains(&device.serial) || held_by_others(input, &device.serial) {
             continue;

@@ -62,8 +62,19 @@ struct Install {
 impl Install {
     /// Renders the chart into `release_ns` and applies its ServiceAccount and RBAC
     /// objects as the test bed's admin.
+    /// Renders the chart as every test here installs it (the test bed's AWS endpoint and
+    /// region, leader election, debug logs) plus `sets`, and applies its RBAC objects.
     async fn new(admin: &Client, release: &str, release_ns: &str, sets: &[(&str, &str)]) -> Self {
-        let rendered = render(release, release_ns, sets);
+        let endpoint = std::env::var("AWS_ENDPOINT_URL").expect("AWS_ENDPOINT_URL");
+        let region = std::env::var("AWS_REGION").expect("AWS_REGION");
+        let mut all = vec![
+            ("leaderElection.enabled", "true"),
+            ("aws.region", region.as_str()),
+            ("aws.endpointUrl", endpoint.as_str()),
+            ("logLevel", "debug"),
+        ];
+        all.extend_from_slice(sets);
+        let rendered = render(release, release_ns, &all);
         let deployment =
             rendered.iter().find(|o| kind(o) == "Deployment").cloned().expect("the chart renders a Deployment");
         let objects: Vec<_> = rendered.into_iter().filter(|o| RBAC_KINDS.contains(&kind(o))).collect();
@@ -382,20 +393,7 @@ async fn cluster_wide_chart_rbac_enrols_a_user_and_refuses_everything_else() {
     common::install_crd(&admin).await;
     let ns = common::namespace(&admin, "rbac-cluster").await;
     let release = common::unique("rbac");
-    let endpoint = std::env::var("AWS_ENDPOINT_URL").expect("AWS_ENDPOINT_URL");
-    let region = std::env::var("AWS_REGION").expect("AWS_REGION");
-    let install = Install::new(
-        &admin,
-        &release,
-        &ns,
-        &[
-            ("leaderElection.enabled", "true"),
-            ("aws.region", &region),
-            ("aws.endpointUrl", &endpoint),
-            ("logLevel", "debug"),
-        ],
-    )
-    .await;
+    let install = Install::new(&admin, &release, &ns, &[]).await;
     assert_eq!(
         install.kinds(),
         [
@@ -456,21 +454,7 @@ async fn single_namespace_chart_rbac_enrols_a_user_and_refuses_other_namespaces(
     let release_ns = common::namespace(&admin, "rbac-release").await;
     let watch_ns = common::namespace(&admin, "rbac-watched").await;
     let release = common::unique("rbac");
-    let endpoint = std::env::var("AWS_ENDPOINT_URL").expect("AWS_ENDPOINT_URL");
-    let region = std::env::var("AWS_REGION").expect("AWS_REGION");
-    let install = Install::new(
-        &admin,
-        &release,
-        &release_ns,
-        &[
-            ("watchNamespace", &watch_ns),
-            ("leaderElection.enabled", "true"),
-            ("aws.region", &region),
-            ("aws.endpointUrl", &endpoint),
-            ("logLevel", "debug"),
-        ],
-    )
-    .await;
+    let install = Install::new(&admin, &release, &release_ns, &[("watchNamespace", &watch_ns)]).await;
     // Namespaced rights only, plus reading bindings and namespaces (the grants).
     assert_eq!(
         install.kinds(),
@@ -544,22 +528,8 @@ async fn several_namespaces_chart_rbac_serves_each_and_reads_no_other_secret() {
     let team_a = common::namespace(&admin, "rbac-team-a").await;
     let team_b = common::namespace(&admin, "rbac-team-b").await;
     let release = common::unique("rbac");
-    let endpoint = std::env::var("AWS_ENDPOINT_URL").expect("AWS_ENDPOINT_URL");
-    let region = std::env::var("AWS_REGION").expect("AWS_REGION");
     let watched = format!("{{{team_a},{team_b}}}");
-    let install = Install::new(
-        &admin,
-        &release,
-        &release_ns,
-        &[
-            ("watchNamespaces", &watched),
-            ("leaderElection.enabled", "true"),
-            ("aws.region", &region),
-            ("aws.endpointUrl", &endpoint),
-            ("logLevel", "debug"),
-        ],
-    )
-    .await;
+    let install = Install::new(&admin, &release, &release_ns, &[("watchNamespaces", &watched)]).await;
     // A Role per watched namespace; cluster-wide only reading enrollments and grants.
     assert_eq!(
         install.kinds(),

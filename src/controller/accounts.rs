@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use aws_config::SdkConfig;
 use jiff::Timestamp;
 
-use super::plan::{Claims, EnrollmentId};
+use super::decide::{Claims, EnrollmentId};
 use crate::aws::{CallCounter, IamError, SdkIam, caller_account, load_sdk_config};
 use crate::inventory::{Inventory, Resolved};
 

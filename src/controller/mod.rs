@@ -1,13 +1,13 @@
 //! The enrollment controller: a kube-runtime `Controller` for `MfaEnrollment` that also
 //! watches the seed Secrets it creates, so a code submission triggers a reconcile at once.
 //!
-//! - [`plan`]: pure planning (spec + inventory + Secrets -> work and users' status)
+//! - [`decide`]: pure decisions (spec + inventory + Secrets -> steps per user and the row each user gets if they succeed)
 //! - [`status`]: pure status and condition building
 //! - [`selection`]: which users a selector picks
 //! - [`seed_secret`]: the seed Secret's name, shape, parsing and verification
 //! - [`integrity`]: the operator's key and the tag that proves a seed Secret is its own
 //! - [`reconcile`]: the reconcile loop and finalizer
-//! - [`apply`]: runs planned work against IAM and Kubernetes, submissions first
+//! - [`act`]: the effects layer: runs decided steps against IAM and Kubernetes, submissions first, and returns typed outcomes
 //! - [`publish`]: the enrollment's status write and Events
 //! - [`accounts`]: per-account IAM client, shared inventory, reservations
 //! - [`grant`]: pure checks of what an `MfaAccountBinding` lets an enrollment do
@@ -15,10 +15,10 @@
 //! - [`vocabulary`]: condition and Event reasons
 
 pub mod accounts;
-mod apply;
+mod act;
 pub mod grant;
 pub mod integrity;
-pub mod plan;
+pub mod decide;
 mod publish;
 mod reach;
 mod received;
@@ -28,7 +28,7 @@ pub mod selection;
 pub mod status;
 pub mod vocabulary;
 mod watch_backoff;
-mod written;
+mod last_written;
 
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
@@ -141,9 +141,9 @@ pub struct Context {
     failures: std::sync::Mutex<HashMap<ObjectRef<MfaEnrollment>, u32>>,
     /// Users each enrollment last saw Compliant, beyond the bounded status list, so drift
     /// is noticed for every user (falls back to the status list after a restart).
-    compliant: std::sync::Mutex<HashMap<plan::EnrollmentId, BTreeSet<String>>>,
+    compliant: std::sync::Mutex<HashMap<decide::EnrollmentId, BTreeSet<String>>>,
     /// The status last written for each enrollment (see `written.rs`).
-    statuses: written::WrittenStatuses,
+    statuses: last_written::LastWritten,
     /// When each seed Secret version was first seen (see `received.rs`).
     received: Arc<received::Received>,
     /// When each enrollment's current generation was first reconciled: a new or changed
@@ -192,15 +192,15 @@ impl Context {
         let _ = self.reconcile_all.unbounded_send(());
     }
 
-    fn remembered_compliant(&self, id: &plan::EnrollmentId) -> Option<BTreeSet<String>> {
+    fn remembered_compliant(&self, id: &decide::EnrollmentId) -> Option<BTreeSet<String>> {
         self.compliant.lock().unwrap_or_else(|p| p.into_inner()).get(id).cloned()
     }
 
-    fn remember_compliant(&self, id: &plan::EnrollmentId, users: BTreeSet<String>) {
+    fn remember_compliant(&self, id: &decide::EnrollmentId, users: BTreeSet<String>) {
         self.compliant.lock().unwrap_or_else(|p| p.into_inner()).insert(id.clone(), users);
     }
 
-    fn forget_compliant(&self, id: &plan::EnrollmentId) {
+    fn forget_compliant(&self, id: &decide::EnrollmentId) {
         self.compliant.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
     }
 
@@ -458,7 +458,7 @@ pub async fn run(
         reconcile_all,
         failures: std::sync::Mutex::default(),
         compliant: std::sync::Mutex::default(),
-        statuses: written::WrittenStatuses::default(),
+        statuses: last_written::LastWritten::default(),
         received,
         generations: std::sync::Mutex::default(),
         unreachable: std::sync::Mutex::default(),

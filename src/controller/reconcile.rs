@@ -9,18 +9,18 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ListParams};
-use kube::runtime::controller::Action as Requeue;
+use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::{Resource, ResourceExt};
 
 use super::accounts::{Account, Record, Subject, View};
-use super::apply::{Applied, Reservation, Reserved, Statuses, apply, delete_seed_secret, subjects, void};
-use super::plan::{Claims, EnrollmentId, PlanInput, REFUSAL_PREFIX, Refusals, UserPlan, owners, plan};
+use super::act::{Acted, Reservation, Reserved, Statuses, act, delete_seed_secret, subjects, void};
+use super::decide::{Claims, EnrollmentId, DecideInput, REFUSAL_PREFIX, Refusals, UserRow, owners, decide};
 use super::publish::{publish, write_status};
 use super::reach::{self, Refusal, grant_of};
 use super::seed_secret::{self, SeedSecret, Untrusted};
 use super::selection::{Selection, select};
-use super::status::{Issue, StatusInput, build, compliant_users, lost_mfa};
+use super::status::{Blocker, StatusInput, build, compliant_users, lost_mfa};
 use super::vocabulary::{ConditionReason, EventReason};
 use super::{Context, Error, FINALIZER, Result};
 use crate::aws::{IamApi, IamError};
@@ -28,7 +28,7 @@ use crate::crd::{MfaAccountBinding, MfaEnrollment, MfaEnrollmentStatus, Mode, Us
 use crate::inventory::{Inventory, MfaState};
 
 /// Entry point called by the controller runtime.
-pub async fn reconcile(enrollment: Arc<MfaEnrollment>, ctx: Arc<Context>) -> Result<Requeue> {
+pub async fn reconcile(enrollment: Arc<MfaEnrollment>, ctx: Arc<Context>) -> Result<Action> {
     crate::failpoint::wedge("reconcile-wedge");
     let namespace = enrollment.namespace().ok_or(Error::NoNamespace)?;
     let api: Api<MfaEnrollment> = ctx.api(&namespace);
@@ -44,7 +44,7 @@ pub async fn reconcile(enrollment: Arc<MfaEnrollment>, ctx: Arc<Context>) -> Res
         // A second cleanup read a cached object that still had the finalizer the first
         // one removed: the object is gone, which is what cleanup is for.
         Err(kube::runtime::finalizer::Error::RemoveFinalizer(kube::Error::Api(status))) if status.code == 404 => {
-            Ok(Requeue::await_change())
+            Ok(Action::await_change())
         }
         other => other.map_err(|e| Error::Finalizer(Box::new(e))),
     };
@@ -56,11 +56,11 @@ pub async fn reconcile(enrollment: Arc<MfaEnrollment>, ctx: Arc<Context>) -> Res
 }
 
 /// Per-enrollment exponential backoff; the status already says what went wrong.
-pub fn error_policy(enrollment: Arc<MfaEnrollment>, error: &Error, ctx: Arc<Context>) -> Requeue {
+pub fn error_policy(enrollment: Arc<MfaEnrollment>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics.count_error(error.category());
     let delay = ctx.backoff(&enrollment);
     tracing::warn!(enrollment = %enrollment.name_any(), category = error.category(), error = %error, retry_in = ?delay, "reconcile failed");
-    Requeue::requeue(delay)
+    Action::requeue(delay)
 }
 
 fn id_of(enrollment: &MfaEnrollment) -> EnrollmentId {
@@ -73,7 +73,7 @@ fn max_inventory_age(enrollment: &MfaEnrollment) -> jiff::SignedDuration {
     jiff::SignedDuration::try_from(resync).unwrap_or(jiff::SignedDuration::from_mins(10))
 }
 
-async fn reconcile_apply(enrollment: &MfaEnrollment, ctx: &Context) -> Result<Requeue> {
+async fn reconcile_apply(enrollment: &MfaEnrollment, ctx: &Context) -> Result<Action> {
     let id = id_of(enrollment);
     let now = ctx.now();
 
@@ -158,7 +158,7 @@ async fn reconcile_apply(enrollment: &MfaEnrollment, ctx: &Context) -> Result<Re
 
     let last = ctx.last_status(enrollment);
     // The status last written for each user: what a user whose work waits keeps showing.
-    let before: BTreeMap<String, UserPlan> =
+    let before: BTreeMap<String, UserRow> =
         last.as_ref().map(previous_users).unwrap_or_default().into_iter().map(|u| (u.name.clone(), u)).collect();
     // Only selected users without an assigned virtual device cost a ListMFADevices call,
     // asked with no lock held. Many of them take a while: a new generation says so first.
@@ -202,7 +202,7 @@ async fn reconcile_apply(enrollment: &MfaEnrollment, ctx: &Context) -> Result<Re
         if !unresolved.is_empty() && asks < MAX_ASKS {
             continue;
         }
-        let planned = plan(&PlanInput {
+        let planned = decide(&DecideInput {
             id: &id,
             spec: &enrollment.spec,
             device_path: reach.device_path(),
@@ -231,7 +231,7 @@ async fn reconcile_apply(enrollment: &MfaEnrollment, ctx: &Context) -> Result<Re
     // status last written for them.
     let waiting: Vec<&str> = skipped
         .iter()
-        .filter_map(|w: &super::plan::Work| w.user.as_deref())
+        .filter_map(|w: &super::decide::Decision| w.user.as_deref())
         .chain(unresolved.iter().map(String::as_str))
         .collect();
     for name in &waiting {
@@ -241,12 +241,12 @@ async fn reconcile_apply(enrollment: &MfaEnrollment, ctx: &Context) -> Result<Re
             None => void(status, UserState::Missing, "waiting for other work on this user to finish".into(), &[]),
         }
     }
-    let waiting = (!waiting.is_empty()).then(|| Issue {
+    let waiting = (!waiting.is_empty()).then(|| Blocker {
         reason: ConditionReason::Progressing,
         message: format!("{} selected users wait for other work in the account; retrying shortly", waiting.len()),
     });
 
-    let progress = |users: Vec<UserPlan>| {
+    let progress = |users: Vec<UserRow>| {
         let status = build(StatusInput {
             mode: enrollment.spec.mode,
             generation: enrollment.meta().generation,
@@ -262,8 +262,8 @@ async fn reconcile_apply(enrollment: &MfaEnrollment, ctx: &Context) -> Result<Re
             }
         }
     };
-    let Applied { users, issue, stale_inventory, changed_account } =
-        apply(enrollment, ctx, &reach, &secrets, reserved, Statuses { planned: users, before: &before }, progress)
+    let Acted { users, issue, stale_inventory, changed_account } =
+        act(enrollment, ctx, &reach, &secrets, reserved, Statuses { planned: users, before: &before }, progress)
             .await;
     if stale_inventory {
         account.view().inventory = None;
@@ -324,7 +324,7 @@ async fn reconcile_apply(enrollment: &MfaEnrollment, ctx: &Context) -> Result<Re
                 // Another reconcile held some of these users: try again shortly.
                 next = next.min(RETRY_SKIPPED);
             }
-            Ok(Requeue::requeue(next))
+            Ok(Action::requeue(next))
         }
     }
 }
@@ -353,7 +353,7 @@ async fn write_listing_status(
     ctx: &Context,
     account: &Account,
     selection: &Selection,
-    before: &BTreeMap<String, UserPlan>,
+    before: &BTreeMap<String, UserRow>,
     unresolved: usize,
     previous: Option<&MfaEnrollmentStatus>,
 ) {
@@ -372,9 +372,9 @@ async fn write_listing_status(
                     MfaState::Active(_) => (UserState::Compliant, None),
                     _ => (UserState::Missing, Some("MFA devices not listed yet")),
                 };
-                UserPlan { message: message.map(str::to_owned), ..UserPlan::new(name, state) }
+                UserRow { message: message.map(str::to_owned), ..UserRow::new(name, state) }
             })
-            .chain(selection.not_found.iter().map(|name| UserPlan::new(name, UserState::NotFound)))
+            .chain(selection.not_found.iter().map(|name| UserRow::new(name, UserState::NotFound)))
             .collect();
         (users, inventory.root_mfa_enabled)
     };
@@ -383,7 +383,7 @@ async fn write_listing_status(
         generation: enrollment.meta().generation,
         now: ctx.now(),
         users,
-        issue: Some(Issue {
+        issue: Some(Blocker {
             reason: ConditionReason::Progressing,
             message: format!("listing the MFA devices of {unresolved} selected users"),
         }),
@@ -396,9 +396,9 @@ async fn write_listing_status(
 }
 
 /// Groups named in the selector that do not exist in the account: Stalled until fixed.
-fn unknown_groups(selection: &Selection, groups: &std::collections::BTreeSet<String>) -> Option<Issue> {
+fn unknown_groups(selection: &Selection, groups: &std::collections::BTreeSet<String>) -> Option<Blocker> {
     let unknown = selection.unknown_groups(groups);
-    (!unknown.is_empty()).then(|| Issue {
+    (!unknown.is_empty()).then(|| Blocker {
         reason: ConditionReason::InvalidSpec,
         message: format!("spec.users.groups: no IAM group named {} in the account", unknown.join(", ")),
     })
@@ -496,22 +496,22 @@ fn refusals(status: Option<&MfaEnrollmentStatus>) -> BTreeMap<String, Refusals> 
 /// An IAM failure before planning: status says what is wrong (Stalled when a person must
 /// act, Reconciling otherwise), then permanent errors wait for the resync interval and
 /// transient ones back off.
-async fn report_iam_failure(enrollment: &MfaEnrollment, ctx: &Context, error: IamError) -> Result<Requeue> {
-    let issue = Issue { reason: ConditionReason::of_iam(&error), message: error.to_string() };
+async fn report_iam_failure(enrollment: &MfaEnrollment, ctx: &Context, error: IamError) -> Result<Action> {
+    let issue = Blocker { reason: ConditionReason::of_iam(&error), message: error.to_string() };
     let requeue = report_issue(enrollment, ctx, issue.clone(), EventReason::ReconcileFailed).await?;
     if issue.needs_person() { Ok(requeue) } else { Err(Error::Iam(error)) }
 }
 
 /// The binding does not grant what the enrollment asks: Stalled until the enrollment,
 /// the binding or the namespace changes (each of which triggers a reconcile).
-async fn report_refusal(enrollment: &MfaEnrollment, ctx: &Context, message: String) -> Result<Requeue> {
+async fn report_refusal(enrollment: &MfaEnrollment, ctx: &Context, message: String) -> Result<Action> {
     tracing::info!(enrollment = %id_of(enrollment), %message, "not granted");
-    let issue = Issue { reason: ConditionReason::NotGranted, message };
+    let issue = Blocker { reason: ConditionReason::NotGranted, message };
     report_issue(enrollment, ctx, issue, EventReason::NotGranted).await
 }
 
 /// Writes `issue` into status over the last known users, and publishes it as `event`.
-async fn report_issue(enrollment: &MfaEnrollment, ctx: &Context, issue: Issue, event: EventReason) -> Result<Requeue> {
+async fn report_issue(enrollment: &MfaEnrollment, ctx: &Context, issue: Blocker, event: EventReason) -> Result<Action> {
     let previous = ctx.last_status(enrollment).unwrap_or_default();
     let status = build(StatusInput {
         mode: enrollment.spec.mode,
@@ -530,15 +530,15 @@ async fn report_issue(enrollment: &MfaEnrollment, ctx: &Context, issue: Issue, e
     };
     write_status(enrollment, ctx, status).await?;
     publish(ctx, enrollment, event, issue.message).await;
-    Ok(Requeue::requeue(enrollment.spec.resync_interval.into()))
+    Ok(Action::requeue(enrollment.spec.resync_interval.into()))
 }
 
 /// Keeps the last known users when a reconcile could not look at AWS.
-fn previous_users(previous: &MfaEnrollmentStatus) -> Vec<super::plan::UserPlan> {
+fn previous_users(previous: &MfaEnrollmentStatus) -> Vec<super::decide::UserRow> {
     previous
         .users
         .iter()
-        .map(|u| super::plan::UserPlan {
+        .map(|u| super::decide::UserRow {
             name: u.name.clone(),
             state: u.state,
             serial: u.serial_number.clone(),
@@ -556,7 +556,7 @@ fn previous_users(previous: &MfaEnrollmentStatus) -> Vec<super::plan::UserPlan> 
 /// any more (binding deleted, credentials reach another account, access denied) never
 /// blocks the deletion: the seed Secrets go, the devices stay unassigned in IAM, and a
 /// Warning says so.
-async fn cleanup(enrollment: &MfaEnrollment, ctx: &Context) -> Result<Requeue> {
+async fn cleanup(enrollment: &MfaEnrollment, ctx: &Context) -> Result<Action> {
     let id = id_of(enrollment);
     ctx.caches_ready().await?;
     let (secrets, untrusted) = list_seed_secrets(ctx, enrollment).await?;
@@ -601,7 +601,7 @@ async fn cleanup(enrollment: &MfaEnrollment, ctx: &Context) -> Result<Requeue> {
     ctx.forget_generation(enrollment);
     ctx.forget_status(enrollment);
     ctx.metrics.forget_enrollment(&id.namespace, &id.name);
-    Ok(Requeue::await_change())
+    Ok(Action::await_change())
 }
 
 /// The account id in a device serial (`arn:aws:iam::<account>:mfa/...`).

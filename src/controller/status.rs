@@ -7,19 +7,19 @@ use std::collections::BTreeSet;
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
-use super::plan::UserPlan;
+use super::decide::UserRow;
 use super::vocabulary::{ConditionReason, ConditionType};
 use crate::crd::{MfaEnrollmentStatus, Mode, Summary, UserState, UserStatus, status::MAX_STATUS_USERS};
 
 /// Something that kept this reconcile from finishing.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Issue {
+pub struct Blocker {
     /// `AccessDenied` and `InvalidSpec` need a person (Stalled); anything else is retried.
     pub reason: ConditionReason,
     pub message: String,
 }
 
-impl Issue {
+impl Blocker {
     pub fn needs_person(&self) -> bool {
         matches!(
             self.reason,
@@ -33,8 +33,8 @@ pub struct StatusInput<'a> {
     pub mode: Mode,
     pub generation: Option<i64>,
     pub now: Timestamp,
-    pub users: Vec<UserPlan>,
-    pub issue: Option<Issue>,
+    pub users: Vec<UserRow>,
+    pub issue: Option<Blocker>,
     pub root_mfa_enabled: Option<bool>,
     pub previous: Option<&'a MfaEnrollmentStatus>,
 }
@@ -144,7 +144,7 @@ pub fn build(input: StatusInput<'_>) -> MfaEnrollmentStatus {
     }
 }
 
-fn user_status(user: UserPlan) -> UserStatus {
+fn user_status(user: UserRow) -> UserStatus {
     UserStatus {
         name: user.name,
         state: user.state,
@@ -216,7 +216,7 @@ pub fn compliant_users<'a>(users: impl IntoIterator<Item = (&'a str, UserState)>
 
 /// Users who were Compliant and now exist without an active MFA device: they lost their
 /// MFA (deactivated out of band). A user who no longer exists did not lose MFA.
-pub fn lost_mfa(compliant_before: &BTreeSet<String>, users: &[UserPlan]) -> Vec<String> {
+pub fn lost_mfa(compliant_before: &BTreeSet<String>, users: &[UserRow]) -> Vec<String> {
     users
         .iter()
         .filter(|u| matches!(u.state, UserState::Pending | UserState::Missing | UserState::Failed))

@@ -14,8 +14,8 @@ const T0: Timestamp = Timestamp::constant(1_750_000_000, 0);
 const T1: Timestamp = Timestamp::constant(1_750_000_600, 0);
 const GENERATION: i64 = 3;
 
-fn user(name: &str, state: UserState) -> UserPlan {
-    UserPlan {
+fn user(name: &str, state: UserState) -> UserRow {
+    UserRow {
         name: name.into(),
         state,
         serial: None,
@@ -27,14 +27,14 @@ fn user(name: &str, state: UserState) -> UserPlan {
     }
 }
 
-fn users(list: &[(&str, UserState)]) -> Vec<UserPlan> {
+fn users(list: &[(&str, UserState)]) -> Vec<UserRow> {
     list.iter().map(|(name, state)| user(name, *state)).collect()
 }
 
 fn input<'a>(
     mode: Mode,
-    users: Vec<UserPlan>,
-    issue: Option<Issue>,
+    users: Vec<UserRow>,
+    issue: Option<Blocker>,
     now: Timestamp,
     previous: Option<&'a MfaEnrollmentStatus>,
 ) -> StatusInput<'a> {
@@ -128,7 +128,7 @@ fn users_are_listed_failed_missing_pending_not_found_compliant_then_by_name() {
 
 #[test]
 fn user_status_carries_every_planned_field() {
-    let pending = UserPlan {
+    let pending = UserRow {
         name: "bob".into(),
         state: Pending,
         serial: Some("arn:aws:iam::123456789012:mfa/mfa-operator/bob".into()),
@@ -156,7 +156,7 @@ fn user_status_carries_every_planned_field() {
 
 #[test]
 fn users_list_is_bounded_to_200_and_counts_the_omitted() {
-    let mut planned: Vec<UserPlan> = (0..220).map(|i| user(&format!("c{i:03}"), Compliant)).collect();
+    let mut planned: Vec<UserRow> = (0..220).map(|i| user(&format!("c{i:03}"), Compliant)).collect();
     planned.extend((0..30).map(|i| user(&format!("m{i:03}"), Missing)));
     let status = build(input(Mode::Report, planned, None, T0, None));
     assert_eq!(MAX_STATUS_USERS, 200);
@@ -172,7 +172,7 @@ fn users_list_is_bounded_to_200_and_counts_the_omitted() {
     assert_eq!(names(&status), expected);
 
     // Exactly at the bound nothing is omitted.
-    let planned: Vec<UserPlan> = (0..200).map(|i| user(&format!("u{i:03}"), Pending)).collect();
+    let planned: Vec<UserRow> = (0..200).map(|i| user(&format!("u{i:03}"), Pending)).collect();
     let status = build(input(Mode::Enroll, planned, None, T0, None));
     assert_eq!((status.users.len(), status.users_omitted), (200, 0));
 }
@@ -295,7 +295,7 @@ fn every_user_compliant_is_compliant_in_both_modes() {
 #[test]
 fn transient_issue_is_reconciling_not_stalled() {
     let message = "ListUsers: throttled by IAM";
-    let issue = Issue { reason: ConditionReason::TransientError, message: message.into() };
+    let issue = Blocker { reason: ConditionReason::TransientError, message: message.into() };
     assert!(!issue.needs_person());
     let status = build(input(Mode::Enroll, users(&[("alice", Pending)]), Some(issue), T0, None));
     assert_eq!(
@@ -322,7 +322,7 @@ fn issues_that_need_a_person_stall() {
         (ConditionReason::AccessDenied, "AccessDenied", "ListUsers: access denied: iam:ListUsers"),
         (ConditionReason::InvalidSpec, "InvalidSpec", "group nope does not exist"),
     ] {
-        let issue = Issue { reason, message: message.into() };
+        let issue = Blocker { reason, message: message.into() };
         assert!(issue.needs_person());
         let status = build(input(Mode::Report, users(&[("alice", Compliant)]), Some(issue), T0, None));
         assert_eq!(
@@ -347,7 +347,7 @@ fn issues_that_need_a_person_stall() {
 
 #[test]
 fn only_access_denied_and_invalid_spec_need_a_person() {
-    let needs = |reason| Issue { reason, message: String::new() }.needs_person();
+    let needs = |reason| Blocker { reason, message: String::new() }.needs_person();
     assert!(needs(ConditionReason::AccessDenied));
     assert!(needs(ConditionReason::InvalidSpec));
     for reason in [
@@ -429,8 +429,8 @@ fn set_condition_keeps_the_kstatus_order_and_foreign_conditions_last() {
 #[derive(Clone)]
 struct Scenario {
     mode: Mode,
-    users: Vec<UserPlan>,
-    issue: Option<Issue>,
+    users: Vec<UserRow>,
+    issue: Option<Blocker>,
 }
 
 fn scenarios() -> Vec<Scenario> {
@@ -441,7 +441,7 @@ fn scenarios() -> Vec<Scenario> {
     pending.expires_at = Some(T0 + SignedDuration::from_hours(168));
     pending.message = Some("scan the QR code".into());
     let mixed = vec![user("alice", Compliant), pending, user("carol", Missing), user("ghost", NotFound)];
-    let many: Vec<UserPlan> =
+    let many: Vec<UserRow> =
         (0..260).map(|i| user(&format!("u{i:03}"), if i % 3 == 0 { Compliant } else { Pending })).collect();
     vec![
         Scenario { mode: Mode::Report, users: mixed.clone(), issue: None },
@@ -451,12 +451,12 @@ fn scenarios() -> Vec<Scenario> {
         Scenario {
             mode: Mode::Enroll,
             users: mixed.clone(),
-            issue: Some(Issue { reason: ConditionReason::TransientError, message: "throttled".into() }),
+            issue: Some(Blocker { reason: ConditionReason::TransientError, message: "throttled".into() }),
         },
         Scenario {
             mode: Mode::Report,
             users: mixed,
-            issue: Some(Issue { reason: ConditionReason::AccessDenied, message: "denied".into() }),
+            issue: Some(Blocker { reason: ConditionReason::AccessDenied, message: "denied".into() }),
         },
         Scenario { mode: Mode::Enroll, users: many, issue: None },
         Scenario { mode: Mode::Report, users: Vec::new(), issue: None },
@@ -545,7 +545,7 @@ fn only_the_conditions_that_flip_get_a_new_transition_time() {
 // ---------------------------------------------------------------------------------------
 // Drift
 
-fn compliant_of(plans: &[UserPlan]) -> BTreeSet<String> {
+fn compliant_of(plans: &[UserRow]) -> BTreeSet<String> {
     compliant_users(plans.iter().map(|u| (u.name.as_str(), u.state)))
 }
 
@@ -593,7 +593,7 @@ fn lost_mfa_sees_compliant_users_beyond_the_status_bound() {
     // Compliant users rank last, so in an enrollment of more than 200 users most of them
     // are left out of `status.users`. Drift is judged against every user the previous
     // reconcile planned (the controller remembers them), not the bounded list.
-    let mut before: Vec<UserPlan> = (0..200).map(|i| user(&format!("m{i:03}"), Missing)).collect();
+    let mut before: Vec<UserRow> = (0..200).map(|i| user(&format!("m{i:03}"), Missing)).collect();
     before.push(user("alice", Compliant));
     let previous = build(input(Mode::Report, before.clone(), None, T0, None));
     assert_eq!(previous.users_omitted, 1, "alice is past the bound");

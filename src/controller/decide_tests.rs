@@ -267,7 +267,7 @@ impl World {
         let inventory = self.inventory();
         let spec = spec(self.mode);
         let id = me();
-        plan(&PlanInput {
+        decide(&DecideInput {
             id: &id,
             spec: &spec,
             device_path: PATH,
@@ -284,8 +284,8 @@ impl World {
     }
 }
 
-fn status(name: &str, state: UserState, message: Option<&str>) -> UserPlan {
-    UserPlan {
+fn status(name: &str, state: UserState, message: Option<&str>) -> UserRow {
+    UserRow {
         name: name.into(),
         state,
         serial: None,
@@ -297,7 +297,7 @@ fn status(name: &str, state: UserState, message: Option<&str>) -> UserPlan {
     }
 }
 
-fn compliant(name: &str) -> UserPlan {
+fn compliant(name: &str) -> UserRow {
     status(name, UserState::Compliant, None)
 }
 
@@ -309,8 +309,8 @@ fn scan_message(user: &str) -> String {
 }
 
 /// The status of a user whose new pending device is created by this reconcile.
-fn created(user: &str) -> UserPlan {
-    UserPlan {
+fn created(user: &str) -> UserRow {
+    UserRow {
         name: user.into(),
         state: UserState::Pending,
         serial: Some(serial(user)),
@@ -323,9 +323,9 @@ fn created(user: &str) -> UserPlan {
 }
 
 /// The status of a user whose pending device (from `secret`) waits for codes.
-fn waiting(secret: &SeedSecret, message: &str) -> UserPlan {
+fn waiting(secret: &SeedSecret, message: &str) -> UserRow {
     let created = secret.created;
-    UserPlan {
+    UserRow {
         name: secret.user.clone(),
         state: UserState::Pending,
         serial: Some(secret.serial.clone()),
@@ -337,28 +337,28 @@ fn waiting(secret: &SeedSecret, message: &str) -> UserPlan {
     }
 }
 
-fn note(reason: EventReason, message: &str) -> Option<Note> {
-    Some(Note { reason, message: message.into() })
+fn note(reason: EventReason, message: &str) -> Option<EventNote> {
+    Some(EventNote { reason, message: message.into() })
 }
 
-fn work(user: Option<&str>, actions: Vec<Action>, note: Option<Note>) -> Work {
-    Work { user: user.map(Into::into), actions, note }
+fn work(user: Option<&str>, steps: Vec<Step>, note: Option<EventNote>) -> Decision {
+    Decision { user: user.map(Into::into), steps, note }
 }
 
-fn create_pending(user: &str) -> Action {
-    Action::CreatePending { user: user.into(), at: jiff::Timestamp::from_second(NOW.as_second()).expect("valid") }
+fn create_pending(user: &str) -> Step {
+    Step::CreatePending { user: user.into(), at: jiff::Timestamp::from_second(NOW.as_second()).expect("valid") }
 }
 
-fn delete_device(serial: &str) -> Action {
-    Action::DeleteDevice { serial: serial.into() }
+fn delete_device(serial: &str) -> Step {
+    Step::DeleteDevice { serial: serial.into() }
 }
 
-fn delete_secret(user: &str) -> Action {
-    Action::DeleteSecret { name: secret_name(&me().name, user) }
+fn delete_secret(user: &str) -> Step {
+    Step::DeleteSecret { name: secret_name(&me().name, user) }
 }
 
 /// The work of a first pending device for `user`.
-fn first_device(user: &str) -> Work {
+fn first_device(user: &str) -> Decision {
     work(
         Some(user),
         vec![create_pending(user)],
@@ -367,21 +367,21 @@ fn first_device(user: &str) -> Work {
 }
 
 /// The work replacing `user`'s pending device after `before`, for reason `why`.
-fn replacement(user: &str, mut before: Vec<Action>, why: &str) -> Work {
+fn replacement(user: &str, mut before: Vec<Step>, why: &str) -> Decision {
     before.push(create_pending(user));
     work(Some(user), before, note(EventReason::SeedRotated, &format!("new pending device for {user}: {why}")))
 }
 
 /// The rotation of `user`'s pending device (device and Secret of `secret`), for `why`.
-fn rotation(secret: &SeedSecret, why: &str) -> Work {
+fn rotation(secret: &SeedSecret, why: &str) -> Decision {
     replacement(
         &secret.user,
-        vec![delete_device(&secret.serial), Action::DeleteSecret { name: secret.name.clone() }],
+        vec![delete_device(&secret.serial), Step::DeleteSecret { name: secret.name.clone() }],
         why,
     )
 }
 
-fn orphan_deletion(serial: &str) -> Work {
+fn orphan_deletion(serial: &str) -> Decision {
     work(
         None,
         vec![delete_device(serial)],
@@ -392,7 +392,7 @@ fn orphan_deletion(serial: &str) -> Work {
     )
 }
 
-fn owned_by_other(user: &str) -> UserPlan {
+fn owned_by_other(user: &str) -> UserRow {
     status(
         user,
         UserState::Pending,
@@ -441,7 +441,7 @@ fn report_mode_never_writes_even_with_leftovers_from_enrolling() {
     assert_eq!(plan.work, []);
     // The pending device's refusal count survives the mode switch (Enroll again must not
     // start the guess limit over).
-    let alice_status = UserPlan {
+    let alice_status = UserRow {
         pending_since: Some(CREATED),
         failed_attempts: 3,
         ..status("alice", UserState::Missing, Some("no active MFA device"))
@@ -483,7 +483,7 @@ fn a_tampered_secret_of_a_selected_user_is_replaced_with_a_new_device() {
         )]
     );
     let message = format!("{why}: scan the new QR code in Secret {name}");
-    assert_eq!(plan.users, [UserPlan { message: Some(message), ..created("alice") }]);
+    assert_eq!(plan.users, [UserRow { message: Some(message), ..created("alice") }]);
     // The device it replaces is derived: no Secret content chose it, and another
     // enrollment's device is never deleted for it.
     let plan = World::enroll(&["alice"])
@@ -499,7 +499,7 @@ fn a_tampered_secret_goes_where_nothing_is_created_for_the_user() {
     let name = secret_name(&me().name, "alice");
     let removal = work(
         None,
-        vec![Action::DeleteSecret { name: name.clone() }],
+        vec![Step::DeleteSecret { name: name.clone() }],
         note(
             EventReason::SeedSecretTampered,
             &format!("deleted Secret {name}: it was changed by someone other than the operator"),
@@ -524,7 +524,7 @@ fn a_look_alike_secret_elsewhere_is_deleted_and_never_touches_a_device() {
         plan.work,
         [work(
             None,
-            vec![Action::DeleteSecret { name: "mfa-seed-forged".into() }],
+            vec![Step::DeleteSecret { name: "mfa-seed-forged".into() }],
             note(
                 EventReason::SeedSecretTampered,
                 "deleted Secret mfa-seed-forged: it was changed by someone other than the operator",
@@ -558,10 +558,10 @@ fn codes_are_sent_exactly_as_the_six_digits_checked() {
     let (code1, code2) = pair_ending(n());
     let alice = with_codes(seed_secret("alice"), (format!(" {code1}\n"), format!("{code2}\r\n")));
     let plan = World::enroll(&["alice"]).device(unassigned(&alice.serial)).secret(alice).run();
-    let [Work { actions, .. }] = plan.work.as_slice() else { panic!("{:?}", plan.work) };
+    let [Decision { steps, .. }] = plan.work.as_slice() else { panic!("{:?}", plan.work) };
     assert!(
-        matches!(actions.as_slice(), [Action::Enable { codes, .. }] if codes.code1 == code1 && codes.code2 == code2),
-        "{actions:?}"
+        matches!(steps.as_slice(), [Step::Enable { codes, .. }] if codes.code1 == code1 && codes.code2 == code2),
+        "{steps:?}"
     );
 }
 
@@ -641,7 +641,7 @@ fn pending_user_without_codes_waits_with_serial_secret_and_expiry() {
     let alice = seed_secret("alice");
     let plan = World::enroll(&["alice"]).device(unassigned(&alice.serial)).secret(alice.clone()).run();
     assert_eq!(plan.work, []);
-    let expected = UserPlan {
+    let expected = UserRow {
         name: "alice".into(),
         state: UserState::Pending,
         serial: Some("arn:aws:iam::123456789012:mfa/mfa-operator/alice".into()),
@@ -666,12 +666,12 @@ fn pending_message_explains_a_partial_submission_and_the_last_refusal() {
     let plan = world.clone().secret(alice.clone()).run();
     assert_eq!(plan.work, []);
     let partial = format!("only one code in Secret {}: write both code1 and code2", alice.name);
-    assert_eq!(plan.users, [UserPlan { failed_attempts: 1, ..waiting(&alice, &partial) }]);
+    assert_eq!(plan.users, [UserRow { failed_attempts: 1, ..waiting(&alice, &partial) }]);
 
     alice.partial_codes = false;
     let plan = world.secret(alice.clone()).run();
     assert_eq!(plan.work, []);
-    assert_eq!(plan.users, [UserPlan { failed_attempts: 1, ..waiting(&alice, "codes refused: an older refusal") }]);
+    assert_eq!(plan.users, [UserRow { failed_attempts: 1, ..waiting(&alice, "codes refused: an older refusal") }]);
 }
 
 #[test]
@@ -684,7 +684,7 @@ fn fresh_valid_codes_enable_the_device_within_one_step_of_skew() {
             plan.work,
             [work(
                 Some("alice"),
-                vec![Action::Enable {
+                vec![Step::Enable {
                     user: "alice".into(),
                     serial: alice.serial.clone(),
                     secret: alice.name.clone(),
@@ -706,7 +706,7 @@ fn valid_codes_still_enable_a_device_past_its_ttl() {
     alice.created = NOW - TTL - SignedDuration::from_hours(1);
     let plan = World::enroll(&["alice"]).device(unassigned(&alice.serial)).secret(alice.clone()).run();
     assert!(
-        matches!(plan.work.as_slice(), [Work { actions, .. }] if matches!(actions.as_slice(), [Action::Enable { .. }])),
+        matches!(plan.work.as_slice(), [Decision { steps, .. }] if matches!(steps.as_slice(), [Step::Enable { .. }])),
         "{:?}",
         plan.work
     );
@@ -733,8 +733,8 @@ fn a_replayed_older_secret_is_tampering() {
     old.created = CREATED - SignedDuration::from_hours(2);
     let plan =
         World::enroll(&["alice"]).device(unassigned(&serial("alice"))).refused("alice", 4, None).secret(old).run();
-    let [Work { actions, note, .. }] = plan.work.as_slice() else { panic!("{:?}", plan.work) };
-    assert_eq!(actions, &[delete_secret("alice"), delete_device(&serial("alice")), create_pending("alice")]);
+    let [Decision { steps, note, .. }] = plan.work.as_slice() else { panic!("{:?}", plan.work) };
+    assert_eq!(steps, &[delete_secret("alice"), delete_device(&serial("alice")), create_pending("alice")]);
     assert_eq!(note.as_ref().map(|n| n.reason), Some(EventReason::SeedSecretTampered));
     assert!(plan.users[0].message.as_deref().is_some_and(|m| m.contains("older copy")), "{:?}", plan.users);
 }
@@ -790,14 +790,14 @@ fn refused_codes_are_rejected_with_the_reason_and_the_submission_count() {
                 plan.work,
                 [work(
                     Some("alice"),
-                    vec![Action::RejectCodes { secret: alice.name.clone(), attempts, message: message.clone(), cause }],
+                    vec![Step::RejectCodes { secret: alice.name.clone(), attempts, message: message.clone(), cause }],
                     note(EventReason::CodesRejected, &format!("codes for alice refused: {message}")),
                 )],
                 "{rejection:?} after {failed_attempts} refusals"
             );
             assert_eq!(
                 plan.users,
-                [UserPlan { failed_attempts: attempts, ..waiting(&alice, &format!("codes refused: {message}")) }],
+                [UserRow { failed_attempts: attempts, ..waiting(&alice, &format!("codes refused: {message}")) }],
                 "{rejection:?} after {failed_attempts} refusals"
             );
         }
@@ -808,7 +808,7 @@ fn refused_codes_are_rejected_with_the_reason_and_the_submission_count() {
             .secret(alice)
             .run();
         assert!(
-            matches!(plan.work.as_slice(), [Work { actions, .. }] if matches!(actions.as_slice(), [Action::RejectCodes { .. }])),
+            matches!(plan.work.as_slice(), [Decision { steps, .. }] if matches!(steps.as_slice(), [Step::RejectCodes { .. }])),
             "{:?}",
             plan.work
         );
@@ -879,7 +879,7 @@ fn secret_whose_device_is_gone_is_replaced() {
     let plan = World::enroll(&["alice"]).secret(alice.clone()).run();
     assert_eq!(plan.work, [replacement("alice", vec![delete_secret("alice")], "its pending device no longer exists")]);
     let [user] = plan.users.as_slice() else { panic!("{:?}", plan.users) };
-    assert_eq!(UserPlan { message: None, ..user.clone() }, UserPlan { message: None, ..created("alice") });
+    assert_eq!(UserRow { message: None, ..user.clone() }, UserRow { message: None, ..created("alice") });
     let message = user.message.as_deref().unwrap_or_default();
     assert!(message.starts_with("the pending device was removed from AWS"), "{message}");
     assert!(message.contains("scan the new QR code"), "{message}");
@@ -1103,9 +1103,9 @@ fn planning_is_deterministic() {
 fn deleted_devices(plan: &Plan) -> Vec<String> {
     plan.work
         .iter()
-        .flat_map(|w| &w.actions)
+        .flat_map(|w| &w.steps)
         .filter_map(|a| match a {
-            Action::DeleteDevice { serial } => Some(serial.clone()),
+            Step::DeleteDevice { serial } => Some(serial.clone()),
             _ => None,
         })
         .collect()
@@ -1198,9 +1198,9 @@ fn assigned_devices_are_never_deleted_in_any_scenario() {
 fn unclaimed_pending_device_of_a_compliant_user_is_deleted() {
     // alice got MFA elsewhere (a FIDO key) after her seed Secret was lost: her pending
     // device under our path has no Secret, no claim, and no seed anyone could enable it
-    // with. Issue #3 (7): unassigned devices under our path that no enrollment claims are
+    // with. Blocker #3 (7): unassigned devices under our path that no enrollment claims are
     // deleted. The planner skips every selected user's deterministic serial in the orphan
-    // sweep, and plan_user only cleans up when a Secret exists, so it leaks forever.
+    // sweep, and decide_user only cleans up when a Secret exists, so it leaks forever.
     let plan = World::enroll(&["alice"])
         .listed("alice", &[("arn:aws:iam::123456789012:u2f/user/alice/k", true)])
         .device(unassigned(&serial("alice")))
@@ -1336,8 +1336,8 @@ fn codes_that_went_stale_while_the_operator_was_busy_are_not_the_persons_fault()
     let mut world = World::enroll(&["alice"]).device(unassigned(&serial("alice"))).refused("alice", 2, None);
     world.received.insert(alice.name.clone(), NOW - SignedDuration::from_secs(125));
     let plan = world.secret(alice.clone()).run();
-    let [Work { actions, .. }] = plan.work.as_slice() else { panic!("{:?}", plan.work) };
-    let [Action::RejectCodes { attempts, message, cause, .. }] = actions.as_slice() else { panic!("{actions:?}") };
+    let [Decision { steps, .. }] = plan.work.as_slice() else { panic!("{:?}", plan.work) };
+    let [Step::RejectCodes { attempts, message, cause, .. }] = steps.as_slice() else { panic!("{steps:?}") };
     assert_eq!((*attempts, *cause), (2, RefusalCause::OperatorDelay), "not counted as a guess");
     assert!(message.contains("not your mistake") && message.contains("125 seconds"), "{message}");
     assert_eq!(plan.users[0].failed_attempts, 2);
@@ -1346,8 +1346,8 @@ fn codes_that_went_stale_while_the_operator_was_busy_are_not_the_persons_fault()
     let mut world = World::enroll(&["alice"]).device(unassigned(&serial("alice"))).refused("alice", 2, None);
     world.received.insert(alice.name.clone(), NOW - SignedDuration::from_secs(5));
     let plan = world.secret(alice).run();
-    let [Work { actions, .. }] = plan.work.as_slice() else { panic!("{:?}", plan.work) };
-    let [Action::RejectCodes { cause, message, .. }] = actions.as_slice() else { panic!("{actions:?}") };
+    let [Decision { steps, .. }] = plan.work.as_slice() else { panic!("{:?}", plan.work) };
+    let [Step::RejectCodes { cause, message, .. }] = steps.as_slice() else { panic!("{steps:?}") };
     assert_eq!(*cause, RefusalCause::Timing);
     assert!(message.starts_with("the codes are"), "{message}");
 }

@@ -16,9 +16,9 @@ use crate::crd::{MfaEnrollment, MfaEnrollmentStatus};
 type Written = (Option<String>, MfaEnrollmentStatus);
 
 #[derive(Default)]
-pub struct WrittenStatuses(Mutex<HashMap<ObjectRef<MfaEnrollment>, Written>>);
+pub struct LastWritten(Mutex<HashMap<ObjectRef<MfaEnrollment>, Written>>);
 
-impl WrittenStatuses {
+impl LastWritten {
     /// The status last written for `object`, else the one the object carries.
     pub fn last(&self, object: &MfaEnrollment) -> Option<MfaEnrollmentStatus> {
         let written = self.0.lock().unwrap_or_else(|p| p.into_inner());
@@ -58,7 +58,7 @@ mod tests {
 
     #[test]
     fn what_was_written_wins_over_an_older_cached_object() {
-        let written = WrittenStatuses::default();
+        let written = LastWritten::default();
         let cached = enrollment("uid-1", 1);
         assert_eq!(observed(written.last(&cached)), Some(1), "nothing written yet: the object's status");
         let mut newer = cached.status.clone().expect("status");
@@ -69,7 +69,7 @@ mod tests {
 
     #[test]
     fn a_recreated_object_or_a_forgotten_one_uses_its_own_status() {
-        let written = WrittenStatuses::default();
+        let written = LastWritten::default();
         let first = enrollment("uid-1", 1);
         written.remember(&first, MfaEnrollmentStatus { observed_generation: Some(7), ..Default::default() });
         assert_eq!(observed(written.last(&enrollment("uid-2", 1))), Some(1), "same name, new uid");

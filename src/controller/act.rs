@@ -3,7 +3,7 @@
 //! inventory) and ordered so a crash between two steps leaves a state the planner
 //! repairs: device first, Secret at once after; enable first, Secret deletion after.
 //!
-//! Work items run concurrently: code submissions at once, bulk writes (creating and
+//! Decision items run concurrently: code submissions at once, bulk writes (creating and
 //! removing devices) a bounded number at a time per account. Each item holds the
 //! reservation of the users and devices it touches (see `accounts.rs`) until it ends.
 
@@ -16,11 +16,11 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Resource, ResourceExt};
 
 use super::accounts::{Account, Record, Subject};
-use super::plan::{Action, EnrollmentId, MAX_FAILED_ATTEMPTS, REFUSAL_PREFIX, UserPlan, Work};
+use super::decide::{Step, EnrollmentId, MAX_FAILED_ATTEMPTS, REFUSAL_PREFIX, UserRow, Decision};
 use super::publish::publish;
 use super::reach::Reach;
 use super::seed_secret::{self, ANNOTATION_LAST_REJECTION, KEY_CODE1, KEY_CODE2, SeedSecret};
-use super::status::Issue;
+use super::status::Blocker;
 use super::vocabulary::{ConditionReason, EventReason};
 use super::{Context, FIELD_MANAGER};
 use crate::aws::{DeviceTags, IamApi, IamError};
@@ -30,11 +30,11 @@ use crate::inventory::device_serial;
 use crate::qr;
 
 /// What running a plan produced.
-pub struct Applied {
+pub struct Acted {
     /// Every user's status, adjusted for work that failed.
-    pub users: Vec<UserPlan>,
+    pub users: Vec<UserRow>,
     /// The most important failure, if any.
-    pub issue: Option<Issue>,
+    pub issue: Option<Blocker>,
     /// The inventory no longer matches AWS (a create met an existing device).
     pub stale_inventory: bool,
     /// Some write changed the account (devices created, enabled or deleted), so other
@@ -49,7 +49,7 @@ const ISSUER: &str = "Amazon Web Services";
 const TAG_ENROLLMENT: &str = "iam.mfa-operator.dev/enrollment";
 const TAG_USER: &str = "iam.mfa-operator.dev/user";
 
-/// Work items of one plan in flight at once (bulk ones also wait for the account's
+/// Decision items of one plan in flight at once (bulk ones also wait for the account's
 /// write permits).
 const ITEMS_IN_FLIGHT: usize = 64;
 
@@ -90,13 +90,13 @@ impl StepError {
         }
     }
 
-    fn issue(&self) -> Issue {
+    fn issue(&self) -> Blocker {
         let reason = match self {
             Self::Iam(error) => ConditionReason::of_iam(error),
             Self::Foreign(_) => ConditionReason::AccessDenied,
             _ => ConditionReason::TransientError,
         };
-        Issue { reason, message: self.message() }
+        Blocker { reason, message: self.message() }
     }
 
     /// Whether the rest of the plan should stop (everything else would fail the same way).
@@ -123,21 +123,21 @@ impl StepError {
 /// (`unrun`: the failed action and those after it) would be shown.
 /// A refusal whose codes could not be cleared still counted: its planned status (with
 /// the count) stands.
-fn planned_status_is_void(error: &StepError, unrun: &[Action]) -> bool {
-    if matches!(unrun.first(), Some(Action::RejectCodes { .. })) {
+fn planned_status_is_void(error: &StepError, unrun: &[Step]) -> bool {
+    if matches!(unrun.first(), Some(Step::RejectCodes { .. })) {
         return false;
     }
-    !matches!(error, StepError::StaleInventory(_)) || unrun.iter().any(|a| matches!(a, Action::CreatePending { .. }))
+    !matches!(error, StepError::StaleInventory(_)) || unrun.iter().any(|a| matches!(a, Step::CreatePending { .. }))
 }
 
 /// Voids a user's planned status after their work did not (all) happen; `ran` is the
 /// part that did. The refusal count and the device it belongs to survive unless the work
 /// that ran already removed that device or its Secret: a failure, or work that never
 /// started, must never reset the guess limit.
-pub fn void(status: &mut UserPlan, state: UserState, message: String, ran: &[Action]) {
+pub fn void(status: &mut UserRow, state: UserState, message: String, ran: &[Step]) {
     let replaced = ran
         .iter()
-        .any(|a| matches!(a, Action::CreatePending { .. } | Action::DeleteDevice { .. } | Action::DeleteSecret { .. }));
+        .any(|a| matches!(a, Step::CreatePending { .. } | Step::DeleteDevice { .. } | Step::DeleteSecret { .. }));
     status.state = state;
     status.message = Some(message);
     status.serial = None;
@@ -152,7 +152,7 @@ pub fn void(status: &mut UserPlan, state: UserState, message: String, ran: &[Act
 /// How one work item ended.
 enum Outcome {
     Done,
-    /// Action `index` failed; those after it did not run.
+    /// Step `index` failed; those after it did not run.
     Failed {
         index: usize,
         error: StepError,
@@ -163,7 +163,7 @@ enum Outcome {
 
 /// One planned work item with the reservation it runs under.
 pub struct Reserved {
-    pub work: Work,
+    pub work: Decision,
     pub reservation: Reservation,
 }
 
@@ -195,20 +195,20 @@ impl Drop for Reservation {
 
 /// The users and devices a work item touches. `account` is the account id, for the
 /// serial of a device still to be created.
-pub fn subjects(work: &Work, account: Option<&str>, device_path: &str) -> Vec<Subject> {
+pub fn subjects(work: &Decision, account: Option<&str>, device_path: &str) -> Vec<Subject> {
     let mut subjects: Vec<Subject> = work.user.iter().map(|u| Subject::User(u.clone())).collect();
-    for action in &work.actions {
+    for action in &work.steps {
         match action {
-            Action::CreatePending { user, .. } => {
+            Step::CreatePending { user, .. } => {
                 subjects.push(Subject::User(user.clone()));
                 subjects.extend(account.map(|a| Subject::Device(device_serial(a, device_path, user))));
             }
-            Action::DeleteDevice { serial } => subjects.push(Subject::Device(serial.clone())),
-            Action::Enable { user, serial, .. } => {
+            Step::DeleteDevice { serial } => subjects.push(Subject::Device(serial.clone())),
+            Step::Enable { user, serial, .. } => {
                 subjects.push(Subject::User(user.clone()));
                 subjects.push(Subject::Device(serial.clone()));
             }
-            Action::DeleteSecret { .. } | Action::RejectCodes { .. } => {}
+            Step::DeleteSecret { .. } | Step::RejectCodes { .. } => {}
         }
     }
     subjects.sort();
@@ -217,16 +217,16 @@ pub fn subjects(work: &Work, account: Option<&str>, device_path: &str) -> Vec<Su
 }
 
 /// Whether a work item is a person's code submission (never queued behind bulk work).
-fn is_submission(work: &Work) -> bool {
-    work.actions.iter().all(|a| matches!(a, Action::Enable { .. } | Action::RejectCodes { .. }))
+fn is_submission(work: &Decision) -> bool {
+    work.steps.iter().all(|a| matches!(a, Step::Enable { .. } | Step::RejectCodes { .. }))
 }
 
 /// Whether a work item creates a pending device (shown as in progress until it ends).
-fn creates(work: &Work) -> bool {
-    work.actions.iter().any(|a| matches!(a, Action::CreatePending { .. }))
+fn creates(work: &Decision) -> bool {
+    work.steps.iter().any(|a| matches!(a, Step::CreatePending { .. }))
 }
 
-struct Runner<'a> {
+struct Effects<'a> {
     enrollment: &'a MfaEnrollment,
     ctx: &'a Context,
     id: EnrollmentId,
@@ -243,9 +243,9 @@ struct Runner<'a> {
 /// The users' statuses an apply starts from.
 pub struct Statuses<'a> {
     /// As planned: what each user's status is once their work succeeds.
-    pub planned: Vec<UserPlan>,
+    pub planned: Vec<UserRow>,
     /// As last written: what a user whose work is unfinished keeps showing.
-    pub before: &'a BTreeMap<String, UserPlan>,
+    pub before: &'a BTreeMap<String, UserRow>,
 }
 
 /// Runs the reserved work: submissions at once, bulk work a few at a time, each item
@@ -253,7 +253,7 @@ pub struct Statuses<'a> {
 /// status as it stands (finished items as planned, unfinished ones as they were in
 /// `before`, the status last written) every [`PROGRESS_EVERY`], and at once when a code
 /// submission finished, so a person's outcome never waits for bulk work.
-pub async fn apply<P, F>(
+pub async fn act<P, F>(
     enrollment: &MfaEnrollment,
     ctx: &Context,
     reach: &Reach,
@@ -261,14 +261,14 @@ pub async fn apply<P, F>(
     work: Vec<Reserved>,
     statuses: Statuses<'_>,
     progress: P,
-) -> Applied
+) -> Acted
 where
-    P: Fn(Vec<UserPlan>) -> F,
+    P: Fn(Vec<UserRow>) -> F,
     F: Future<Output = ()>,
 {
     let Statuses { planned: mut users, before } = statuses;
     let id = EnrollmentId { namespace: enrollment.namespace().unwrap_or_default(), name: enrollment.name_any() };
-    let runner = Runner {
+    let runner = Effects {
         enrollment,
         ctx,
         api: ctx.api(&id.namespace),
@@ -304,7 +304,7 @@ where
     let mut report: Option<std::pin::Pin<Box<F>>> = None;
     let mut report_due = false;
 
-    let mut issue: Option<Issue> = None;
+    let mut issue: Option<Blocker> = None;
     let mut stale_inventory = false;
     let mut changed_account = false;
     let mut stopped_by: Option<(UserState, String)> = None;
@@ -329,18 +329,18 @@ where
                 continue;
             }
         };
-        let (Work { user, actions, note }, outcome) = finished;
-        let submission = is_submission(&Work { user: None, actions: actions.clone(), note: None });
+        let (Decision { user, steps, note }, outcome) = finished;
+        let submission = is_submission(&Decision { user: None, steps: steps.clone(), note: None });
         if let Some(user) = &user {
             unfinished.remove(user);
         }
         let ran = match &outcome {
-            Outcome::Done => actions.len(),
+            Outcome::Done => steps.len(),
             Outcome::Failed { index, .. } => *index,
             Outcome::NotRun => 0,
         };
         changed_account |=
-            actions[..ran].iter().any(|a| !matches!(a, Action::DeleteSecret { .. } | Action::RejectCodes { .. }));
+            steps[..ran].iter().any(|a| !matches!(a, Step::DeleteSecret { .. } | Step::RejectCodes { .. }));
         let status = user.as_ref().and_then(|u| users.iter_mut().find(|p| &p.name == u));
         match outcome {
             Outcome::Done => {
@@ -356,11 +356,11 @@ where
             Outcome::Failed { index, error: StepError::CodesRefused } => {
                 // Recorded on the Secret by `run`; the user stays Pending with the reason.
                 // A refusal by AWS counts like a refusal by the local check.
-                if let (Some(status), Action::Enable { secret, .. }) = (status, &actions[index])
+                if let (Some(status), Step::Enable { secret, .. }) = (status, &steps[index])
                     && let Some(seed) = runner.secrets.get(secret.as_str())
                 {
                     let attempts = status.failed_attempts + 1;
-                    *status = UserPlan {
+                    *status = UserRow {
                         state: UserState::Pending,
                         serial: Some(seed.serial.clone()),
                         secret: Some(seed.name.clone()),
@@ -378,8 +378,8 @@ where
                 stale_inventory |= matches!(error, StepError::StaleInventory(_));
                 tracing::warn!(enrollment = %runner.id, user = user.as_deref().unwrap_or("-"), error = %error.message(), "work failed");
                 notes.push(EventReason::ReconcileFailed, error.message());
-                if let (Some(status), true) = (status, planned_status_is_void(&error, &actions[index..])) {
-                    void(status, error.failed_state(), error.message(), &actions[..index]);
+                if let (Some(status), true) = (status, planned_status_is_void(&error, &steps[index..])) {
+                    void(status, error.failed_state(), error.message(), &steps[..index]);
                 }
                 let new_issue = error.issue();
                 if error.stops_everything() && stopped_by.is_none() {
@@ -407,7 +407,7 @@ where
     while let Some((reason, note)) = notes.next() {
         publish(ctx, enrollment, reason, note).await;
     }
-    Applied { users, issue, stale_inventory, changed_account }
+    Acted { users, issue, stale_inventory, changed_account }
 }
 
 /// The Events an apply still has to publish, in the order their reasons first came.
@@ -447,10 +447,10 @@ impl Notes {
 /// The users as they stand while the work of `unfinished` users still runs: those show
 /// the status last written for them (or, new ones, Missing), never a prediction.
 fn in_progress(
-    users: &[UserPlan],
+    users: &[UserRow],
     unfinished: &BTreeMap<String, bool>,
-    before: &BTreeMap<String, UserPlan>,
-) -> Vec<UserPlan> {
+    before: &BTreeMap<String, UserRow>,
+) -> Vec<UserRow> {
     users
         .iter()
         .map(|u| match (unfinished.get(&u.name), before.get(&u.name)) {
@@ -501,10 +501,10 @@ fn codes_refused(error: &IamError) -> bool {
 const REFUSED_BY_AWS: &str =
     "wait for a new code, then submit two fresh consecutive codes (AWS may consider these too old)";
 
-impl Runner<'_> {
-    /// Runs one item's actions in order, stopping at the first failure. Bulk items wait
+impl Effects<'_> {
+    /// Runs one item's steps in order, stopping at the first failure. Bulk items wait
     /// for a write permit first; nothing starts once the plan was stopped.
-    async fn run_item(&self, work: &Work) -> Outcome {
+    async fn run_item(&self, work: &Decision) -> Outcome {
         let mut stopped = self.stop.subscribe();
         if *stopped.borrow() {
             return Outcome::NotRun;
@@ -521,7 +521,7 @@ impl Runner<'_> {
         if *stopped.borrow() {
             return Outcome::NotRun;
         }
-        for (index, action) in work.actions.iter().enumerate() {
+        for (index, action) in work.steps.iter().enumerate() {
             if let Err(error) = self.run(action).await {
                 if error.stops_everything() {
                     self.stop.send_replace(true);
@@ -532,12 +532,12 @@ impl Runner<'_> {
         Outcome::Done
     }
 
-    async fn run(&self, action: &Action) -> Result<(), StepError> {
+    async fn run(&self, action: &Step) -> Result<(), StepError> {
         match action {
-            Action::CreatePending { user, at } => self.create_pending(user, *at).await,
-            Action::DeleteDevice { serial } => self.delete_device(serial).await,
-            Action::DeleteSecret { name } => self.delete_secret(name).await,
-            Action::Enable { user, serial, secret, codes } => {
+            Step::CreatePending { user, at } => self.create_pending(user, *at).await,
+            Step::DeleteDevice { serial } => self.delete_device(serial).await,
+            Step::DeleteSecret { name } => self.delete_secret(name).await,
+            Step::Enable { user, serial, secret, codes } => {
                 match self.account.iam.enable_mfa_device(user, serial, &codes.code1, &codes.code2).await {
                     Ok(()) => {}
                     // "In use" after a retried call whose first attempt did enable it (the
@@ -574,7 +574,7 @@ impl Runner<'_> {
                 }
                 self.delete_secret(secret).await
             }
-            Action::RejectCodes { secret, message, cause, .. } => {
+            Step::RejectCodes { secret, message, cause, .. } => {
                 self.reject(secret, message).await?;
                 self.ctx.metrics.count_refusal(cause.as_str());
                 Ok(())
@@ -744,8 +744,8 @@ mod tests {
     #[test]
     fn a_stale_inventory_voids_the_plan_only_when_a_promised_device_was_not_created() {
         let stale = StepError::StaleInventory("re-reading the account".into());
-        let create = Action::CreatePending { user: "alice".into(), at: jiff::Timestamp::UNIX_EPOCH };
-        let delete = Action::DeleteDevice { serial: "arn:aws:iam::123456789012:mfa/p/alice".into() };
+        let create = Step::CreatePending { user: "alice".into(), at: jiff::Timestamp::UNIX_EPOCH };
+        let delete = Step::DeleteDevice { serial: "arn:aws:iam::123456789012:mfa/p/alice".into() };
         // The create itself or a delete before it (rotation) failed: no new device exists.
         assert!(planned_status_is_void(&stale, std::slice::from_ref(&create)));
         assert!(planned_status_is_void(&stale, &[delete.clone(), create]));
@@ -755,18 +755,18 @@ mod tests {
         let throttled = StepError::Iam(IamError::Throttled { operation: "CreateVirtualMFADevice" });
         assert!(planned_status_is_void(&throttled, std::slice::from_ref(&delete)));
         // A refusal whose codes could not be cleared was still counted.
-        let reject = Action::RejectCodes {
+        let reject = Step::RejectCodes {
             secret: "s".into(),
             attempts: 3,
             message: "m".into(),
-            cause: super::super::plan::RefusalCause::Guess,
+            cause: super::super::decide::RefusalCause::Guess,
         };
         assert!(!planned_status_is_void(&throttled, &[reject]));
     }
 
     #[test]
     fn a_failure_never_resets_the_refusal_count_unless_the_device_was_being_replaced() {
-        let planned = UserPlan {
+        let planned = UserRow {
             name: "alice".into(),
             state: UserState::Compliant,
             serial: Some("arn:aws:iam::123456789012:mfa/p/alice".into()),
@@ -777,11 +777,11 @@ mod tests {
             failed_attempts: 3,
         };
         let error = StepError::Iam(IamError::Throttled { operation: "EnableMFADevice" });
-        let enable = Action::Enable {
+        let enable = Step::Enable {
             user: "alice".into(),
             serial: "arn:aws:iam::123456789012:mfa/p/alice".into(),
             secret: "mfa-seed-alice".into(),
-            codes: super::super::plan::Codes { code1: "123456".into(), code2: "654321".into() },
+            codes: super::super::decide::Codes { code1: "123456".into(), code2: "654321".into() },
         };
         let mut status = planned.clone();
         void(&mut status, error.failed_state(), error.message(), &[]);
@@ -795,7 +795,7 @@ mod tests {
         void(&mut status, error.failed_state(), error.message(), &[]);
         assert_eq!(status.failed_attempts, 3);
         // One that already removed the old device starts over with the new one.
-        let delete = Action::DeleteDevice { serial: "arn:aws:iam::123456789012:mfa/p/alice".into() };
+        let delete = Step::DeleteDevice { serial: "arn:aws:iam::123456789012:mfa/p/alice".into() };
         let mut status = planned.clone();
         void(&mut status, error.failed_state(), error.message(), &[delete]);
         assert_eq!((status.failed_attempts, status.pending_since), (0, None), "a new device starts over");

@@ -49,7 +49,7 @@ impl fmt::Debug for Codes {
 
 /// One write the controller performs.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Action {
+pub enum Step {
     /// Create a virtual device for the user under the enrollment's device path, then at
     /// once its seed Secret.
     CreatePending {
@@ -94,14 +94,14 @@ impl RefusalCause {
 
 /// An Event to publish once an action (or a user's whole sequence) succeeded.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Note {
+pub struct EventNote {
     pub reason: EventReason,
     pub message: String,
 }
 
-/// A user's planned status (the state once the user's actions succeed).
+/// A user's planned status (the state once the user's steps succeed).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct UserPlan {
+pub struct UserRow {
     pub name: String,
     pub state: UserState,
     pub serial: Option<String>,
@@ -113,7 +113,7 @@ pub struct UserPlan {
     pub failed_attempts: u32,
 }
 
-impl UserPlan {
+impl UserRow {
     pub fn new(name: &str, state: UserState) -> Self {
         Self {
             name: name.to_owned(),
@@ -133,22 +133,22 @@ impl UserPlan {
     }
 }
 
-/// A sequence of actions that belong together (for one user, or one cleanup), run in
+/// A sequence of steps that belong together (for one user, or one cleanup), run in
 /// order and stopped at the first failure. The note is published when all succeed.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Work {
+pub struct Decision {
     /// The user whose status depends on this work, if any.
     pub user: Option<String>,
-    pub actions: Vec<Action>,
-    pub note: Option<Note>,
+    pub steps: Vec<Step>,
+    pub note: Option<EventNote>,
 }
 
 /// Everything one reconcile of one enrollment decided.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Plan {
-    pub work: Vec<Work>,
+    pub work: Vec<Decision>,
     /// Every selected user's planned status, plus names that do not exist.
-    pub users: Vec<UserPlan>,
+    pub users: Vec<UserRow>,
 }
 
 /// What the operator recorded about a user's refused submissions in the status it last
@@ -166,7 +166,7 @@ pub struct Refusals {
 pub const REFUSAL_PREFIX: &str = "codes refused";
 
 /// The inputs of [`plan`].
-pub struct PlanInput<'a> {
+pub struct DecideInput<'a> {
     pub id: &'a EnrollmentId,
     pub spec: &'a MfaEnrollmentSpec,
     /// Where this enrollment's devices live (its binding's `device.path`).
@@ -190,7 +190,7 @@ pub struct PlanInput<'a> {
 /// Decides the work and the users' status for one enrollment. Selected users must be
 /// resolved in the inventory first (no [`MfaState::Unknown`]); an unresolved user is
 /// treated as having no device but gets no action.
-pub fn plan(input: &PlanInput<'_>) -> Plan {
+pub fn decide(input: &DecideInput<'_>) -> Plan {
     let mut out = Plan::default();
     let mut handled_secrets = BTreeSet::new();
     let mut handled_serials = BTreeSet::new();
@@ -216,13 +216,13 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
             handled_serials.insert(device_serial(account, input.device_path, user));
         }
         let tampered = input.untrusted.iter().find(|u| u.name == name);
-        let (status, work) = plan_user(input, user, secret, tampered);
+        let (status, work) = decide_user(input, user, secret, tampered);
         out.users.push(status);
         out.work.extend(work);
     }
     for name in &input.selection.not_found {
         out.users
-            .push(UserPlan::new(name, UserState::NotFound).message("no IAM user with this name exists in the account"));
+            .push(UserRow::new(name, UserState::NotFound).message("no IAM user with this name exists in the account"));
     }
     if !enroll {
         return out;
@@ -232,10 +232,10 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
     // them and their unassigned devices.
     for secret in input.secrets.iter().filter(|s| !handled_secrets.contains(&s.name)) {
         handled_serials.insert(secret.serial.clone());
-        out.work.push(Work {
+        out.work.push(Decision {
             user: None,
-            actions: release(input, secret),
-            note: Some(Note {
+            steps: release(input, secret),
+            note: Some(EventNote {
                 reason: EventReason::PendingDeviceRemoved,
                 message: format!("removed the pending device of {} (no longer selected)", secret.user),
             }),
@@ -244,10 +244,10 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
     // Look-alikes that stand where no selected user's Secret would: never obeyed, removed.
     // Their devices, if any, are orphans for the sweep below.
     for untrusted in input.untrusted.iter().filter(|u| !handled_secrets.contains(&u.name)) {
-        out.work.push(Work {
+        out.work.push(Decision {
             user: None,
-            actions: vec![Action::DeleteSecret { name: untrusted.name.clone() }],
-            note: Some(Note {
+            steps: vec![Step::DeleteSecret { name: untrusted.name.clone() }],
+            note: Some(EventNote {
                 reason: EventReason::SeedSecretTampered,
                 message: format!("deleted Secret {}: it {}", untrusted.name, untrusted.why),
             }),
@@ -263,10 +263,10 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
         if handled_serials.contains(&device.serial) || held_by_others(input, &device.serial) {
             continue;
         }
-        out.work.push(Work {
+        out.work.push(Decision {
             user: None,
-            actions: vec![Action::DeleteDevice { serial: device.serial.clone() }],
-            note: Some(Note {
+            steps: vec![Step::DeleteDevice { serial: device.serial.clone() }],
+            note: Some(EventNote {
                 reason: EventReason::OrphanDeviceDeleted,
                 message: format!("deleted unassigned device {} that no seed Secret claims", device.serial),
             }),
@@ -276,41 +276,41 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
 }
 
 /// Whether another enrollment's (verified) seed Secret holds the device `serial`.
-fn held_by_others(input: &PlanInput<'_>, serial: &str) -> bool {
+fn held_by_others(input: &DecideInput<'_>, serial: &str) -> bool {
     input.claims.get(serial).is_some_and(|holders| holders.iter().any(|h| h != input.id))
 }
 
 /// `DeleteDevice` for `serial` when it is an unassigned device nobody else holds.
-fn delete_if_unheld(input: &PlanInput<'_>, serial: &str) -> Option<Action> {
+fn delete_if_unheld(input: &DecideInput<'_>, serial: &str) -> Option<Step> {
     let unassigned = input.inventory.virtual_device(serial).is_some_and(|d| d.user.is_none());
-    (unassigned && !held_by_others(input, serial)).then(|| Action::DeleteDevice { serial: serial.to_owned() })
+    (unassigned && !held_by_others(input, serial)).then(|| Step::DeleteDevice { serial: serial.to_owned() })
 }
 
 /// Actions that remove one of this enrollment's seed Secrets, and its device when the
 /// device is unassigned and nobody else holds it. The serial is the one the operator
 /// recorded (the tag proves it), so a device under a former device path is found too.
-fn release(input: &PlanInput<'_>, secret: &SeedSecret) -> Vec<Action> {
-    let mut actions: Vec<Action> = delete_if_unheld(input, &secret.serial).into_iter().collect();
-    actions.push(Action::DeleteSecret { name: secret.name.clone() });
-    actions
+fn release(input: &DecideInput<'_>, secret: &SeedSecret) -> Vec<Step> {
+    let mut steps: Vec<Step> = delete_if_unheld(input, &secret.serial).into_iter().collect();
+    steps.push(Step::DeleteSecret { name: secret.name.clone() });
+    steps
 }
 
-fn plan_user(
-    input: &PlanInput<'_>,
+fn decide_user(
+    input: &DecideInput<'_>,
     user: &str,
     secret: Option<&SeedSecret>,
     tampered: Option<&Untrusted>,
-) -> (UserPlan, Vec<Work>) {
+) -> (UserRow, Vec<Decision>) {
     let mfa = input.inventory.mfa_state(user);
     // A tampered Secret where this user's would stand is never obeyed; below, it is
     // replaced, or simply removed where this enrollment creates nothing for the user.
     let remove_tampered = || {
-        let actions: Vec<Action> =
-            tampered.map(|t| Action::DeleteSecret { name: t.name.clone() }).into_iter().collect();
-        (!actions.is_empty()).then(|| Work {
+        let steps: Vec<Step> =
+            tampered.map(|t| Step::DeleteSecret { name: t.name.clone() }).into_iter().collect();
+        (!steps.is_empty()).then(|| Decision {
             user: None,
-            actions,
-            note: tampered.map(|t| Note {
+            steps,
+            note: tampered.map(|t| EventNote {
                 reason: EventReason::SeedSecretTampered,
                 message: format!("deleted Secret {}: it {}", t.name, t.why),
             }),
@@ -320,18 +320,18 @@ fn plan_user(
         // Compliant. A leftover Secret (crash after enabling, or the person enabled a
         // device elsewhere) holds a live or useless seed: it goes in every mode; its
         // unassigned device only where this enrollment writes.
-        let actions = match secret {
+        let steps = match secret {
             Some(s) if input.spec.mode == Mode::Enroll => release(input, s),
-            Some(s) => vec![Action::DeleteSecret { name: s.name.clone() }],
+            Some(s) => vec![Step::DeleteSecret { name: s.name.clone() }],
             None => Vec::new(),
         };
-        let work = (!actions.is_empty()).then_some(Work { user: None, actions, note: None });
-        return (UserPlan::new(user, UserState::Compliant), work.into_iter().chain(remove_tampered()).collect());
+        let work = (!steps.is_empty()).then_some(Decision { user: None, steps, note: None });
+        return (UserRow::new(user, UserState::Compliant), work.into_iter().chain(remove_tampered()).collect());
     }
     if input.spec.mode == Mode::Report {
         // A pending device left from enrolling keeps its refusal count: switching modes
         // must not reset the guess limit.
-        let mut missing = UserPlan::new(user, UserState::Missing).message("no active MFA device");
+        let mut missing = UserRow::new(user, UserState::Missing).message("no active MFA device");
         if let Some(s) = secret {
             missing.pending_since = Some(s.created);
             missing.failed_attempts = refusals_for(input, user, s).failed_attempts;
@@ -339,19 +339,19 @@ fn plan_user(
         return (missing, Vec::new());
     }
     if mfa == MfaState::Unknown {
-        return (UserPlan::new(user, UserState::Missing).message("MFA devices not listed yet"), Vec::new());
+        return (UserRow::new(user, UserState::Missing).message("MFA devices not listed yet"), Vec::new());
     }
     if let Some(owner) = input.owners.get(user).filter(|o| *o != input.id) {
         // Another (older) enrollment owns this user's enrollment: never a second device.
-        let work = secret.map(|s| Work { user: None, actions: release(input, s), note: None });
+        let work = secret.map(|s| Decision { user: None, steps: release(input, s), note: None });
         return (
-            UserPlan::new(user, UserState::Pending)
+            UserRow::new(user, UserState::Pending)
                 .message(format!("enrollment is handled by {owner}, the oldest enrollment selecting this user")),
             work.into_iter().chain(remove_tampered()).collect(),
         );
     }
     let Some(account) = input.inventory.account_id() else {
-        return (UserPlan::new(user, UserState::Missing), Vec::new());
+        return (UserRow::new(user, UserState::Missing), Vec::new());
     };
     // The only device the operator ever enables for this user: derived, never read.
     let serial = device_serial(account, input.device_path, user);
@@ -361,7 +361,7 @@ fn plan_user(
         .filter(|s| input.refusals.get(user).and_then(|r| r.pending_since).is_some_and(|recorded| s.created < recorded))
         .map(|s| Untrusted { name: s.name.clone(), why: "is an older copy than the one the operator last recorded" });
     if let Some(tampered) = tampered.or(replayed.as_ref()) {
-        let mut before = vec![Action::DeleteSecret { name: tampered.name.clone() }];
+        let mut before = vec![Step::DeleteSecret { name: tampered.name.clone() }];
         before.extend(delete_if_unheld(input, &serial));
         let why = format!("{tampered}; it was replaced");
         let (mut status, work) = create(input, user, &serial, before, Some((EventReason::SeedSecretTampered, &why)));
@@ -369,14 +369,14 @@ fn plan_user(
         return (status, work);
     }
     match secret {
-        Some(secret) => plan_pending(input, user, &serial, secret),
-        None => plan_without_secret(input, user, &serial),
+        Some(secret) => decide_pending(input, user, &serial, secret),
+        None => decide_without_secret(input, user, &serial),
     }
 }
 
 /// No seed Secret. A device of ours without one has lost its seed (crash between the two
 /// writes, or the Secret was deleted): replace it, unless another enrollment holds it.
-fn plan_without_secret(input: &PlanInput<'_>, user: &str, serial: &str) -> (UserPlan, Vec<Work>) {
+fn decide_without_secret(input: &DecideInput<'_>, user: &str, serial: &str) -> (UserRow, Vec<Decision>) {
     if input.inventory.virtual_device(serial).is_none_or(|d| d.user.is_some()) {
         return create(input, user, serial, Vec::new(), None);
     }
@@ -384,21 +384,21 @@ fn plan_without_secret(input: &PlanInput<'_>, user: &str, serial: &str) -> (User
         input.claims.get(serial).into_iter().flatten().filter(|h| *h != input.id).map(ToString::to_string).collect();
     if !others.is_empty() {
         return (
-            UserPlan::new(user, UserState::Pending)
+            UserRow::new(user, UserState::Pending)
                 .message(format!("pending device is held by {}", bounded_list(&others))),
             Vec::new(),
         );
     }
-    let delete = vec![Action::DeleteDevice { serial: serial.to_owned() }];
+    let delete = vec![Step::DeleteDevice { serial: serial.to_owned() }];
     create(input, user, serial, delete, Some((EventReason::SeedRotated, "its seed Secret was missing")))
 }
 
 /// A pending device with its (verified) seed Secret: wait, check submitted codes, or
 /// rotate the device.
-fn plan_pending(input: &PlanInput<'_>, user: &str, serial: &str, secret: &SeedSecret) -> (UserPlan, Vec<Work>) {
+fn decide_pending(input: &DecideInput<'_>, user: &str, serial: &str, secret: &SeedSecret) -> (UserRow, Vec<Decision>) {
     let rotate = |why: &str| {
-        let mut before: Vec<Action> = delete_if_unheld(input, &secret.serial).into_iter().collect();
-        before.push(Action::DeleteSecret { name: secret.name.clone() });
+        let mut before: Vec<Step> = delete_if_unheld(input, &secret.serial).into_iter().collect();
+        before.push(Step::DeleteSecret { name: secret.name.clone() });
         if secret.serial != serial {
             before.extend(delete_if_unheld(input, serial));
         }
@@ -425,20 +425,20 @@ fn plan_pending(input: &PlanInput<'_>, user: &str, serial: &str, secret: &SeedSe
         return rotate(&format!("{} code submissions were refused", refusals.failed_attempts));
     }
     let expires_at = secret.created.checked_add(ttl(input.spec)).ok();
-    let pending = UserPlan {
+    let pending = UserRow {
         serial: Some(secret.serial.clone()),
         secret: Some(secret.name.clone()),
         pending_since: Some(secret.created),
         expires_at,
         failed_attempts: refusals.failed_attempts,
-        ..UserPlan::new(user, UserState::Pending)
+        ..UserRow::new(user, UserState::Pending)
     };
     let expired = expires_at.is_some_and(|t| t <= input.now);
     if let Some((code1, code2)) = &secret.codes {
         // Past the TTL only codes that enable still count; anything else rotates, so
         // codes left in the Secret never keep a device alive.
-        let (status, work) = plan_submission(input, user, secret, pending, (code1, code2), &rotate);
-        let enables = work.iter().flat_map(|w| &w.actions).any(|a| matches!(a, Action::Enable { .. }));
+        let (status, work) = decide_submission(input, user, secret, pending, (code1, code2), &rotate);
+        let enables = work.iter().flat_map(|w| &w.steps).any(|a| matches!(a, Step::Enable { .. }));
         return if expired && !enables { rotate("it was not enabled within pendingTTL") } else { (status, work) };
     }
     if expired {
@@ -451,24 +451,24 @@ fn plan_pending(input: &PlanInput<'_>, user: &str, serial: &str, secret: &SeedSe
     } else {
         format!("scan the QR code in Secret {} and write two consecutive codes as code1 and code2", secret.name)
     };
-    (UserPlan { message: Some(message), ..pending }, Vec::new())
+    (UserRow { message: Some(message), ..pending }, Vec::new())
 }
 
 /// Refused submissions count against the device they were made for only (same
 /// pendingSince).
-fn refusals_for(input: &PlanInput<'_>, user: &str, secret: &SeedSecret) -> Refusals {
+fn refusals_for(input: &DecideInput<'_>, user: &str, secret: &SeedSecret) -> Refusals {
     input.refusals.get(user).filter(|r| r.pending_since == Some(secret.created)).cloned().unwrap_or_default()
 }
 
 /// Two codes were written: enable with exactly the digits checked, or refuse and count.
-fn plan_submission(
-    input: &PlanInput<'_>,
+fn decide_submission(
+    input: &DecideInput<'_>,
     user: &str,
     secret: &SeedSecret,
-    mut pending: UserPlan,
+    mut pending: UserRow,
     (code1, code2): (&str, &str),
-    rotate: &dyn Fn(&str) -> (UserPlan, Vec<Work>),
-) -> (UserPlan, Vec<Work>) {
+    rotate: &dyn Fn(&str) -> (UserRow, Vec<Decision>),
+) -> (UserRow, Vec<Decision>) {
     let Ok(seed) = totp::decode_seed(secret.seed.expose()) else {
         return rotate("its seed could not be read");
     };
@@ -477,16 +477,16 @@ fn plan_submission(
     match verdict {
         Ok((Some(code1), Some(code2))) => (
             // The prediction; an AWS refusal turns it back into Pending with the count.
-            UserPlan { failed_attempts: pending.failed_attempts, ..UserPlan::new(user, UserState::Compliant) },
-            vec![Work {
+            UserRow { failed_attempts: pending.failed_attempts, ..UserRow::new(user, UserState::Compliant) },
+            vec![Decision {
                 user: Some(user.to_owned()),
-                actions: vec![Action::Enable {
+                steps: vec![Step::Enable {
                     user: user.to_owned(),
                     serial: secret.serial.clone(),
                     secret: secret.name.clone(),
                     codes: Codes { code1: code1.to_owned(), code2: code2.to_owned() },
                 }],
-                note: Some(Note { reason: EventReason::MfaEnabled, message: format!("MFA enabled for {user}") }),
+                note: Some(EventNote { reason: EventReason::MfaEnabled, message: format!("MFA enabled for {user}") }),
             }],
         ),
         // verify_pair accepts only codes that normalise; kept total for the compiler.
@@ -524,38 +524,38 @@ fn plan_submission(
             };
             pending.message = Some(format!("{REFUSAL_PREFIX}: {message}"));
             pending.failed_attempts = attempts;
-            let action = Action::RejectCodes { secret: secret.name.clone(), attempts, message: message.clone(), cause };
+            let action = Step::RejectCodes { secret: secret.name.clone(), attempts, message: message.clone(), cause };
             let note =
-                Note { reason: EventReason::CodesRejected, message: format!("codes for {user} refused: {message}") };
-            (pending, vec![Work { user: Some(user.to_owned()), actions: vec![action], note: Some(note) }])
+                EventNote { reason: EventReason::CodesRejected, message: format!("codes for {user} refused: {message}") };
+            (pending, vec![Decision { user: Some(user.to_owned()), steps: vec![action], note: Some(note) }])
         }
     }
 }
 
 /// Creates a new pending device (after `before`), planning the user as Pending.
 fn create(
-    input: &PlanInput<'_>,
+    input: &DecideInput<'_>,
     user: &str,
     serial: &str,
-    mut before: Vec<Action>,
+    mut before: Vec<Step>,
     rotated: Option<(EventReason, &str)>,
-) -> (UserPlan, Vec<Work>) {
+) -> (UserRow, Vec<Decision>) {
     let at = Timestamp::from_second(input.now.as_second()).unwrap_or(input.now);
-    before.push(Action::CreatePending { user: user.to_owned(), at });
+    before.push(Step::CreatePending { user: user.to_owned(), at });
     let note = match rotated {
-        Some((reason, why)) => Note { reason, message: format!("new pending device for {user}: {why}") },
-        None => Note { reason: EventReason::DeviceCreated, message: format!("pending device created for {user}") },
+        Some((reason, why)) => EventNote { reason, message: format!("new pending device for {user}: {why}") },
+        None => EventNote { reason: EventReason::DeviceCreated, message: format!("pending device created for {user}") },
     };
     let name = secret_name(&input.id.name, user);
-    let status = UserPlan {
+    let status = UserRow {
         serial: Some(serial.to_owned()),
         pending_since: Some(at),
         expires_at: at.checked_add(ttl(input.spec)).ok(),
         message: Some(format!("scan the QR code in Secret {name} and write two consecutive codes as code1 and code2")),
         secret: Some(name),
-        ..UserPlan::new(user, UserState::Pending)
+        ..UserRow::new(user, UserState::Pending)
     };
-    (status, vec![Work { user: Some(user.to_owned()), actions: before, note: Some(note) }])
+    (status, vec![Decision { user: Some(user.to_owned()), steps: before, note: Some(note) }])
 }
 
 /// At most three names, then how many more: a status message has a bounded length.
@@ -595,5 +595,5 @@ pub fn owners<'a>(
 }
 
 #[cfg(test)]
-#[path = "plan_tests.rs"]
+#[path = "decide_tests.rs"]
 mod tests;

@@ -16,7 +16,7 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Resource, ResourceExt};
 
 use super::accounts::{Account, Record, Subject};
-use super::decide::{Step, EnrollmentId, MAX_FAILED_ATTEMPTS, REFUSAL_PREFIX, UserRow, Decision};
+use super::decide::{Decision, EnrollmentId, MAX_FAILED_ATTEMPTS, REFUSAL_PREFIX, Step, UserRow};
 use super::publish::publish;
 use super::reach::Reach;
 use super::seed_secret::{self, ANNOTATION_LAST_REJECTION, KEY_CODE1, KEY_CODE2, SeedSecret};

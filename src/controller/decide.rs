@@ -305,8 +305,7 @@ fn decide_user(
     // A tampered Secret where this user's would stand is never obeyed; below, it is
     // replaced, or simply removed where this enrollment creates nothing for the user.
     let remove_tampered = || {
-        let steps: Vec<Step> =
-            tampered.map(|t| Step::DeleteSecret { name: t.name.clone() }).into_iter().collect();
+        let steps: Vec<Step> = tampered.map(|t| Step::DeleteSecret { name: t.name.clone() }).into_iter().collect();
         (!steps.is_empty()).then(|| Decision {
             user: None,
             steps,
@@ -525,8 +524,10 @@ fn decide_submission(
             pending.message = Some(format!("{REFUSAL_PREFIX}: {message}"));
             pending.failed_attempts = attempts;
             let action = Step::RejectCodes { secret: secret.name.clone(), attempts, message: message.clone(), cause };
-            let note =
-                EventNote { reason: EventReason::CodesRejected, message: format!("codes for {user} refused: {message}") };
+            let note = EventNote {
+                reason: EventReason::CodesRejected,
+                message: format!("codes for {user} refused: {message}"),
+            };
             (pending, vec![Decision { user: Some(user.to_owned()), steps: vec![action], note: Some(note) }])
         }
     }

@@ -16,9 +16,10 @@
 
 pub mod accounts;
 mod act;
+pub mod decide;
 pub mod grant;
 pub mod integrity;
-pub mod decide;
+mod last_written;
 mod publish;
 mod reach;
 mod received;
@@ -28,7 +29,6 @@ pub mod selection;
 pub mod status;
 pub mod vocabulary;
 mod watch_backoff;
-mod last_written;
 
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;

@@ -15,7 +15,7 @@ use kube::{Resource, ResourceExt};
 
 use super::accounts::{Account, Record, Subject, View};
 use super::act::{Acted, Reservation, Reserved, Statuses, act, delete_seed_secret, subjects, void};
-use super::decide::{Claims, EnrollmentId, DecideInput, REFUSAL_PREFIX, Refusals, UserRow, owners, decide};
+use super::decide::{Claims, DecideInput, EnrollmentId, REFUSAL_PREFIX, Refusals, UserRow, decide, owners};
 use super::publish::{publish, write_status};
 use super::reach::{self, Refusal, grant_of};
 use super::seed_secret::{self, SeedSecret, Untrusted};
@@ -263,8 +263,7 @@ async fn reconcile_apply(enrollment: &MfaEnrollment, ctx: &Context) -> Result<Ac
         }
     };
     let Acted { users, issue, stale_inventory, changed_account } =
-        act(enrollment, ctx, &reach, &secrets, reserved, Statuses { planned: users, before: &before }, progress)
-            .await;
+        act(enrollment, ctx, &reach, &secrets, reserved, Statuses { planned: users, before: &before }, progress).await;
     if stale_inventory {
         account.view().inventory = None;
     }

@@ -183,6 +183,11 @@ impl Account {
         self
     }
 
+    /// The account id (what STS would say the account's credentials reach).
+    pub fn account_id(&self) -> &str {
+        &self.id
+    }
+
     /// Stops the account's clock at `now` (see [`Self::set_now`]).
     pub fn at(self, now: Timestamp) -> Self {
         self.set_now(now);

@@ -10,14 +10,17 @@
 //! refresh of the inventory runs at a time; writes that land while it reads the account
 //! are replayed onto the fresh inventory (the journal), so a refresh never forgets one.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use aws_config::SdkConfig;
 use jiff::Timestamp;
 
 use super::decide::{Claims, EnrollmentId};
-use crate::aws::{CallCounter, IamError, SdkIam, caller_account, load_sdk_config};
+use crate::aws::{
+    CallCounter, DeviceTags, IamApi, IamError, IamUser, MfaDevice, NewDevice, SdkIam, VirtualDevice, caller_account,
+    load_sdk_config,
+};
 use crate::inventory::{Inventory, Resolved};
 
 /// Which credentials reach an account: the operator's own (no role), or a role to assume.
@@ -148,11 +151,108 @@ fn apply_record(inventory: Option<&mut Inventory>, claims: &mut Claims, record: 
     }
 }
 
+/// The IAM client of one way of reaching an account: the AWS SDK's in production; in unit
+/// tests also an in-memory account, so the reconcile glue runs without AWS.
+#[derive(Clone)]
+pub enum AccountIam {
+    Sdk(SdkIam),
+    #[cfg(test)]
+    Fake(Arc<crate::aws::fake::Account>),
+}
+
+/// Each call goes to the client the account was reached with, unchanged.
+impl IamApi for AccountIam {
+    fn read_concurrency(&self) -> usize {
+        match self {
+            Self::Sdk(iam) => iam.read_concurrency(),
+            #[cfg(test)]
+            Self::Fake(iam) => iam.read_concurrency(),
+        }
+    }
+
+    async fn list_users(&self) -> Result<Vec<IamUser>, IamError> {
+        match self {
+            Self::Sdk(iam) => iam.list_users().await,
+            #[cfg(test)]
+            Self::Fake(iam) => iam.list_users().await,
+        }
+    }
+
+    async fn list_virtual_mfa_devices(&self) -> Result<Vec<VirtualDevice>, IamError> {
+        match self {
+            Self::Sdk(iam) => iam.list_virtual_mfa_devices().await,
+            #[cfg(test)]
+            Self::Fake(iam) => iam.list_virtual_mfa_devices().await,
+        }
+    }
+
+    async fn list_groups(&self) -> Result<BTreeSet<String>, IamError> {
+        match self {
+            Self::Sdk(iam) => iam.list_groups().await,
+            #[cfg(test)]
+            Self::Fake(iam) => iam.list_groups().await,
+        }
+    }
+
+    async fn list_mfa_devices(&self, user: &str) -> Result<Vec<MfaDevice>, IamError> {
+        match self {
+            Self::Sdk(iam) => iam.list_mfa_devices(user).await,
+            #[cfg(test)]
+            Self::Fake(iam) => iam.list_mfa_devices(user).await,
+        }
+    }
+
+    async fn console_users(&self) -> Result<BTreeSet<String>, IamError> {
+        match self {
+            Self::Sdk(iam) => iam.console_users().await,
+            #[cfg(test)]
+            Self::Fake(iam) => iam.console_users().await,
+        }
+    }
+
+    async fn root_account_mfa_enabled(&self) -> Result<bool, IamError> {
+        match self {
+            Self::Sdk(iam) => iam.root_account_mfa_enabled().await,
+            #[cfg(test)]
+            Self::Fake(iam) => iam.root_account_mfa_enabled().await,
+        }
+    }
+
+    async fn create_virtual_mfa_device(
+        &self,
+        path: &str,
+        name: &str,
+        tags: &DeviceTags,
+    ) -> Result<NewDevice, IamError> {
+        match self {
+            Self::Sdk(iam) => iam.create_virtual_mfa_device(path, name, tags).await,
+            #[cfg(test)]
+            Self::Fake(iam) => iam.create_virtual_mfa_device(path, name, tags).await,
+        }
+    }
+
+    async fn delete_virtual_mfa_device(&self, serial: &str) -> Result<(), IamError> {
+        match self {
+            Self::Sdk(iam) => iam.delete_virtual_mfa_device(serial).await,
+            #[cfg(test)]
+            Self::Fake(iam) => iam.delete_virtual_mfa_device(serial).await,
+        }
+    }
+
+    async fn enable_mfa_device(&self, user: &str, serial: &str, code1: &str, code2: &str) -> Result<(), IamError> {
+        match self {
+            Self::Sdk(iam) => iam.enable_mfa_device(user, serial, code1, code2).await,
+            #[cfg(test)]
+            Self::Fake(iam) => iam.enable_mfa_device(user, serial, code1, code2).await,
+        }
+    }
+}
+
 /// One account as one way of reaching it sees it: that way's IAM client and the
 /// account's shared state.
 #[derive(Clone)]
 pub struct Account {
-    pub iam: SdkIam,
+    pub iam: AccountIam,
     shared: Arc<Shared>,
 }
 
@@ -165,7 +265,7 @@ impl std::ops::Deref for Account {
 }
 
 impl Account {
-    pub fn new(iam: SdkIam) -> Self {
+    pub fn new(iam: AccountIam) -> Self {
         Self { iam, shared: Arc::default() }
     }
 }
@@ -271,7 +371,7 @@ pub struct Accounts {
 
 #[derive(Clone)]
 struct Reached {
-    iam: SdkIam,
+    iam: AccountIam,
     account_id: String,
 }
 
@@ -298,7 +398,8 @@ impl Accounts {
             None => {
                 let config = sdk_config(key).await;
                 let account_id = caller_account(&config).await.map_err(Unreached::Identity)?;
-                let reached = Reached { iam: SdkIam::with_counter(&config, self.calls.clone()), account_id };
+                let iam = AccountIam::Sdk(SdkIam::with_counter(&config, self.calls.clone()));
+                let reached = Reached { iam, account_id };
                 lock(&self.reached).entry(key.clone()).or_insert(reached).clone()
             }
         };
@@ -307,6 +408,16 @@ impl Accounts {
         }
         let shared = lock(&self.shared).entry(reached.account_id).or_default().clone();
         Ok(Account { iam: reached.iam, shared })
+    }
+}
+
+#[cfg(test)]
+impl Accounts {
+    /// Makes `key` reach `iam`, an in-memory account, as if STS had answered with its
+    /// account id: [`Accounts::get`] returns it without asking anyone.
+    pub fn reach_fake(&self, key: AccountKey, iam: Arc<crate::aws::fake::Account>) {
+        let account_id = iam.account_id().to_owned();
+        lock(&self.reached).insert(key, Reached { iam: AccountIam::Fake(iam), account_id });
     }
 }
 
@@ -337,7 +448,7 @@ mod tests {
     /// An account whose client is never called.
     fn account() -> Account {
         let config = SdkConfig::builder().behavior_version(aws_config::BehaviorVersion::latest()).build();
-        Account::new(SdkIam::new(&config))
+        Account::new(AccountIam::Sdk(SdkIam::new(&config)))
     }
 
     fn id(name: &str) -> EnrollmentId {

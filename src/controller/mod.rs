@@ -504,6 +504,50 @@ pub async fn run(
     Ok(())
 }
 
+/// A context for unit tests of the reconcile glue (`glue_tests.rs`): `client` talks to a
+/// mocked apiserver, the caches hold what the test filled them with and count as synced,
+/// the clock stands still, and no controller runs (a request to reconcile every
+/// enrollment goes nowhere).
+#[cfg(test)]
+impl Context {
+    pub(crate) fn for_tests(
+        client: Client,
+        config: Config,
+        caches: (Store<MfaEnrollment>, Store<MfaAccountBinding>, Store<PartialObjectMeta<Namespace>>),
+        integrity: integrity::IntegrityKey,
+        accounts: Accounts,
+        clock: fn() -> Timestamp,
+    ) -> Self {
+        let (store, bindings, namespaces) = caches;
+        let reporter = Reporter { controller: config.reporter.clone(), instance: None };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            config,
+            integrity,
+            accounts,
+            store,
+            bindings,
+            namespaces,
+            // Synced: a waiter sees `true` before it could notice the sender is gone.
+            caches: tokio::sync::watch::channel(true).1,
+            metrics: Metrics::new(),
+            clock,
+            reconcile_all: futures::channel::mpsc::unbounded().0,
+            failures: Default::default(),
+            compliant: Default::default(),
+            statuses: Default::default(),
+            received: Default::default(),
+            generations: Default::default(),
+            unreachable: Default::default(),
+            binding_statuses: Default::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod glue_tests;
+
 #[cfg(test)]
 mod tests {
     use super::*;

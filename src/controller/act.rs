@@ -1,11 +1,13 @@
-//! Runs planned work against IAM and Kubernetes. Every step is idempotent (deleting what
-//! is gone succeeds, creating what exists makes the next reconcile re-plan from a fresh
-//! inventory) and ordered so a crash between two steps leaves a state the planner
-//! repairs: device first, Secret at once after; enable first, Secret deletion after.
+//! The effects layer: runs decided steps against IAM and Kubernetes and returns how each
+//! decision ended (`outcome.rs`); it never edits a prediction. Every step is idempotent
+//! (deleting what is gone succeeds, creating what exists makes the next reconcile decide
+//! again from a fresh inventory) and ordered so a crash between two steps leaves a state
+//! the next decision repairs: device first, Secret at once after; enable first, Secret
+//! deletion after.
 //!
-//! Decision items run concurrently: code submissions at once, bulk writes (creating and
-//! removing devices) a bounded number at a time per account. Each item holds the
-//! reservation of the users and devices it touches (see `accounts.rs`) until it ends.
+//! Decisions run concurrently: code submissions at once, bulk writes (creating and
+//! removing devices) a bounded number at a time per account. Each holds the reservation
+//! of the users and devices it touches (see `accounts.rs`) until it ends.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -16,31 +18,18 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Resource, ResourceExt};
 
 use super::accounts::{Account, Record, Subject};
-use super::decide::{Decision, EnrollmentId, MAX_FAILED_ATTEMPTS, REFUSAL_PREFIX, Step, UserRow};
+use super::decide::{Decision, EnrollmentId, RefusalCause, Step};
+use super::outcome::{Finished, Outcome, StepFailure};
 use super::publish::publish;
 use super::reach::Reach;
 use super::seed_secret::{self, ANNOTATION_LAST_REJECTION, KEY_CODE1, KEY_CODE2, SeedSecret};
-use super::status::Blocker;
-use super::vocabulary::{ConditionReason, EventReason};
+use super::vocabulary::EventReason;
 use super::{Context, FIELD_MANAGER};
 use crate::aws::{DeviceTags, IamApi, IamError};
-use crate::crd::{MfaEnrollment, UserState};
+use crate::crd::MfaEnrollment;
 use crate::failpoint;
 use crate::inventory::device_serial;
 use crate::qr;
-
-/// What running a plan produced.
-pub struct Acted {
-    /// Every user's status, adjusted for work that failed.
-    pub users: Vec<UserRow>,
-    /// The most important failure, if any.
-    pub issue: Option<Blocker>,
-    /// The inventory no longer matches AWS (a create met an existing device).
-    pub stale_inventory: bool,
-    /// Some write changed the account (devices created, enabled or deleted), so other
-    /// enrollments of the account may need a new status.
-    pub changed_account: bool,
-}
 
 /// Issuer shown by authenticator apps, as AWS's own QR codes name it.
 const ISSUER: &str = "Amazon Web Services";
@@ -51,119 +40,14 @@ const TAG_USER: &str = "iam.mfa-operator.dev/user";
 
 /// Decision items of one plan in flight at once (bulk ones also wait for the account's
 /// write permits).
-const ITEMS_IN_FLIGHT: usize = 64;
+const DECISIONS_IN_FLIGHT: usize = 64;
 
 /// How often a long apply writes the status it has reached so far.
 pub const PROGRESS_EVERY: Duration = Duration::from_secs(2);
 
-/// Why one step failed.
-enum StepError {
-    Iam(IamError),
-    Kube(&'static str, kube::Error),
-    /// AWS refused the codes: recorded on the Secret like a local refusal.
-    CodesRefused,
-    StaleInventory(String),
-    /// The enrollment cannot own what the step would create (it has no uid yet).
-    NoOwner,
-    /// A Secret the operator did not write holds the seed Secret's name.
-    NameTaken(String),
-    /// IAM refused to delete a device under the operator's path: the policy lets the
-    /// operator delete only devices carrying its tag, so someone else made this one.
-    Foreign(String),
-}
-
-impl StepError {
-    fn message(&self) -> String {
-        match self {
-            Self::Iam(e) => e.to_string(),
-            Self::Kube(what, e) => format!("Kubernetes {what}: {e}"),
-            Self::CodesRefused => "AWS refused the codes".into(),
-            Self::StaleInventory(m) => m.clone(),
-            Self::NoOwner => "the MfaEnrollment has no uid to own a seed Secret".into(),
-            Self::NameTaken(name) => format!(
-                "a Secret named {name} that the operator did not write is in the way of the seed Secret: delete it"
-            ),
-            Self::Foreign(serial) => format!(
-                "IAM refused to delete {serial}, a device under the operator's path that it did not create \
-                 (no iam.mfa-operator.dev tags): delete it, or check the IAM policy"
-            ),
-        }
-    }
-
-    fn issue(&self) -> Blocker {
-        let reason = match self {
-            Self::Iam(error) => ConditionReason::of_iam(error),
-            Self::Foreign(_) => ConditionReason::AccessDenied,
-            _ => ConditionReason::TransientError,
-        };
-        Blocker { reason, message: self.message() }
-    }
-
-    /// Whether the rest of the plan should stop (everything else would fail the same way).
-    fn stops_everything(&self) -> bool {
-        matches!(self, Self::Iam(IamError::AccessDenied { .. } | IamError::Throttled { .. }))
-    }
-
-    /// The state a user is left in when their work failed: permanent refusals are
-    /// Failed, anything else stays as it was before the work (Missing when nothing was
-    /// pending).
-    fn failed_state(&self) -> UserState {
-        match self {
-            Self::Iam(IamError::LimitExceeded { .. } | IamError::EntityAlreadyExists { .. })
-            | Self::NameTaken(_)
-            | Self::Foreign(_) => UserState::Failed,
-            _ => UserState::Missing,
-        }
-    }
-}
-
-/// Whether a failed step voids the user's planned status entry. A stale inventory is
-/// re-read at once and usually leaves the plan true (an enable that another replica
-/// already did), except when a pending device and Secret that never came to be
-/// (`unrun`: the failed action and those after it) would be shown.
-/// A refusal whose codes could not be cleared still counted: its planned status (with
-/// the count) stands.
-fn planned_status_is_void(error: &StepError, unrun: &[Step]) -> bool {
-    if matches!(unrun.first(), Some(Step::RejectCodes { .. })) {
-        return false;
-    }
-    !matches!(error, StepError::StaleInventory(_)) || unrun.iter().any(|a| matches!(a, Step::CreatePending { .. }))
-}
-
-/// Voids a user's planned status after their work did not (all) happen; `ran` is the
-/// part that did. The refusal count and the device it belongs to survive unless the work
-/// that ran already removed that device or its Secret: a failure, or work that never
-/// started, must never reset the guess limit.
-pub fn void(status: &mut UserRow, state: UserState, message: String, ran: &[Step]) {
-    let replaced = ran
-        .iter()
-        .any(|a| matches!(a, Step::CreatePending { .. } | Step::DeleteDevice { .. } | Step::DeleteSecret { .. }));
-    status.state = state;
-    status.message = Some(message);
-    status.serial = None;
-    status.secret = None;
-    status.expires_at = None;
-    if replaced {
-        status.pending_since = None;
-        status.failed_attempts = 0;
-    }
-}
-
-/// How one work item ended.
-enum Outcome {
-    Done,
-    /// Step `index` failed; those after it did not run.
-    Failed {
-        index: usize,
-        error: StepError,
-    },
-    /// Not started: an earlier failure stopped the plan.
-    NotRun,
-}
-
-/// One planned work item with the reservation it runs under.
+/// One decision with the reservation it runs under.
 pub struct Reserved {
-    pub work: Decision,
+    pub decision: Decision,
     pub reservation: Reservation,
 }
 
@@ -193,12 +77,12 @@ impl Drop for Reservation {
     }
 }
 
-/// The users and devices a work item touches. `account` is the account id, for the
+/// The users and devices a decision touches. `account` is the account id, for the
 /// serial of a device still to be created.
-pub fn subjects(work: &Decision, account: Option<&str>, device_path: &str) -> Vec<Subject> {
-    let mut subjects: Vec<Subject> = work.user.iter().map(|u| Subject::User(u.clone())).collect();
-    for action in &work.steps {
-        match action {
+pub fn subjects(decision: &Decision, account: Option<&str>, device_path: &str) -> Vec<Subject> {
+    let mut subjects: Vec<Subject> = decision.user.iter().map(|u| Subject::User(u.clone())).collect();
+    for step in &decision.steps {
+        match step {
             Step::CreatePending { user, .. } => {
                 subjects.push(Subject::User(user.clone()));
                 subjects.extend(account.map(|a| Subject::Device(device_serial(a, device_path, user))));
@@ -216,14 +100,14 @@ pub fn subjects(work: &Decision, account: Option<&str>, device_path: &str) -> Ve
     subjects
 }
 
-/// Whether a work item is a person's code submission (never queued behind bulk work).
-fn is_submission(work: &Decision) -> bool {
-    work.steps.iter().all(|a| matches!(a, Step::Enable { .. } | Step::RejectCodes { .. }))
+/// Whether a decision is a person's code submission (never queued behind bulk work).
+fn is_submission(decision: &Decision) -> bool {
+    decision.steps.iter().all(|a| matches!(a, Step::Enable { .. } | Step::RejectCodes { .. }))
 }
 
-/// Whether a work item creates a pending device (shown as in progress until it ends).
-fn creates(work: &Decision) -> bool {
-    work.steps.iter().any(|a| matches!(a, Step::CreatePending { .. }))
+/// Whether a decision creates a pending device (shown as in progress until it ends).
+fn creates(decision: &Decision) -> bool {
+    decision.steps.iter().any(|a| matches!(a, Step::CreatePending { .. }))
 }
 
 struct Effects<'a> {
@@ -240,35 +124,26 @@ struct Effects<'a> {
     stop: tokio::sync::watch::Sender<bool>,
 }
 
-/// The users' statuses an apply starts from.
-pub struct Statuses<'a> {
-    /// As planned: what each user's status is once their work succeeds.
-    pub planned: Vec<UserRow>,
-    /// As last written: what a user whose work is unfinished keeps showing.
-    pub before: &'a BTreeMap<String, UserRow>,
-}
-
-/// Runs the reserved work: submissions at once, bulk work a few at a time, each item
-/// stopped at its first failure. While work runs, `progress` is called with the users'
-/// status as it stands (finished items as planned, unfinished ones as they were in
-/// `before`, the status last written) every [`PROGRESS_EVERY`], and at once when a code
-/// submission finished, so a person's outcome never waits for bulk work.
+/// Runs the reserved decisions: submissions at once, bulk work a few at a time, each
+/// decision stopped at its first failed step, and returns how each ended, in the order
+/// they finished. While they run, `progress` is called with those finished so far and
+/// the users whose decisions still run (with whether they create a device) every
+/// [`PROGRESS_EVERY`], and at once when a code submission finished, so a person's
+/// outcome never waits for bulk work. Events are published here, beside the steps.
 pub async fn act<P, F>(
     enrollment: &MfaEnrollment,
     ctx: &Context,
     reach: &Reach,
     secrets: &[SeedSecret],
-    work: Vec<Reserved>,
-    statuses: Statuses<'_>,
+    decisions: Vec<Reserved>,
     progress: P,
-) -> Acted
+) -> Vec<Finished>
 where
-    P: Fn(Vec<UserRow>) -> F,
+    P: Fn(&[Finished], &BTreeMap<String, bool>) -> F,
     F: Future<Output = ()>,
 {
-    let Statuses { planned: mut users, before } = statuses;
     let id = EnrollmentId { namespace: enrollment.namespace().unwrap_or_default(), name: enrollment.name_any() };
-    let runner = Effects {
+    let effects = Effects {
         enrollment,
         ctx,
         api: ctx.api(&id.namespace),
@@ -278,36 +153,30 @@ where
         secrets: secrets.iter().map(|s| (s.name.as_str(), s)).collect(),
         stop: tokio::sync::watch::Sender::new(false),
     };
-    let ttl = jiff::SignedDuration::try_from(std::time::Duration::from(enrollment.spec.pending_ttl))
-        .unwrap_or(jiff::SignedDuration::MAX);
-    // Users whose work has not finished, with whether it creates a device.
+    // Users whose decisions have not finished, with whether they create a device.
     let mut unfinished: BTreeMap<String, bool> =
-        work.iter().filter_map(|r| Some((r.work.user.clone()?, creates(&r.work)))).collect();
-    let mut work = work;
+        decisions.iter().filter_map(|r| Some((r.decision.user.clone()?, creates(&r.decision)))).collect();
+    let mut decisions = decisions;
     // Submissions first: they also skip the write permits.
-    work.sort_by_key(|r| !is_submission(&r.work));
-    let mut running = futures::stream::iter(work)
+    decisions.sort_by_key(|r| !is_submission(&r.decision));
+    let mut running = futures::stream::iter(decisions)
         .map(|reserved| {
-            let runner = &runner;
+            let effects = &effects;
             async move {
-                let outcome = runner.run_item(&reserved.work).await;
-                // The reservation ends with the item.
+                let outcome = effects.run_decision(&reserved.decision).await;
+                // The reservation ends with the decision.
                 drop(reserved.reservation);
-                (reserved.work, outcome)
+                Finished { decision: reserved.decision, outcome }
             }
         })
-        .buffer_unordered(ITEMS_IN_FLIGHT);
-    // Events and progress statuses are written beside the work, never between its steps;
+        .buffer_unordered(DECISIONS_IN_FLIGHT);
+    // Events and progress statuses are written beside the steps, never between them;
     // Events one at a time (see `Notes`).
     let mut notes = Notes::default();
     let mut event: Option<std::pin::Pin<Box<_>>> = None;
     let mut report: Option<std::pin::Pin<Box<F>>> = None;
     let mut report_due = false;
-
-    let mut issue: Option<Blocker> = None;
-    let mut stale_inventory = false;
-    let mut changed_account = false;
-    let mut stopped_by: Option<(UserState, String)> = None;
+    let mut finished: Vec<Finished> = Vec::new();
     let mut last_report = Instant::now();
     loop {
         if event.is_none()
@@ -315,9 +184,9 @@ where
         {
             event = Some(Box::pin(publish(ctx, enrollment, reason, note)));
         }
-        let finished = tokio::select! {
-            finished = running.next() => match finished {
-                Some(finished) => finished,
+        let done = tokio::select! {
+            done = running.next() => match done {
+                Some(done) => done,
                 None => break,
             },
             () = async { event.as_mut().expect("guarded").await }, if event.is_some() => {
@@ -329,70 +198,31 @@ where
                 continue;
             }
         };
-        let (Decision { user, steps, note }, outcome) = finished;
-        let submission = is_submission(&Decision { user: None, steps: steps.clone(), note: None });
-        if let Some(user) = &user {
+        if let Some(user) = &done.decision.user {
             unfinished.remove(user);
         }
-        let ran = match &outcome {
-            Outcome::Done => steps.len(),
-            Outcome::Failed { index, .. } => *index,
-            Outcome::NotRun => 0,
-        };
-        changed_account |=
-            steps[..ran].iter().any(|a| !matches!(a, Step::DeleteSecret { .. } | Step::RejectCodes { .. }));
-        let status = user.as_ref().and_then(|u| users.iter_mut().find(|p| &p.name == u));
-        match outcome {
+        match &done.outcome {
             Outcome::Done => {
-                if let Some(note) = note {
-                    notes.push(note.reason, note.message);
+                if let Some(note) = &done.decision.note {
+                    notes.push(note.reason, note.message.clone());
                 }
             }
-            Outcome::NotRun => {
-                if let (Some(status), Some((state, message))) = (status, &stopped_by) {
-                    void(status, *state, message.clone(), &[]);
+            Outcome::NotRun => {}
+            Outcome::Failed { index, failure: StepFailure::CodesRefused } => {
+                if let Some(Step::Enable { if_refused, .. }) = done.decision.steps.get(*index) {
+                    notes.push(if_refused.note.reason, if_refused.note.message.clone());
                 }
             }
-            Outcome::Failed { index, error: StepError::CodesRefused } => {
-                // Recorded on the Secret by `run`; the user stays Pending with the reason.
-                // A refusal by AWS counts like a refusal by the local check.
-                if let (Some(status), Step::Enable { secret, .. }) = (status, &steps[index])
-                    && let Some(seed) = runner.secrets.get(secret.as_str())
-                {
-                    let attempts = status.failed_attempts + 1;
-                    *status = UserRow {
-                        state: UserState::Pending,
-                        serial: Some(seed.serial.clone()),
-                        secret: Some(seed.name.clone()),
-                        pending_since: Some(seed.created),
-                        expires_at: seed.created.checked_add(ttl).ok(),
-                        message: Some(format!(
-                            "{REFUSAL_PREFIX} by AWS: {REFUSED_BY_AWS} (refused submission {attempts} of {MAX_FAILED_ATTEMPTS})"
-                        )),
-                        failed_attempts: attempts,
-                        ..status.clone()
-                    };
-                }
-            }
-            Outcome::Failed { index, error } => {
-                stale_inventory |= matches!(error, StepError::StaleInventory(_));
-                tracing::warn!(enrollment = %runner.id, user = user.as_deref().unwrap_or("-"), error = %error.message(), "work failed");
-                notes.push(EventReason::ReconcileFailed, error.message());
-                if let (Some(status), true) = (status, planned_status_is_void(&error, &steps[index..])) {
-                    void(status, error.failed_state(), error.message(), &steps[..index]);
-                }
-                let new_issue = error.issue();
-                if error.stops_everything() && stopped_by.is_none() {
-                    stopped_by = Some((error.failed_state(), error.message()));
-                }
-                if issue.as_ref().is_none_or(|i| !i.needs_person() && new_issue.needs_person()) {
-                    issue = Some(new_issue);
-                }
+            Outcome::Failed { failure, .. } => {
+                let user = done.decision.user.as_deref().unwrap_or("-");
+                tracing::warn!(enrollment = %effects.id, user, error = %failure.message(), "work failed");
+                notes.push(EventReason::ReconcileFailed, failure.message());
             }
         }
-        report_due |= submission || last_report.elapsed() >= PROGRESS_EVERY;
+        report_due |= is_submission(&done.decision) || last_report.elapsed() >= PROGRESS_EVERY;
+        finished.push(done);
         if report_due && report.is_none() && !unfinished.is_empty() {
-            report = Some(Box::pin(progress(in_progress(&users, &unfinished, before))));
+            report = Some(Box::pin(progress(&finished, &unfinished)));
             last_report = Instant::now();
             report_due = false;
         }
@@ -407,7 +237,7 @@ where
     while let Some((reason, note)) = notes.next() {
         publish(ctx, enrollment, reason, note).await;
     }
-    Acted { users, issue, stale_inventory, changed_account }
+    finished
 }
 
 /// The Events an apply still has to publish, in the order their reasons first came.
@@ -444,28 +274,6 @@ impl Notes {
     }
 }
 
-/// The users as they stand while the work of `unfinished` users still runs: those show
-/// the status last written for them (or, new ones, Missing), never a prediction.
-fn in_progress(
-    users: &[UserRow],
-    unfinished: &BTreeMap<String, bool>,
-    before: &BTreeMap<String, UserRow>,
-) -> Vec<UserRow> {
-    users
-        .iter()
-        .map(|u| match (unfinished.get(&u.name), before.get(&u.name)) {
-            (None, _) => u.clone(),
-            (Some(_), Some(previous)) => previous.clone(),
-            (Some(creates), None) => {
-                let mut shown = u.clone();
-                let message = if *creates { "a pending device is being created" } else { "work in progress" };
-                void(&mut shown, UserState::Missing, message.into(), &[]);
-                shown
-            }
-        })
-        .collect()
-}
-
 /// Deletes a seed Secret for good (one already gone is deleted). Finalizers someone else
 /// added would keep the seed readable and block the next Secret of that name: removed.
 pub(super) async fn delete_seed_secret(api: &Api<Secret>, name: &str) -> Result<(), kube::Error> {
@@ -497,19 +305,15 @@ fn codes_refused(error: &IamError) -> bool {
     }
 }
 
-/// What people read when AWS refuses codes the local check accepted.
-const REFUSED_BY_AWS: &str =
-    "wait for a new code, then submit two fresh consecutive codes (AWS may consider these too old)";
-
 impl Effects<'_> {
-    /// Runs one item's steps in order, stopping at the first failure. Bulk items wait
-    /// for a write permit first; nothing starts once the plan was stopped.
-    async fn run_item(&self, work: &Decision) -> Outcome {
+    /// Runs one decision's steps in order, stopping at the first failure. Bulk decisions
+    /// wait for a write permit first; nothing starts once everything was stopped.
+    async fn run_decision(&self, decision: &Decision) -> Outcome {
         let mut stopped = self.stop.subscribe();
         if *stopped.borrow() {
             return Outcome::NotRun;
         }
-        let _permit = if is_submission(work) {
+        let _permit = if is_submission(decision) {
             None
         } else {
             let calm = self.account.iam.read_concurrency() > 1;
@@ -521,23 +325,23 @@ impl Effects<'_> {
         if *stopped.borrow() {
             return Outcome::NotRun;
         }
-        for (index, action) in work.steps.iter().enumerate() {
-            if let Err(error) = self.run(action).await {
-                if error.stops_everything() {
+        for (index, step) in decision.steps.iter().enumerate() {
+            if let Err(failure) = self.run(step).await {
+                if failure.stops_everything() {
                     self.stop.send_replace(true);
                 }
-                return Outcome::Failed { index, error };
+                return Outcome::Failed { index, failure };
             }
         }
         Outcome::Done
     }
 
-    async fn run(&self, action: &Step) -> Result<(), StepError> {
-        match action {
+    async fn run(&self, step: &Step) -> Result<(), StepFailure> {
+        match step {
             Step::CreatePending { user, at } => self.create_pending(user, *at).await,
             Step::DeleteDevice { serial } => self.delete_device(serial).await,
             Step::DeleteSecret { name } => self.delete_secret(name).await,
-            Step::Enable { user, serial, secret, codes } => {
+            Step::Enable { user, serial, secret, codes, if_refused } => {
                 match self.account.iam.enable_mfa_device(user, serial, &codes.code1, &codes.code2).await {
                     Ok(()) => {}
                     // "In use" after a retried call whose first attempt did enable it (the
@@ -546,25 +350,19 @@ impl Effects<'_> {
                     Err(e @ IamError::EntityAlreadyExists { .. }) if self.enabled_for(user, serial).await? => {
                         tracing::info!(user, error = %e, "the device is enabled for the user already");
                     }
-                    // AWS refused the codes (or their form): a rejection like a local
-                    // one, never a step to retry with backoff.
+                    // AWS refused the codes (or their form): a refusal like a local one
+                    // (`decide` prepared what follows), never a step to retry.
                     Err(e) if codes_refused(&e) => {
-                        self.reject(secret, REFUSED_BY_AWS).await?;
-                        publish(
-                            self.ctx,
-                            self.enrollment,
-                            EventReason::CodesRejected,
-                            format!("AWS refused the codes for {user}: {REFUSED_BY_AWS}"),
-                        )
-                        .await;
-                        return Err(StepError::CodesRefused);
+                        self.reject(secret, &if_refused.message).await?;
+                        self.ctx.metrics.count_refusal(RefusalCause::Aws.as_str());
+                        return Err(StepFailure::CodesRefused);
                     }
                     // Already enabled (by another replica, or by hand) or the device is
                     // gone: re-read the account rather than guess.
                     Err(e @ (IamError::EntityAlreadyExists { .. } | IamError::NoSuchEntity { .. })) => {
-                        return Err(StepError::StaleInventory(e.to_string()));
+                        return Err(StepFailure::StaleInventory(e.to_string()));
                     }
-                    Err(e) => return Err(StepError::Iam(e)),
+                    Err(e) => return Err(StepFailure::Iam(e)),
                 }
                 failpoint::hit("after-mfa-enabled");
                 let now = self.ctx.now();
@@ -583,12 +381,12 @@ impl Effects<'_> {
     }
 
     /// Whether IAM lists `serial` among `user`'s MFA devices (assigned, so enabled).
-    async fn enabled_for(&self, user: &str, serial: &str) -> Result<bool, StepError> {
-        let devices = self.account.iam.list_mfa_devices(user).await.map_err(StepError::Iam)?;
+    async fn enabled_for(&self, user: &str, serial: &str) -> Result<bool, StepFailure> {
+        let devices = self.account.iam.list_mfa_devices(user).await.map_err(StepFailure::Iam)?;
         Ok(devices.iter().any(|d| d.serial == serial))
     }
 
-    async fn create_pending(&self, user: &str, at: jiff::Timestamp) -> Result<(), StepError> {
+    async fn create_pending(&self, user: &str, at: jiff::Timestamp) -> Result<(), StepFailure> {
         // A Secret squatting the name would make the device useless: check first, so a
         // squatter costs a read, not IAM writes.
         // (A LIST by name: the operator's RBAC has no `get` on Secrets.)
@@ -596,8 +394,8 @@ impl Effects<'_> {
         let by_name = ListParams::default().fields(&format!("metadata.name={name}"));
         match self.api.list_metadata(&by_name).await {
             Ok(found) if found.items.is_empty() => {}
-            Ok(_) => return Err(StepError::NameTaken(name)),
-            Err(e) => return Err(StepError::Kube("read seed Secret", e)),
+            Ok(_) => return Err(StepFailure::NameTaken(name)),
+            Err(e) => return Err(StepFailure::kube("read seed Secret")(e)),
         }
         let path = self.device_path;
         let tags = DeviceTags::from([
@@ -608,11 +406,11 @@ impl Effects<'_> {
         let device = match self.account.iam.create_virtual_mfa_device(path, user, &tags).await {
             Ok(device) => device,
             Err(IamError::EntityAlreadyExists { .. }) => {
-                return Err(StepError::StaleInventory(format!(
+                return Err(StepFailure::StaleInventory(format!(
                     "a virtual MFA device named {user} already exists under {path}; re-reading the account"
                 )));
             }
-            Err(e) => return Err(StepError::Iam(e)),
+            Err(e) => return Err(StepFailure::Iam(e)),
         };
         failpoint::hit("after-device-created");
         self.account.record(Record::Created { serial: device.serial.clone() });
@@ -630,7 +428,7 @@ impl Effects<'_> {
             if self.account.iam.delete_virtual_mfa_device(&device.serial).await.is_ok() {
                 self.account.record(Record::Deleted { serial: device.serial.clone() });
             }
-            return Err(StepError::NoOwner);
+            return Err(StepFailure::NoOwner);
         };
         let secret = seed_secret::build(
             seed_secret::NewSeedSecret {
@@ -653,14 +451,14 @@ impl Effects<'_> {
             if self.account.iam.delete_virtual_mfa_device(&device.serial).await.is_ok() {
                 self.account.record(Record::Deleted { serial: device.serial.clone() });
             }
-            return Err(StepError::Kube("create seed Secret", e));
+            return Err(StepFailure::kube("create seed Secret")(e));
         }
         self.account.record(Record::Claimed { serial: device.serial, holder: self.id.clone() });
         failpoint::hit("after-secret-created");
         Ok(())
     }
 
-    async fn delete_device(&self, serial: &str) -> Result<(), StepError> {
+    async fn delete_device(&self, serial: &str) -> Result<(), StepFailure> {
         // Never touch a device the inventory says is assigned: the operator never
         // deactivates anyone's MFA (moto would even delete an assigned device).
         let assigned = self
@@ -676,18 +474,18 @@ impl Effects<'_> {
             Ok(()) | Err(IamError::NoSuchEntity { .. }) => {}
             // Assigned since the inventory was read: leave it alone.
             Err(IamError::DeleteConflict { .. }) => {
-                return Err(StepError::StaleInventory(format!("device {serial} is in use; re-reading the account")));
+                return Err(StepFailure::StaleInventory(format!("device {serial} is in use; re-reading the account")));
             }
-            // Only this device: the rest of the plan goes on (see `StepError::Foreign`).
-            Err(IamError::AccessDenied { .. }) => return Err(StepError::Foreign(serial.to_owned())),
-            Err(e) => return Err(StepError::Iam(e)),
+            // Only this device: the rest of the plan goes on (see `StepFailure::Foreign`).
+            Err(IamError::AccessDenied { .. }) => return Err(StepFailure::Foreign(serial.to_owned())),
+            Err(e) => return Err(StepFailure::Iam(e)),
         }
         self.account.record(Record::Deleted { serial: serial.to_owned() });
         Ok(())
     }
 
-    async fn delete_secret(&self, name: &str) -> Result<(), StepError> {
-        delete_seed_secret(&self.api, name).await.map_err(|e| StepError::Kube("delete seed Secret", e))?;
+    async fn delete_secret(&self, name: &str) -> Result<(), StepFailure> {
+        delete_seed_secret(&self.api, name).await.map_err(StepFailure::kube("delete seed Secret"))?;
         if let Some(secret) = self.secrets.get(name) {
             self.account.record(Record::Released { serial: secret.serial.clone(), holder: self.id.clone() });
         }
@@ -698,7 +496,7 @@ impl Effects<'_> {
     /// version that was checked (a newer submission is checked on the next reconcile).
     /// The count of refusals is the operator's, in status; the annotation only tells the
     /// person (and the plugin) why.
-    async fn reject(&self, name: &str, message: &str) -> Result<(), StepError> {
+    async fn reject(&self, name: &str, message: &str) -> Result<(), StepFailure> {
         let resource_version = self.secrets.get(name).and_then(|s| s.resource_version.clone());
         let patch = serde_json::json!({
             "metadata": {
@@ -714,7 +512,7 @@ impl Effects<'_> {
                 &Patch::Merge(&patch),
             )
             .await
-            .map_err(|e| StepError::Kube("clear refused codes", e))?;
+            .map_err(StepFailure::kube("clear refused codes"))?;
         Ok(())
     }
 }
@@ -739,65 +537,5 @@ mod tests {
         );
         assert_eq!(notes.next(), Some((EventReason::MfaEnabled, "MFA enabled for bob".into())));
         assert_eq!(notes.next(), None);
-    }
-
-    #[test]
-    fn a_stale_inventory_voids_the_plan_only_when_a_promised_device_was_not_created() {
-        let stale = StepError::StaleInventory("re-reading the account".into());
-        let create = Step::CreatePending { user: "alice".into(), at: jiff::Timestamp::UNIX_EPOCH };
-        let delete = Step::DeleteDevice { serial: "arn:aws:iam::123456789012:mfa/p/alice".into() };
-        // The create itself or a delete before it (rotation) failed: no new device exists.
-        assert!(planned_status_is_void(&stale, std::slice::from_ref(&create)));
-        assert!(planned_status_is_void(&stale, &[delete.clone(), create]));
-        // Nothing promised is missing: keep the plan, the re-read corrects the rest.
-        assert!(!planned_status_is_void(&stale, std::slice::from_ref(&delete)));
-        // Any other failure always voids it.
-        let throttled = StepError::Iam(IamError::Throttled { operation: "CreateVirtualMFADevice" });
-        assert!(planned_status_is_void(&throttled, std::slice::from_ref(&delete)));
-        // A refusal whose codes could not be cleared was still counted.
-        let reject = Step::RejectCodes {
-            secret: "s".into(),
-            attempts: 3,
-            message: "m".into(),
-            cause: super::super::decide::RefusalCause::Guess,
-        };
-        assert!(!planned_status_is_void(&throttled, &[reject]));
-    }
-
-    #[test]
-    fn a_failure_never_resets_the_refusal_count_unless_the_device_was_being_replaced() {
-        let planned = UserRow {
-            name: "alice".into(),
-            state: UserState::Compliant,
-            serial: Some("arn:aws:iam::123456789012:mfa/p/alice".into()),
-            secret: Some("mfa-seed-alice".into()),
-            pending_since: Some(jiff::Timestamp::UNIX_EPOCH),
-            expires_at: None,
-            message: None,
-            failed_attempts: 3,
-        };
-        let error = StepError::Iam(IamError::Throttled { operation: "EnableMFADevice" });
-        let enable = Step::Enable {
-            user: "alice".into(),
-            serial: "arn:aws:iam::123456789012:mfa/p/alice".into(),
-            secret: "mfa-seed-alice".into(),
-            codes: super::super::decide::Codes { code1: "123456".into(), code2: "654321".into() },
-        };
-        let mut status = planned.clone();
-        void(&mut status, error.failed_state(), error.message(), &[]);
-        assert_eq!(
-            (status.state, status.failed_attempts, status.pending_since),
-            (UserState::Missing, 3, planned.pending_since),
-            "the enable did not happen: {enable:?}"
-        );
-        // A rotation that failed at its first step left the old device and Secret.
-        let mut status = planned.clone();
-        void(&mut status, error.failed_state(), error.message(), &[]);
-        assert_eq!(status.failed_attempts, 3);
-        // One that already removed the old device starts over with the new one.
-        let delete = Step::DeleteDevice { serial: "arn:aws:iam::123456789012:mfa/p/alice".into() };
-        let mut status = planned.clone();
-        void(&mut status, error.failed_state(), error.message(), &[delete]);
-        assert_eq!((status.failed_attempts, status.pending_since), (0, None), "a new device starts over");
     }
 }

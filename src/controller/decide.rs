@@ -64,13 +64,23 @@ pub enum Step {
     DeleteSecret { name: String },
     /// Enable the device with the two codes (exactly the six digits each that the local
     /// check accepted), then delete the seed Secret.
-    Enable { user: String, serial: String, secret: String, codes: Codes },
+    Enable { user: String, serial: String, secret: String, codes: Codes, if_refused: Box<IfRefused> },
     /// Clear the code keys and record the refusal on the Secret.
     RejectCodes { secret: String, attempts: u32, message: String, cause: RefusalCause },
 }
 
-/// Why codes were refused, for the refusal metric: only guesses count towards replacing
-/// the device.
+/// What follows when AWS refuses codes the local check accepted: exactly what follows a
+/// local refusal (the codes cleared with `message` on the Secret, the refusal counted, the
+/// user's row and the Event below), decided here with everything else about the user.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IfRefused {
+    pub message: String,
+    pub row: UserRow,
+    pub note: EventNote,
+}
+
+/// Why codes were refused, for the refusal metric: guesses and AWS's refusals count
+/// towards replacing the device.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum RefusalCause {
     /// The codes do not match (or are malformed): counts as a guess.
@@ -80,6 +90,8 @@ pub enum RefusalCause {
     /// The codes were current when the operator received them and went stale while it
     /// was busy: not the person's doing.
     OperatorDelay,
+    /// AWS refused codes the local check accepted: counts like a guess.
+    Aws,
 }
 
 impl RefusalCause {
@@ -88,6 +100,7 @@ impl RefusalCause {
             Self::Guess => "guess",
             Self::Timing => "timing",
             Self::OperatorDelay => "operator_delay",
+            Self::Aws => "aws",
         }
     }
 }
@@ -146,7 +159,7 @@ pub struct Decision {
 /// Everything one reconcile of one enrollment decided.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Plan {
-    pub work: Vec<Decision>,
+    pub decisions: Vec<Decision>,
     /// Every selected user's planned status, plus names that do not exist.
     pub users: Vec<UserRow>,
 }
@@ -218,7 +231,7 @@ pub fn decide(input: &DecideInput<'_>) -> Plan {
         let tampered = input.untrusted.iter().find(|u| u.name == name);
         let (status, work) = decide_user(input, user, secret, tampered);
         out.users.push(status);
-        out.work.extend(work);
+        out.decisions.extend(work);
     }
     for name in &input.selection.not_found {
         out.users
@@ -232,7 +245,7 @@ pub fn decide(input: &DecideInput<'_>) -> Plan {
     // them and their unassigned devices.
     for secret in input.secrets.iter().filter(|s| !handled_secrets.contains(&s.name)) {
         handled_serials.insert(secret.serial.clone());
-        out.work.push(Decision {
+        out.decisions.push(Decision {
             user: None,
             steps: release(input, secret),
             note: Some(EventNote {
@@ -244,7 +257,7 @@ pub fn decide(input: &DecideInput<'_>) -> Plan {
     // Look-alikes that stand where no selected user's Secret would: never obeyed, removed.
     // Their devices, if any, are orphans for the sweep below.
     for untrusted in input.untrusted.iter().filter(|u| !handled_secrets.contains(&u.name)) {
-        out.work.push(Decision {
+        out.decisions.push(Decision {
             user: None,
             steps: vec![Step::DeleteSecret { name: untrusted.name.clone() }],
             note: Some(EventNote {
@@ -263,7 +276,7 @@ pub fn decide(input: &DecideInput<'_>) -> Plan {
         if handled_serials.contains(&device.serial) || held_by_others(input, &device.serial) {
             continue;
         }
-        out.work.push(Decision {
+        out.decisions.push(Decision {
             user: None,
             steps: vec![Step::DeleteDevice { serial: device.serial.clone() }],
             note: Some(EventNote {
@@ -464,7 +477,7 @@ fn decide_submission(
     input: &DecideInput<'_>,
     user: &str,
     secret: &SeedSecret,
-    mut pending: UserRow,
+    pending: UserRow,
     (code1, code2): (&str, &str),
     rotate: &dyn Fn(&str) -> (UserRow, Vec<Decision>),
 ) -> (UserRow, Vec<Decision>) {
@@ -474,20 +487,33 @@ fn decide_submission(
     let verdict = totp::verify_pair(&seed, code1, code2, input.now.as_second())
         .map(|_| (totp::normalize_code(code1), totp::normalize_code(code2)));
     match verdict {
-        Ok((Some(code1), Some(code2))) => (
-            // The prediction; an AWS refusal turns it back into Pending with the count.
-            UserRow { failed_attempts: pending.failed_attempts, ..UserRow::new(user, UserState::Compliant) },
-            vec![Decision {
-                user: Some(user.to_owned()),
-                steps: vec![Step::Enable {
-                    user: user.to_owned(),
-                    serial: secret.serial.clone(),
-                    secret: secret.name.clone(),
-                    codes: Codes { code1: code1.to_owned(), code2: code2.to_owned() },
+        Ok((Some(code1), Some(code2))) => {
+            let attempts = pending.failed_attempts + 1;
+            let message = format!(
+                "AWS did not accept them: {REFUSED_BY_AWS} (refused submission {attempts} of {MAX_FAILED_ATTEMPTS})"
+            );
+            let (row, note) = refusal(pending.clone(), user, attempts, &message);
+            let if_refused = Box::new(IfRefused { message, row, note });
+            let enable = Step::Enable {
+                user: user.to_owned(),
+                serial: secret.serial.clone(),
+                secret: secret.name.clone(),
+                codes: Codes { code1: code1.to_owned(), code2: code2.to_owned() },
+                if_refused,
+            };
+            (
+                // The prediction; an AWS refusal shows `if_refused.row` instead.
+                UserRow { failed_attempts: pending.failed_attempts, ..UserRow::new(user, UserState::Compliant) },
+                vec![Decision {
+                    user: Some(user.to_owned()),
+                    steps: vec![enable],
+                    note: Some(EventNote {
+                        reason: EventReason::MfaEnabled,
+                        message: format!("MFA enabled for {user}"),
+                    }),
                 }],
-                note: Some(EventNote { reason: EventReason::MfaEnabled, message: format!("MFA enabled for {user}") }),
-            }],
-        ),
+            )
+        }
         // verify_pair accepts only codes that normalise; kept total for the compiler.
         Ok(_) => rotate("its codes could not be read"),
         Err(rejection) => {
@@ -521,16 +547,25 @@ fn decide_submission(
             } else {
                 (format!("{rejection} (refused submission {attempts} of {MAX_FAILED_ATTEMPTS})"), RefusalCause::Guess)
             };
-            pending.message = Some(format!("{REFUSAL_PREFIX}: {message}"));
-            pending.failed_attempts = attempts;
-            let action = Step::RejectCodes { secret: secret.name.clone(), attempts, message: message.clone(), cause };
-            let note = EventNote {
-                reason: EventReason::CodesRejected,
-                message: format!("codes for {user} refused: {message}"),
-            };
-            (pending, vec![Decision { user: Some(user.to_owned()), steps: vec![action], note: Some(note) }])
+            let (row, note) = refusal(pending, user, attempts, &message);
+            let step = Step::RejectCodes { secret: secret.name.clone(), attempts, message, cause };
+            (row, vec![Decision { user: Some(user.to_owned()), steps: vec![step], note: Some(note) }])
         }
     }
+}
+
+/// What people read when AWS refuses codes the local check accepted.
+pub const REFUSED_BY_AWS: &str =
+    "wait for a new code, then submit two fresh consecutive codes (AWS may consider these too old)";
+
+/// A user's row and the Event once their codes were refused (by the local check or by
+/// AWS): still Pending, with the reason and the count.
+fn refusal(mut pending: UserRow, user: &str, attempts: u32, message: &str) -> (UserRow, EventNote) {
+    pending.message = Some(format!("{REFUSAL_PREFIX}: {message}"));
+    pending.failed_attempts = attempts;
+    let note =
+        EventNote { reason: EventReason::CodesRejected, message: format!("codes for {user} refused: {message}") };
+    (pending, note)
 }
 
 /// Creates a new pending device (after `before`), planning the user as Pending.

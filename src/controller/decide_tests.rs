@@ -337,6 +337,23 @@ fn waiting(secret: &SeedSecret, message: &str) -> UserRow {
     }
 }
 
+/// What follows when AWS refuses codes the local check accepted: the same as a local
+/// refusal, counted as refusal `attempts`.
+fn refused_by_aws(secret: &SeedSecret, attempts: u32) -> IfRefused {
+    let message = format!(
+        "AWS did not accept them: wait for a new code, then submit two fresh consecutive codes (AWS may consider \
+         these too old) (refused submission {attempts} of 5)"
+    );
+    IfRefused {
+        row: UserRow { failed_attempts: attempts, ..waiting(secret, &format!("codes refused: {message}")) },
+        note: EventNote {
+            reason: EventReason::CodesRejected,
+            message: format!("codes for {} refused: {message}", secret.user),
+        },
+        message,
+    }
+}
+
 fn note(reason: EventReason, message: &str) -> Option<EventNote> {
     Some(EventNote { reason, message: message.into() })
 }
@@ -412,7 +429,7 @@ fn report_mode_lists_users_without_mfa_as_missing_and_plans_no_work() {
         .unresolved("erin")
         .run();
     let missing = Some("no active MFA device");
-    assert_eq!(plan.work, []);
+    assert_eq!(plan.decisions, []);
     assert_eq!(
         plan.users,
         [
@@ -438,7 +455,7 @@ fn report_mode_never_writes_even_with_leftovers_from_enrolling() {
         .device(unassigned(&serial("ghost")))
         .refused("alice", 3, None)
         .run();
-    assert_eq!(plan.work, []);
+    assert_eq!(plan.decisions, []);
     // The pending device's refusal count survives the mode switch (Enroll again must not
     // start the guess limit over).
     let alice_status = UserRow {
@@ -455,7 +472,7 @@ fn seeds_die_with_enablement_in_report_mode_too() {
     // enrollment switched to Report): the live seed goes; the device is never touched.
     let alice = seed_secret("alice");
     let plan = World::report(&["alice"]).assigned("alice").secret(alice.clone()).run();
-    assert_eq!(plan.work, [work(None, vec![delete_secret("alice")], None)]);
+    assert_eq!(plan.decisions, [work(None, vec![delete_secret("alice")], None)]);
     assert_eq!(plan.users, [compliant("alice")]);
     // Enabled another device: the pending one stays (Report never writes to AWS).
     let plan = World::report(&["alice"])
@@ -463,7 +480,7 @@ fn seeds_die_with_enablement_in_report_mode_too() {
         .device(unassigned(&alice.serial))
         .secret(alice)
         .run();
-    assert_eq!(plan.work, [work(None, vec![delete_secret("alice")], None)]);
+    assert_eq!(plan.decisions, [work(None, vec![delete_secret("alice")], None)]);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -475,7 +492,7 @@ fn a_tampered_secret_of_a_selected_user_is_replaced_with_a_new_device() {
     let plan = World::enroll(&["alice"]).device(unassigned(&serial("alice"))).untrusted(&name).run();
     let why = format!("Secret {name} was changed by someone other than the operator; it was replaced");
     assert_eq!(
-        plan.work,
+        plan.decisions,
         [work(
             Some("alice"),
             vec![delete_secret("alice"), delete_device(&serial("alice")), create_pending("alice")],
@@ -508,12 +525,12 @@ fn a_tampered_secret_goes_where_nothing_is_created_for_the_user() {
     // alice is compliant (in either mode: it may hold her live seed) ...
     for world in [World::enroll(&["alice"]), World::report(&["alice"])] {
         let plan = world.assigned("alice").untrusted(&name).run();
-        assert_eq!(plan.work, std::slice::from_ref(&removal));
+        assert_eq!(plan.decisions, std::slice::from_ref(&removal));
         assert_eq!(plan.users, [compliant("alice")]);
     }
     // ... or another enrollment enrolls her.
     let plan = World::enroll(&["alice"]).owner("alice", other()).untrusted(&name).run();
-    assert_eq!(plan.work, [removal]);
+    assert_eq!(plan.decisions, [removal]);
     assert_eq!(deleted_devices(&plan), Vec::<String>::new());
 }
 
@@ -521,7 +538,7 @@ fn a_tampered_secret_goes_where_nothing_is_created_for_the_user() {
 fn a_look_alike_secret_elsewhere_is_deleted_and_never_touches_a_device() {
     let plan = World::enroll(&["alice"]).assigned("alice").untrusted("mfa-seed-forged").run();
     assert_eq!(
-        plan.work,
+        plan.decisions,
         [work(
             None,
             vec![Step::DeleteSecret { name: "mfa-seed-forged".into() }],
@@ -532,7 +549,7 @@ fn a_look_alike_secret_elsewhere_is_deleted_and_never_touches_a_device() {
         )]
     );
     // Report mode writes nothing for it.
-    assert_eq!(World::report(&["alice"]).assigned("alice").untrusted("mfa-seed-forged").run().work, []);
+    assert_eq!(World::report(&["alice"]).assigned("alice").untrusted("mfa-seed-forged").run().decisions, []);
 }
 
 #[test]
@@ -544,12 +561,12 @@ fn refusals_by_aws_count_towards_rotation_and_only_for_the_same_device() {
         .refused("alice", MAX_FAILED_ATTEMPTS, None)
         .secret(alice.clone())
         .run();
-    assert_eq!(plan.work, [rotation(&alice, "5 code submissions were refused")]);
+    assert_eq!(plan.decisions, [rotation(&alice, "5 code submissions were refused")]);
     // Refusals recorded for an older device of alice's do not count against this one.
     let mut world = World::enroll(&["alice"]).device(unassigned(&alice.serial)).refused("alice", 4, None);
     world.refusals.get_mut("alice").expect("recorded").pending_since = Some(CREATED - SignedDuration::from_hours(1));
     let plan = world.secret(alice.clone()).run();
-    assert_eq!(plan.work, []);
+    assert_eq!(plan.decisions, []);
     assert_eq!(plan.users, [waiting(&alice, &scan_message("alice"))]);
 }
 
@@ -558,7 +575,7 @@ fn codes_are_sent_exactly_as_the_six_digits_checked() {
     let (code1, code2) = pair_ending(n());
     let alice = with_codes(seed_secret("alice"), (format!(" {code1}\n"), format!("{code2}\r\n")));
     let plan = World::enroll(&["alice"]).device(unassigned(&alice.serial)).secret(alice).run();
-    let [Decision { steps, .. }] = plan.work.as_slice() else { panic!("{:?}", plan.work) };
+    let [Decision { steps, .. }] = plan.decisions.as_slice() else { panic!("{:?}", plan.decisions) };
     assert!(
         matches!(steps.as_slice(), [Step::Enable { codes, .. }] if codes.code1 == code1 && codes.code2 == code2),
         "{steps:?}"
@@ -571,14 +588,14 @@ fn codes_are_sent_exactly_as_the_six_digits_checked() {
 #[test]
 fn enroll_creates_a_pending_device_for_a_user_without_any_device() {
     let plan = World::enroll(&["alice"]).run();
-    assert_eq!(plan.work, [first_device("alice")]);
+    assert_eq!(plan.decisions, [first_device("alice")]);
     assert_eq!(plan.users, [created("alice")]);
 }
 
 #[test]
 fn enroll_treats_only_inactive_listed_devices_as_no_device() {
     let plan = World::enroll(&["alice"]).listed("alice", &[("GAHT12345678", false)]).run();
-    assert_eq!(plan.work, [first_device("alice")]);
+    assert_eq!(plan.decisions, [first_device("alice")]);
     assert_eq!(plan.users, [created("alice")]);
 }
 
@@ -593,14 +610,14 @@ fn enroll_leaves_users_with_any_active_device_alone() {
         .listed("carol", &[("arn:aws:iam::123456789012:u2f/user/carol/k", true)])
         .listed("dave", &[("GAHT12345678", true), ("GAHT87654321", false)])
         .run();
-    assert_eq!(plan.work, []);
+    assert_eq!(plan.decisions, []);
     assert_eq!(plan.users, [compliant("alice"), compliant("bob"), compliant("carol"), compliant("dave")]);
 }
 
 #[test]
 fn enroll_plans_nothing_for_a_user_whose_devices_are_not_listed_yet() {
     let plan = World::enroll(&["alice", "bob"]).unresolved("alice").run();
-    assert_eq!(plan.work, [first_device("bob")]);
+    assert_eq!(plan.decisions, [first_device("bob")]);
     assert_eq!(plan.users, [status("alice", UserState::Missing, Some("MFA devices not listed yet")), created("bob"),]);
 }
 
@@ -610,7 +627,7 @@ fn compliant_user_with_a_leftover_secret_releases_it_and_never_its_enabled_devic
     // one now assigned.
     let alice = seed_secret("alice");
     let plan = World::enroll(&["alice"]).assigned("alice").secret(alice.clone()).run();
-    assert_eq!(plan.work, [work(None, vec![delete_secret("alice")], None)]);
+    assert_eq!(plan.decisions, [work(None, vec![delete_secret("alice")], None)]);
     assert_eq!(plan.users, [compliant("alice")]);
 
     // The person enabled another device meanwhile: our pending device goes too.
@@ -619,7 +636,7 @@ fn compliant_user_with_a_leftover_secret_releases_it_and_never_its_enabled_devic
         .device(unassigned(&alice.serial))
         .secret(alice.clone())
         .run();
-    assert_eq!(plan.work, [work(None, vec![delete_device(&alice.serial), delete_secret("alice")], None)]);
+    assert_eq!(plan.decisions, [work(None, vec![delete_device(&alice.serial), delete_secret("alice")], None)]);
     assert_eq!(plan.users, [compliant("alice")]);
 
     // ...unless another enrollment's Secret holds that device as well.
@@ -629,7 +646,7 @@ fn compliant_user_with_a_leftover_secret_releases_it_and_never_its_enabled_devic
         .secret(alice)
         .claim(&serial("alice"), other())
         .run();
-    assert_eq!(plan.work, [work(None, vec![delete_secret("alice")], None)]);
+    assert_eq!(plan.decisions, [work(None, vec![delete_secret("alice")], None)]);
     assert_eq!(plan.users, [compliant("alice")]);
 }
 
@@ -640,7 +657,7 @@ fn compliant_user_with_a_leftover_secret_releases_it_and_never_its_enabled_devic
 fn pending_user_without_codes_waits_with_serial_secret_and_expiry() {
     let alice = seed_secret("alice");
     let plan = World::enroll(&["alice"]).device(unassigned(&alice.serial)).secret(alice.clone()).run();
-    assert_eq!(plan.work, []);
+    assert_eq!(plan.decisions, []);
     let expected = UserRow {
         name: "alice".into(),
         state: UserState::Pending,
@@ -664,13 +681,13 @@ fn pending_message_explains_a_partial_submission_and_the_last_refusal() {
         Some("codes refused: an older refusal"),
     );
     let plan = world.clone().secret(alice.clone()).run();
-    assert_eq!(plan.work, []);
+    assert_eq!(plan.decisions, []);
     let partial = format!("only one code in Secret {}: write both code1 and code2", alice.name);
     assert_eq!(plan.users, [UserRow { failed_attempts: 1, ..waiting(&alice, &partial) }]);
 
     alice.partial_codes = false;
     let plan = world.secret(alice.clone()).run();
-    assert_eq!(plan.work, []);
+    assert_eq!(plan.decisions, []);
     assert_eq!(plan.users, [UserRow { failed_attempts: 1, ..waiting(&alice, "codes refused: an older refusal") }]);
 }
 
@@ -681,7 +698,7 @@ fn fresh_valid_codes_enable_the_device_within_one_step_of_skew() {
         let alice = with_codes(seed_secret("alice"), codes.clone());
         let plan = World::enroll(&["alice"]).device(unassigned(&alice.serial)).secret(alice.clone()).run();
         assert_eq!(
-            plan.work,
+            plan.decisions,
             [work(
                 Some("alice"),
                 vec![Step::Enable {
@@ -689,6 +706,7 @@ fn fresh_valid_codes_enable_the_device_within_one_step_of_skew() {
                     serial: alice.serial.clone(),
                     secret: alice.name.clone(),
                     codes: Codes { code1: codes.0, code2: codes.1 },
+                    if_refused: Box::new(refused_by_aws(&alice, 1)),
                 }],
                 note(EventReason::MfaEnabled, "MFA enabled for alice"),
             )],
@@ -706,9 +724,9 @@ fn valid_codes_still_enable_a_device_past_its_ttl() {
     alice.created = NOW - TTL - SignedDuration::from_hours(1);
     let plan = World::enroll(&["alice"]).device(unassigned(&alice.serial)).secret(alice.clone()).run();
     assert!(
-        matches!(plan.work.as_slice(), [Decision { steps, .. }] if matches!(steps.as_slice(), [Step::Enable { .. }])),
+        matches!(plan.decisions.as_slice(), [Decision { steps, .. }] if matches!(steps.as_slice(), [Step::Enable { .. }])),
         "{:?}",
-        plan.work
+        plan.decisions
     );
     assert_eq!(plan.users, [compliant("alice")]);
 }
@@ -721,7 +739,7 @@ fn codes_that_do_not_enable_never_keep_a_device_past_its_ttl() {
         let mut alice = with_codes(seed_secret("alice"), codes);
         alice.created = NOW - TTL;
         let plan = World::enroll(&["alice"]).device(unassigned(&alice.serial)).secret(alice.clone()).run();
-        assert_eq!(plan.work, [rotation(&alice, "it was not enabled within pendingTTL")]);
+        assert_eq!(plan.decisions, [rotation(&alice, "it was not enabled within pendingTTL")]);
     }
 }
 
@@ -733,7 +751,7 @@ fn a_replayed_older_secret_is_tampering() {
     old.created = CREATED - SignedDuration::from_hours(2);
     let plan =
         World::enroll(&["alice"]).device(unassigned(&serial("alice"))).refused("alice", 4, None).secret(old).run();
-    let [Decision { steps, note, .. }] = plan.work.as_slice() else { panic!("{:?}", plan.work) };
+    let [Decision { steps, note, .. }] = plan.decisions.as_slice() else { panic!("{:?}", plan.decisions) };
     assert_eq!(steps, &[delete_secret("alice"), delete_device(&serial("alice")), create_pending("alice")]);
     assert_eq!(note.as_ref().map(|n| n.reason), Some(EventReason::SeedSecretTampered));
     assert!(plan.users[0].message.as_deref().is_some_and(|m| m.contains("older copy")), "{:?}", plan.users);
@@ -787,7 +805,7 @@ fn refused_codes_are_rejected_with_the_reason_and_the_submission_count() {
                 (format!("{rejection} (refused submission {attempts} of 5)"), RefusalCause::Guess)
             };
             assert_eq!(
-                plan.work,
+                plan.decisions,
                 [work(
                     Some("alice"),
                     vec![Step::RejectCodes { secret: alice.name.clone(), attempts, message: message.clone(), cause }],
@@ -808,9 +826,9 @@ fn refused_codes_are_rejected_with_the_reason_and_the_submission_count() {
             .secret(alice)
             .run();
         assert!(
-            matches!(plan.work.as_slice(), [Decision { steps, .. }] if matches!(steps.as_slice(), [Step::RejectCodes { .. }])),
+            matches!(plan.decisions.as_slice(), [Decision { steps, .. }] if matches!(steps.as_slice(), [Step::RejectCodes { .. }])),
             "{:?}",
-            plan.work
+            plan.decisions
         );
     }
 }
@@ -838,8 +856,11 @@ fn fifth_refused_submission_rotates_the_device() {
             .refused("alice", failed_attempts, None)
             .secret(alice.clone())
             .run();
-        assert_eq!(plan.work, [replacement("alice", vec![delete_device(&alice.serial), delete_secret("alice")], why)]);
-        assert_eq!(plan.work, [rotation(&alice, why)]);
+        assert_eq!(
+            plan.decisions,
+            [replacement("alice", vec![delete_device(&alice.serial), delete_secret("alice")], why)]
+        );
+        assert_eq!(plan.decisions, [rotation(&alice, why)]);
         assert_eq!(plan.users, [created("alice")]);
     }
 }
@@ -849,7 +870,7 @@ fn submitted_codes_with_an_unreadable_seed_rotate_the_device() {
     let mut alice = with_codes(seed_secret("alice"), pair_ending(n()));
     alice.seed = Seed::new("not base32!");
     let plan = World::enroll(&["alice"]).device(unassigned(&alice.serial)).secret(alice.clone()).run();
-    assert_eq!(plan.work, [rotation(&alice, "its seed could not be read")]);
+    assert_eq!(plan.decisions, [rotation(&alice, "its seed could not be read")]);
     assert_eq!(plan.users, [created("alice")]);
 }
 
@@ -859,13 +880,13 @@ fn pending_device_is_rotated_once_its_ttl_is_reached() {
     let mut alice = seed_secret("alice");
     alice.created = NOW - TTL;
     let plan = World::enroll(&["alice"]).device(unassigned(&alice.serial)).secret(alice.clone()).run();
-    assert_eq!(plan.work, [rotation(&alice, "it was not enabled within pendingTTL")]);
+    assert_eq!(plan.decisions, [rotation(&alice, "it was not enabled within pendingTTL")]);
     assert_eq!(plan.users, [created("alice")]);
 
     // A second before: still waiting.
     alice.created = NOW - TTL + SignedDuration::from_secs(1);
     let plan = World::enroll(&["alice"]).device(unassigned(&alice.serial)).secret(alice.clone()).run();
-    assert_eq!(plan.work, []);
+    assert_eq!(plan.decisions, []);
     assert_eq!(plan.users, [waiting(&alice, &scan_message("alice"))]);
     assert_eq!(plan.users[0].expires_at, Some(NOW + SignedDuration::from_secs(1)));
 }
@@ -877,7 +898,10 @@ fn pending_device_is_rotated_once_its_ttl_is_reached() {
 fn secret_whose_device_is_gone_is_replaced() {
     let alice = seed_secret("alice");
     let plan = World::enroll(&["alice"]).secret(alice.clone()).run();
-    assert_eq!(plan.work, [replacement("alice", vec![delete_secret("alice")], "its pending device no longer exists")]);
+    assert_eq!(
+        plan.decisions,
+        [replacement("alice", vec![delete_secret("alice")], "its pending device no longer exists")]
+    );
     let [user] = plan.users.as_slice() else { panic!("{:?}", plan.users) };
     assert_eq!(UserRow { message: None, ..user.clone() }, UserRow { message: None, ..created("alice") });
     let message = user.message.as_deref().unwrap_or_default();
@@ -893,7 +917,7 @@ fn secret_for_a_device_under_an_old_path_that_is_gone_clears_the_new_path_too() 
     alice.serial = device_serial(ACCOUNT, "/old-path/", "alice");
     let plan = World::enroll(&["alice"]).device(unassigned(&serial("alice"))).secret(alice).run();
     assert_eq!(
-        plan.work,
+        plan.decisions,
         [replacement(
             "alice",
             vec![delete_secret("alice"), delete_device(&serial("alice"))],
@@ -907,12 +931,12 @@ fn secret_for_a_device_under_an_old_path_that_is_gone_clears_the_new_path_too() 
 fn device_of_ours_without_its_secret_is_replaced() {
     let plan = World::enroll(&["alice"]).device(unassigned(&serial("alice"))).run();
     let expected = replacement("alice", vec![delete_device(&serial("alice"))], "its seed Secret was missing");
-    assert_eq!(plan.work, std::slice::from_ref(&expected));
+    assert_eq!(plan.decisions, std::slice::from_ref(&expected));
     assert_eq!(plan.users, [created("alice")]);
 
     // Our own claim is stale (the fresh Secret list has no Secret): same.
     let plan = World::enroll(&["alice"]).device(unassigned(&serial("alice"))).claim(&serial("alice"), me()).run();
-    assert_eq!(plan.work, [expected]);
+    assert_eq!(plan.decisions, [expected]);
     assert_eq!(plan.users, [created("alice")]);
 }
 
@@ -923,7 +947,7 @@ fn device_held_by_another_enrollments_secret_is_left_to_it() {
         .claim(&serial("alice"), me())
         .claim(&serial("alice"), other())
         .run();
-    assert_eq!(plan.work, []);
+    assert_eq!(plan.decisions, []);
     assert_eq!(plan.users, [status("alice", UserState::Pending, Some("pending device is held by infra/older"))]);
 }
 
@@ -933,7 +957,7 @@ fn device_held_by_another_enrollments_secret_is_left_to_it() {
 #[test]
 fn user_owned_by_an_older_enrollment_is_pending_without_work() {
     let plan = World::enroll(&["alice"]).owner("alice", other()).run();
-    assert_eq!(plan.work, []);
+    assert_eq!(plan.decisions, []);
     assert_eq!(plan.users, [owned_by_other("alice")]);
 
     // Even when the owner's pending device exists and is claimed.
@@ -942,12 +966,12 @@ fn user_owned_by_an_older_enrollment_is_pending_without_work() {
         .device(unassigned(&serial("alice")))
         .claim(&serial("alice"), other())
         .run();
-    assert_eq!(plan.work, []);
+    assert_eq!(plan.decisions, []);
     assert_eq!(plan.users, [owned_by_other("alice")]);
 
     // A compliant user is compliant whoever owns it.
     let plan = World::enroll(&["alice"]).owner("alice", other()).assigned("alice").run();
-    assert_eq!(plan.work, []);
+    assert_eq!(plan.decisions, []);
     assert_eq!(plan.users, [compliant("alice")]);
 }
 
@@ -957,7 +981,7 @@ fn user_owned_by_an_older_enrollment_releases_our_leftover_secret() {
     let alice = seed_secret("alice");
     let plan =
         World::enroll(&["alice"]).owner("alice", other()).device(unassigned(&alice.serial)).secret(alice.clone()).run();
-    assert_eq!(plan.work, [work(None, vec![delete_device(&alice.serial), delete_secret("alice")], None)]);
+    assert_eq!(plan.decisions, [work(None, vec![delete_device(&alice.serial), delete_secret("alice")], None)]);
     assert_eq!(plan.users, [owned_by_other("alice")]);
 
     // The owner holds the device too: only our Secret goes.
@@ -967,12 +991,12 @@ fn user_owned_by_an_older_enrollment_releases_our_leftover_secret() {
         .secret(alice.clone())
         .claim(&alice.serial, other())
         .run();
-    assert_eq!(plan.work, [work(None, vec![delete_secret("alice")], None)]);
+    assert_eq!(plan.decisions, [work(None, vec![delete_secret("alice")], None)]);
     assert_eq!(plan.users, [owned_by_other("alice")]);
 
     // The device is gone already: only our Secret goes.
     let plan = World::enroll(&["alice"]).owner("alice", other()).secret(alice).run();
-    assert_eq!(plan.work, [work(None, vec![delete_secret("alice")], None)]);
+    assert_eq!(plan.decisions, [work(None, vec![delete_secret("alice")], None)]);
     assert_eq!(plan.users, [owned_by_other("alice")]);
 }
 
@@ -989,24 +1013,24 @@ fn secret_of_a_user_no_longer_selected_is_released() {
         .device(unassigned(&zoe.serial))
         .secret(zoe.clone())
         .run();
-    assert_eq!(plan.work, [work(None, vec![delete_device(&zoe.serial), delete_secret("zoe")], removed.clone())]);
+    assert_eq!(plan.decisions, [work(None, vec![delete_device(&zoe.serial), delete_secret("zoe")], removed.clone())]);
     assert_eq!(plan.users, [compliant("alice")]);
 
     // zoe enabled the device meanwhile (by hand): only the Secret goes.
     let plan =
         World::enroll(&["alice"]).assigned("alice").account_user("zoe").assigned("zoe").secret(zoe.clone()).run();
-    assert_eq!(plan.work, [work(None, vec![delete_secret("zoe")], removed.clone())]);
+    assert_eq!(plan.decisions, [work(None, vec![delete_secret("zoe")], removed.clone())]);
 
     // The user no longer exists at all, nor the device.
     let plan = World::enroll(&["alice"]).assigned("alice").secret(zoe).run();
-    assert_eq!(plan.work, [work(None, vec![delete_secret("zoe")], removed)]);
+    assert_eq!(plan.decisions, [work(None, vec![delete_secret("zoe")], removed)]);
 }
 
 #[test]
 fn orphan_device_under_our_path_is_deleted() {
     let ghost = serial("ghost");
     let plan = World::enroll(&["alice"]).assigned("alice").device(unassigned(&ghost)).run();
-    assert_eq!(plan.work, [orphan_deletion(&ghost)]);
+    assert_eq!(plan.decisions, [orphan_deletion(&ghost)]);
     assert_eq!(plan.users, [compliant("alice")]);
 }
 
@@ -1019,7 +1043,7 @@ fn devices_outside_our_path_are_never_touched() {
         .device(unassigned("arn:aws:iam::123456789012:mfa/mfa-operator/nested/ghost"))
         .device(unassigned("arn:aws:iam::123456789012:mfa/mfa-operator-2/ghost"))
         .run();
-    assert_eq!(plan.work, []);
+    assert_eq!(plan.decisions, []);
     assert_eq!(plan.users, [compliant("alice")]);
 }
 
@@ -1031,20 +1055,20 @@ fn orphan_claimed_or_owned_elsewhere_is_left_alone() {
         .device(unassigned(&serial("ghost")))
         .claim(&serial("ghost"), other())
         .run();
-    assert_eq!(plan.work, []);
+    assert_eq!(plan.decisions, []);
 
     // An empty holder list is no claim.
     let plan = World::enroll(&["alice"]).assigned("alice").device(unassigned(&serial("ghost"))).run();
     let mut world = World::enroll(&["alice"]).assigned("alice").device(unassigned(&serial("ghost")));
     world.claims.insert(serial("ghost"), Vec::new());
-    assert_eq!(world.run().work, plan.work);
-    assert_eq!(plan.work, [orphan_deletion(&serial("ghost"))]);
+    assert_eq!(world.run().decisions, plan.decisions);
+    assert_eq!(plan.decisions, [orphan_deletion(&serial("ghost"))]);
 }
 
 #[test]
 fn not_found_names_are_reported_after_the_selected_users() {
     let plan = World::enroll(&["alice"]).assigned("alice").not_found("Zed").not_found("bob").run();
-    assert_eq!(plan.work, []);
+    assert_eq!(plan.decisions, []);
     let gone = Some("no IAM user with this name exists in the account");
     assert_eq!(
         plan.users,
@@ -1067,7 +1091,7 @@ fn work_comes_in_order_users_then_released_secrets_then_orphans() {
         .not_found("nobody")
         .run();
     assert_eq!(
-        plan.work,
+        plan.decisions,
         [
             first_device("alice"),
             work(
@@ -1101,7 +1125,7 @@ fn planning_is_deterministic() {
 
 /// Every `DeleteDevice` of a plan.
 fn deleted_devices(plan: &Plan) -> Vec<String> {
-    plan.work
+    plan.decisions
         .iter()
         .flat_map(|w| &w.steps)
         .filter_map(|a| match a {
@@ -1175,7 +1199,7 @@ fn assigned_devices_are_never_deleted_in_any_scenario() {
                                     "{serial} is assigned but deleted: mode {mode:?}, alice \
                                      selected {alice_selected}, owner {owner:?}, secret \
                                      {secret:?}, claim {claimant:?}, holder {holder}: {:?}",
-                                    plan.work
+                                    plan.decisions
                                 );
                             }
                             scenarios += 1;
@@ -1230,7 +1254,7 @@ fn report_mode_never_deletes_orphan_devices() {
     // elsewhere (another cluster or a namespace-scoped install) whose seed Secrets this
     // operator cannot see.
     let plan = World::report(&["alice"]).device(unassigned(&serial("ghost"))).run();
-    assert_eq!(plan.work, []);
+    assert_eq!(plan.decisions, []);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1336,7 +1360,7 @@ fn codes_that_went_stale_while_the_operator_was_busy_are_not_the_persons_fault()
     let mut world = World::enroll(&["alice"]).device(unassigned(&serial("alice"))).refused("alice", 2, None);
     world.received.insert(alice.name.clone(), NOW - SignedDuration::from_secs(125));
     let plan = world.secret(alice.clone()).run();
-    let [Decision { steps, .. }] = plan.work.as_slice() else { panic!("{:?}", plan.work) };
+    let [Decision { steps, .. }] = plan.decisions.as_slice() else { panic!("{:?}", plan.decisions) };
     let [Step::RejectCodes { attempts, message, cause, .. }] = steps.as_slice() else { panic!("{steps:?}") };
     assert_eq!((*attempts, *cause), (2, RefusalCause::OperatorDelay), "not counted as a guess");
     assert!(message.contains("not your mistake") && message.contains("125 seconds"), "{message}");
@@ -1346,7 +1370,7 @@ fn codes_that_went_stale_while_the_operator_was_busy_are_not_the_persons_fault()
     let mut world = World::enroll(&["alice"]).device(unassigned(&serial("alice"))).refused("alice", 2, None);
     world.received.insert(alice.name.clone(), NOW - SignedDuration::from_secs(5));
     let plan = world.secret(alice).run();
-    let [Decision { steps, .. }] = plan.work.as_slice() else { panic!("{:?}", plan.work) };
+    let [Decision { steps, .. }] = plan.decisions.as_slice() else { panic!("{:?}", plan.decisions) };
     let [Step::RejectCodes { cause, message, .. }] = steps.as_slice() else { panic!("{steps:?}") };
     assert_eq!(*cause, RefusalCause::Timing);
     assert!(message.starts_with("the codes are"), "{message}");

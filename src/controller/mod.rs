@@ -1,18 +1,18 @@
 //! The enrollment controller: a kube-runtime `Controller` for `MfaEnrollment` that also
 //! watches the seed Secrets it creates, so a code submission triggers a reconcile at once.
 //!
-//! - [`decide`]: pure decisions (spec + inventory + Secrets -> steps per user and the row each user gets if they succeed)
-//! - [`status`]: pure status and condition building
-//! - [`selection`]: which users a selector picks
-//! - [`seed_secret`]: the seed Secret's name, shape, parsing and verification
-//! - [`integrity`]: the operator's key and the tag that proves a seed Secret is its own
-//! - [`reconcile`]: the reconcile loop and finalizer
-//! - [`act`]: the effects layer: runs decided steps against IAM and Kubernetes, submissions first, and returns typed outcomes
-//! - [`publish`]: the enrollment's status write and Events
-//! - [`accounts`]: per-account IAM client, shared inventory, reservations
-//! - [`grant`]: pure checks of what an `MfaAccountBinding` lets an enrollment do
-//! - [`reach`]: an enrollment's binding, credentials and account
-//! - [`vocabulary`]: condition and Event reasons
+//! A reconcile ([`reconcile`]) takes one path: gather (inventory, Secrets, peers) ->
+//! [`decide`] (pure: the steps per user, and the row each user gets once they succeed) ->
+//! [`act`] (the effects layer: runs the steps, submissions first, and returns typed
+//! [`outcome`]s) -> [`render`] (pure: the one place status is decided) -> [`publish`]
+//! (the status write and Events).
+//!
+//! - [`selection`]: which users a selector picks; [`grant`]: what an `MfaAccountBinding`
+//!   lets an enrollment do (pure); [`reach`]: an enrollment's binding, credentials and
+//!   account; [`accounts`]: per-account IAM client, shared inventory, reservations
+//! - [`seed_secret`]: the seed Secret's name, shape, parsing and verification;
+//!   [`integrity`]: the operator's key and the tag that proves a seed Secret is its own
+//! - [`vocabulary`]: condition and Event reasons, and what blocks a reconcile
 
 pub mod accounts;
 mod act;
@@ -20,13 +20,14 @@ pub mod decide;
 pub mod grant;
 pub mod integrity;
 mod last_written;
+mod outcome;
 mod publish;
 mod reach;
 mod received;
 mod reconcile;
+pub mod render;
 pub mod seed_secret;
 pub mod selection;
-pub mod status;
 pub mod vocabulary;
 mod watch_backoff;
 

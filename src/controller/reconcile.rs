@@ -14,18 +14,19 @@ use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::{Resource, ResourceExt};
 
 use super::accounts::{Account, Record, Subject, View};
-use super::act::{Acted, Reservation, Reserved, Statuses, act, delete_seed_secret, subjects, void};
-use super::decide::{Claims, DecideInput, EnrollmentId, REFUSAL_PREFIX, Refusals, UserRow, decide, owners};
+use super::act::{Reservation, Reserved, act, delete_seed_secret, subjects};
+use super::decide::{Claims, DecideInput, Decision, EnrollmentId, REFUSAL_PREFIX, Refusals, UserRow, decide, owners};
+use super::outcome::{self, Finished};
 use super::publish::{publish, write_status};
 use super::reach::{self, Refusal, grant_of};
+use super::render::{self, Frame, RenderInput, StatusInput};
 use super::seed_secret::{self, SeedSecret, Untrusted};
 use super::selection::{Selection, select};
-use super::status::{Blocker, StatusInput, build, compliant_users, lost_mfa};
-use super::vocabulary::{ConditionReason, EventReason};
+use super::vocabulary::{Blocker, ConditionReason, EventReason};
 use super::{Context, Error, FINALIZER, Result};
 use crate::aws::{IamApi, IamError};
-use crate::crd::{MfaAccountBinding, MfaEnrollment, MfaEnrollmentStatus, Mode, UserState};
-use crate::inventory::{Inventory, MfaState};
+use crate::crd::{MfaAccountBinding, MfaEnrollment, MfaEnrollmentStatus, Mode};
+use crate::inventory::Inventory;
 
 /// Entry point called by the controller runtime.
 pub async fn reconcile(enrollment: Arc<MfaEnrollment>, ctx: Arc<Context>) -> Result<Action> {
@@ -146,12 +147,12 @@ async fn reconcile_apply(enrollment: &MfaEnrollment, ctx: &Context) -> Result<Ac
         selected(&enrollment.spec, &reach.binding).map(|selection| {
             // Of this enrollment's users only: the map lives as long as the reconcile.
             let owners = owners(selections.iter().map(|(id, created, s)| (id, *created, s)), Some(&selection.users));
-            let spec_issue = unknown_groups(&selection, &inventory.groups);
+            let spec_blocker = unknown_groups(&selection, &inventory.groups);
             let unresolved = inventory.unresolved(&selection.users);
-            (selection, owners, spec_issue, unresolved)
+            (selection, owners, spec_blocker, unresolved)
         })
     };
-    let (selection, owners, spec_issue, unresolved) = match decided {
+    let (selection, owners, spec_blocker, unresolved) = match decided {
         Ok(decided) => decided,
         Err(message) => return report_refusal(enrollment, ctx, message).await,
     };
@@ -159,7 +160,7 @@ async fn reconcile_apply(enrollment: &MfaEnrollment, ctx: &Context) -> Result<Ac
     let last = ctx.last_status(enrollment);
     // The status last written for each user: what a user whose work waits keeps showing.
     let before: BTreeMap<String, UserRow> =
-        last.as_ref().map(previous_users).unwrap_or_default().into_iter().map(|u| (u.name.clone(), u)).collect();
+        last.as_ref().map(render::rows_of).unwrap_or_default().into_iter().map(|u| (u.name.clone(), u)).collect();
     // Only selected users without an assigned virtual device cost a ListMFADevices call,
     // asked with no lock held. Many of them take a while: a new generation says so first.
     if unresolved.len() >= EARLY_STATUS_AFTER
@@ -184,7 +185,7 @@ async fn reconcile_apply(enrollment: &MfaEnrollment, ctx: &Context) -> Result<Ac
     let (mut reserved, mut skipped) = (Vec::new(), Vec::new());
     let mut unresolved = unresolved;
     let mut asks = 0;
-    let (mut users, root_mfa) = loop {
+    let (users, root_mfa) = loop {
         if !unresolved.is_empty() && asks < MAX_ASKS {
             asks += 1;
             let mut answers = Vec::new();
@@ -218,41 +219,28 @@ async fn reconcile_apply(enrollment: &MfaEnrollment, ctx: &Context) -> Result<Ac
         });
         let account_id = inventory.account_id().map(str::to_owned);
         let root_mfa = inventory.root_mfa_enabled;
-        for work in planned.work {
-            let subjects = subjects(&work, account_id.as_deref(), reach.device_path());
+        for decision in planned.decisions {
+            let subjects = subjects(&decision, account_id.as_deref(), reach.device_path());
             match Reservation::take(account, &mut view, &id, subjects) {
-                Some(reservation) => reserved.push(Reserved { work, reservation }),
-                None => skipped.push(work),
+                Some(reservation) => reserved.push(Reserved { decision, reservation }),
+                None => skipped.push(decision),
             }
         }
         break (planned.users, root_mfa);
     };
-    // A user whose work waits, or whose MFA devices could not be listed, keeps the
-    // status last written for them.
-    let waiting: Vec<&str> = skipped
-        .iter()
-        .filter_map(|w: &super::decide::Decision| w.user.as_deref())
-        .chain(unresolved.iter().map(String::as_str))
-        .collect();
-    for name in &waiting {
-        let Some(status) = users.iter_mut().find(|p| p.name == *name) else { continue };
-        match before.get(*name) {
-            Some(previous) => *status = previous.clone(),
-            None => void(status, UserState::Missing, "waiting for other work on this user to finish".into(), &[]),
-        }
-    }
-    let waiting = (!waiting.is_empty()).then(|| Blocker {
-        reason: ConditionReason::Progressing,
-        message: format!("{} selected users wait for other work in the account; retrying shortly", waiting.len()),
-    });
+    // A user whose decision waits for another reconcile, or whose MFA devices could not
+    // be listed, keeps the row last written for them (see `render::rows`).
+    let waiting: Vec<String> =
+        skipped.iter().filter_map(|d: &Decision| d.user.clone()).chain(unresolved.iter().cloned()).collect();
 
-    let progress = |users: Vec<UserRow>| {
-        let status = build(StatusInput {
+    let progress = |finished: &[Finished], unfinished: &BTreeMap<String, bool>| {
+        let rows = render::rows(users.clone(), finished, &waiting, &before);
+        let status = render::build(StatusInput {
             mode: enrollment.spec.mode,
             generation: enrollment.meta().generation,
             now: ctx.now(),
-            users,
-            issue: None,
+            users: render::in_progress(rows, unfinished, &before),
+            blocker: None,
             root_mfa_enabled: Some(root_mfa),
             previous: last.as_ref(),
         });
@@ -262,64 +250,57 @@ async fn reconcile_apply(enrollment: &MfaEnrollment, ctx: &Context) -> Result<Ac
             }
         }
     };
-    let Acted { users, issue, stale_inventory, changed_account } =
-        act(enrollment, ctx, &reach, &secrets, reserved, Statuses { planned: users, before: &before }, progress).await;
-    if stale_inventory {
+    let finished = act(enrollment, ctx, &reach, &secrets, reserved, progress).await;
+    if outcome::stale_inventory(&finished) {
         account.view().inventory = None;
     }
-    if changed_account && peers.len() > 1 {
+    if outcome::changed_account(&finished) && peers.len() > 1 {
         // Other enrollments of this account count the same users: refresh their status
         // from the (already updated) shared inventory.
         ctx.reconcile_all();
     }
 
-    // A value a person must fix outranks a transient failure.
-    let issue = match (spec_issue, issue) {
-        (_, Some(applied)) if applied.needs_person() => Some(applied),
-        (Some(spec), _) => Some(spec),
-        (None, applied) => applied,
-    };
-    let previous = last.as_ref();
-    // Only a reconcile that saw the whole picture may say a user lost MFA.
-    let clean = issue.is_none() && !stale_inventory && waiting.is_none();
-    let before = ctx.remembered_compliant(&id).unwrap_or_else(|| {
-        compliant_users(previous.iter().flat_map(|p| p.users.iter().map(|u| (u.name.as_str(), u.state))))
+    let compliant_before = ctx.remembered_compliant(&id).unwrap_or_else(|| {
+        render::compliant_users(last.iter().flat_map(|p| p.users.iter().map(|u| (u.name.as_str(), u.state))))
     });
-    let drifted = if clean { lost_mfa(&before, &users) } else { Vec::new() };
-    if clean {
-        ctx.remember_compliant(&id, compliant_users(users.iter().map(|u| (u.name.as_str(), u.state))));
-    }
-    for user in drifted {
-        publish(ctx, enrollment, EventReason::MfaDeactivated, format!("{user} no longer has an active MFA device"))
-            .await;
-    }
-    let next_expiry = users.iter().filter_map(|u| u.expires_at).min();
     // Conditions move on from the status last written, progress reports included.
     let written = ctx.last_status(enrollment);
-    let status = build(StatusInput {
+    let rendered = render::render(RenderInput {
         mode: enrollment.spec.mode,
         generation: enrollment.meta().generation,
         now,
-        users,
-        issue: issue.clone().or(waiting.clone()),
+        planned: users,
+        finished: &finished,
+        waiting: &waiting,
+        before: &before,
+        spec_blocker,
         root_mfa_enabled: Some(root_mfa),
         previous: written.as_ref(),
+        compliant_before: &compliant_before,
     });
-    if let Some(summary) = &status.summary {
+    if let Some(compliant) = rendered.compliant {
+        ctx.remember_compliant(&id, compliant);
+    }
+    for user in rendered.drifted {
+        publish(ctx, enrollment, EventReason::MfaDeactivated, format!("{user} no longer has an active MFA device"))
+            .await;
+    }
+    if let Some(summary) = &rendered.status.summary {
         ctx.metrics.set_users(&id.namespace, &id.name, summary);
     }
-    write_status(enrollment, ctx, status).await?;
+    write_status(enrollment, ctx, rendered.status).await?;
 
-    match issue {
-        Some(issue) if !issue.needs_person() => Err(Error::WorkFailed(issue.message)),
+    match rendered.blocker {
+        Some(blocker) if !blocker.needs_person() => Err(Error::WorkFailed(blocker.message)),
         _ => {
             let resync: Duration = enrollment.spec.resync_interval.into();
-            let until_expiry = next_expiry
+            let until_expiry = rendered
+                .next_expiry
                 .map(|t| t.duration_since(now))
                 .and_then(|d| Duration::try_from(d).ok())
                 .map(|d| d + Duration::from_secs(1));
             let mut next = until_expiry.map_or(resync, |d| d.min(resync));
-            if waiting.is_some() {
+            if rendered.waiting {
                 // Another reconcile held some of these users: try again shortly.
                 next = next.min(RETRY_SKIPPED);
             }
@@ -345,8 +326,8 @@ const MAX_ASKS: u32 = 3;
 /// When to look again at users whose work another reconcile held.
 const RETRY_SKIPPED: Duration = Duration::from_secs(2);
 
-/// The status of a new generation while the MFA devices of `unresolved` users are being
-/// listed: what the inventory already knows, and that the rest is coming.
+/// Writes the status of a new generation while the MFA devices of `unresolved` users
+/// are being listed (see `render::listing`).
 async fn write_listing_status(
     enrollment: &MfaEnrollment,
     ctx: &Context,
@@ -356,42 +337,19 @@ async fn write_listing_status(
     unresolved: usize,
     previous: Option<&MfaEnrollmentStatus>,
 ) {
-    let (users, root_mfa) = {
+    let status = {
         let view = account.view();
         let Some(inventory) = view.inventory.as_ref() else { return };
-        // Users the last status shows keep their entry (and their refusal count).
-        let users = selection
-            .users
-            .iter()
-            .map(|name| {
-                if let Some(previous) = before.get(name) {
-                    return previous.clone();
-                }
-                let (state, message) = match inventory.mfa_state(name) {
-                    MfaState::Active(_) => (UserState::Compliant, None),
-                    _ => (UserState::Missing, Some("MFA devices not listed yet")),
-                };
-                UserRow { message: message.map(str::to_owned), ..UserRow::new(name, state) }
-            })
-            .chain(selection.not_found.iter().map(|name| UserRow::new(name, UserState::NotFound)))
-            .collect();
-        (users, inventory.root_mfa_enabled)
+        render::listing(frame(enrollment, ctx.now()), selection, inventory, before, unresolved, previous)
     };
-    let status = build(StatusInput {
-        mode: enrollment.spec.mode,
-        generation: enrollment.meta().generation,
-        now: ctx.now(),
-        users,
-        issue: Some(Blocker {
-            reason: ConditionReason::Progressing,
-            message: format!("listing the MFA devices of {unresolved} selected users"),
-        }),
-        root_mfa_enabled: Some(root_mfa),
-        previous,
-    });
     if let Err(e) = write_status(enrollment, ctx, status).await {
         tracing::debug!(error = %e, "cannot write a progress status");
     }
+}
+
+/// The frame of every status this reconcile renders.
+fn frame(enrollment: &MfaEnrollment, now: jiff::Timestamp) -> Frame {
+    Frame { mode: enrollment.spec.mode, generation: enrollment.meta().generation, now }
 }
 
 /// Groups named in the selector that do not exist in the account: Stalled until fixed.
@@ -496,58 +454,32 @@ fn refusals(status: Option<&MfaEnrollmentStatus>) -> BTreeMap<String, Refusals> 
 /// act, Reconciling otherwise), then permanent errors wait for the resync interval and
 /// transient ones back off.
 async fn report_iam_failure(enrollment: &MfaEnrollment, ctx: &Context, error: IamError) -> Result<Action> {
-    let issue = Blocker { reason: ConditionReason::of_iam(&error), message: error.to_string() };
-    let requeue = report_issue(enrollment, ctx, issue.clone(), EventReason::ReconcileFailed).await?;
-    if issue.needs_person() { Ok(requeue) } else { Err(Error::Iam(error)) }
+    let blocker = Blocker { reason: ConditionReason::of_iam(&error), message: error.to_string() };
+    let needs_person = blocker.needs_person();
+    let requeue = report_blocker(enrollment, ctx, blocker, EventReason::ReconcileFailed).await?;
+    if needs_person { Ok(requeue) } else { Err(Error::Iam(error)) }
 }
 
 /// The binding does not grant what the enrollment asks: Stalled until the enrollment,
 /// the binding or the namespace changes (each of which triggers a reconcile).
 async fn report_refusal(enrollment: &MfaEnrollment, ctx: &Context, message: String) -> Result<Action> {
     tracing::info!(enrollment = %id_of(enrollment), %message, "not granted");
-    let issue = Blocker { reason: ConditionReason::NotGranted, message };
-    report_issue(enrollment, ctx, issue, EventReason::NotGranted).await
+    let blocker = Blocker { reason: ConditionReason::NotGranted, message };
+    report_blocker(enrollment, ctx, blocker, EventReason::NotGranted).await
 }
 
-/// Writes `issue` into status over the last known users, and publishes it as `event`.
-async fn report_issue(enrollment: &MfaEnrollment, ctx: &Context, issue: Blocker, event: EventReason) -> Result<Action> {
+/// Writes `blocker` into status over the last known users, and publishes it as `event`.
+async fn report_blocker(
+    enrollment: &MfaEnrollment,
+    ctx: &Context,
+    blocker: Blocker,
+    event: EventReason,
+) -> Result<Action> {
     let previous = ctx.last_status(enrollment).unwrap_or_default();
-    let status = build(StatusInput {
-        mode: enrollment.spec.mode,
-        generation: enrollment.meta().generation,
-        now: ctx.now(),
-        users: previous_users(&previous),
-        issue: Some(issue.clone()),
-        root_mfa_enabled: previous.root_account_mfa_enabled,
-        previous: Some(&previous),
-    });
-    // The users list is bounded; the counts are not: keep the last known ones.
-    let status = MfaEnrollmentStatus {
-        summary: previous.summary.clone().or(status.summary),
-        users_omitted: previous.users_omitted,
-        ..status
-    };
+    let status = render::blocked(frame(enrollment, ctx.now()), &previous, blocker.clone());
     write_status(enrollment, ctx, status).await?;
-    publish(ctx, enrollment, event, issue.message).await;
+    publish(ctx, enrollment, event, blocker.message).await;
     Ok(Action::requeue(enrollment.spec.resync_interval.into()))
-}
-
-/// Keeps the last known users when a reconcile could not look at AWS.
-fn previous_users(previous: &MfaEnrollmentStatus) -> Vec<super::decide::UserRow> {
-    previous
-        .users
-        .iter()
-        .map(|u| super::decide::UserRow {
-            name: u.name.clone(),
-            state: u.state,
-            serial: u.serial_number.clone(),
-            secret: u.seed_secret.clone(),
-            pending_since: u.pending_since.as_ref().map(|t| t.0),
-            expires_at: u.expires_at.as_ref().map(|t| t.0),
-            message: u.message.clone(),
-            failed_attempts: u.failed_attempts.unwrap_or(0),
-        })
-        .collect()
 }
 
 /// Removes this enrollment's pending devices and seed Secrets, and nothing else: enabled

@@ -1,6 +1,23 @@
 //! The words the operator says to the world: condition types and reasons, and Event
 //! reasons. One place, so dashboards, alerts and docs can rely on them.
 
+/// Something that kept this reconcile from finishing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Blocker {
+    /// `AccessDenied` and `InvalidSpec` need a person (Stalled); anything else is retried.
+    pub reason: ConditionReason,
+    pub message: String,
+}
+
+impl Blocker {
+    pub fn needs_person(&self) -> bool {
+        matches!(
+            self.reason,
+            ConditionReason::AccessDenied | ConditionReason::InvalidSpec | ConditionReason::NotGranted
+        )
+    }
+}
+
 /// Condition types of an `MfaEnrollment`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ConditionType {

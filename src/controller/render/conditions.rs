@@ -1,32 +1,15 @@
-//! Builds an enrollment's status from a plan and what happened when it ran. Pure; the
-//! condition helper keeps `lastTransitionTime` unless a condition actually flips, so an
-//! unchanged world produces an identical status and no patch.
+//! The status object from its rows: the summary, the bounded users list and the kstatus
+//! conditions. Pure; the condition helper keeps `lastTransitionTime` unless a condition
+//! actually flips, so an unchanged world produces an identical status and no patch.
 
 use std::collections::BTreeSet;
 
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
-use super::decide::UserRow;
-use super::vocabulary::{ConditionReason, ConditionType};
+use crate::controller::decide::UserRow;
+use crate::controller::vocabulary::{Blocker, ConditionReason, ConditionType};
 use crate::crd::{MfaEnrollmentStatus, Mode, Summary, UserState, UserStatus, status::MAX_STATUS_USERS};
-
-/// Something that kept this reconcile from finishing.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Blocker {
-    /// `AccessDenied` and `InvalidSpec` need a person (Stalled); anything else is retried.
-    pub reason: ConditionReason,
-    pub message: String,
-}
-
-impl Blocker {
-    pub fn needs_person(&self) -> bool {
-        matches!(
-            self.reason,
-            ConditionReason::AccessDenied | ConditionReason::InvalidSpec | ConditionReason::NotGranted
-        )
-    }
-}
 
 /// Inputs of [`build`].
 pub struct StatusInput<'a> {
@@ -34,7 +17,7 @@ pub struct StatusInput<'a> {
     pub generation: Option<i64>,
     pub now: Timestamp,
     pub users: Vec<UserRow>,
-    pub issue: Option<Blocker>,
+    pub blocker: Option<Blocker>,
     pub root_mfa_enabled: Option<bool>,
     pub previous: Option<&'a MfaEnrollmentStatus>,
 }
@@ -74,15 +57,15 @@ pub fn build(input: StatusInput<'_>) -> MfaEnrollmentStatus {
         set_condition(&mut conditions, kind, status, reason, message, input.generation, input.now);
     };
 
-    match &input.issue {
-        Some(issue) if issue.needs_person() => {
-            set(ConditionType::Ready, false, issue.reason, issue.message.clone());
+    match &input.blocker {
+        Some(blocker) if blocker.needs_person() => {
+            set(ConditionType::Ready, false, blocker.reason, blocker.message.clone());
             set(ConditionType::Reconciling, false, ConditionReason::AsExpected, String::new());
-            set(ConditionType::Stalled, true, issue.reason, issue.message.clone());
+            set(ConditionType::Stalled, true, blocker.reason, blocker.message.clone());
         }
-        Some(issue) => {
-            set(ConditionType::Ready, false, issue.reason, issue.message.clone());
-            set(ConditionType::Reconciling, true, issue.reason, issue.message.clone());
+        Some(blocker) => {
+            set(ConditionType::Ready, false, blocker.reason, blocker.message.clone());
+            set(ConditionType::Reconciling, true, blocker.reason, blocker.message.clone());
             set(ConditionType::Stalled, false, ConditionReason::AsExpected, String::new());
         }
         None if unfinished => {
@@ -226,5 +209,5 @@ pub fn lost_mfa(compliant_before: &BTreeSet<String>, users: &[UserRow]) -> Vec<S
 }
 
 #[cfg(test)]
-#[path = "status_tests.rs"]
+#[path = "conditions_tests.rs"]
 mod tests;

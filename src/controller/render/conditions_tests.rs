@@ -38,7 +38,15 @@ fn input<'a>(
     now: Timestamp,
     previous: Option<&'a MfaEnrollmentStatus>,
 ) -> StatusInput<'a> {
-    StatusInput { mode, generation: Some(GENERATION), now, users, issue, root_mfa_enabled: Some(true), previous }
+    StatusInput {
+        mode,
+        generation: Some(GENERATION),
+        now,
+        users,
+        blocker: issue,
+        root_mfa_enabled: Some(true),
+        previous,
+    }
 }
 
 fn condition(kind: &str, status: &str, reason: &str, message: &str, generation: i64, at: Timestamp) -> Condition {

@@ -9,12 +9,14 @@
 //! - [`health`]: what `/readyz` and `/healthz` answer.
 //! - [`qr`]: the `otpauth://` URI and its QR code PNG for the seed Secret.
 //! - [`link`]: one-time enrollment links: the token and the digest the operator keeps.
+//! - [`delivery`]: sending a link to its person: e-mail over SMTP, a chat webhook.
 //! - [`memory`]: keeps the allocator from holding memory the operator no longer uses.
 
 pub mod audit;
 pub mod aws;
 pub mod controller;
 pub mod crd;
+pub mod delivery;
 pub mod failpoint;
 pub mod health;
 pub mod http;

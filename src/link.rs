@@ -6,6 +6,10 @@
 //! together with what the link is for (account, user, enrollment uid), so a record copied
 //! onto another user, enrollment or account never accepts the token, and a leaked record
 //! gives nothing to present. A record is single use and expires.
+//!
+//! A link also has a [`LinkId`]: random, not secret, it finds the record (the operator
+//! keeps records by id); the token, checked in constant time, opens it. The link is
+//! `{public_url}/enroll/{id}/{token}` ([`url`]).
 
 use jiff::{SignedDuration, Timestamp};
 use sha2::{Digest, Sha256};
@@ -13,6 +17,10 @@ use subtle::ConstantTimeEq;
 
 /// Random bytes in a token.
 pub const TOKEN_BYTES: usize = 32;
+/// Random bytes in a link id.
+pub const LINK_ID_BYTES: usize = 16;
+/// Where links live under the page's public URL.
+pub const PATH_PREFIX: &str = "/enroll/";
 /// Default lifetime of a link (`spec.link.ttl`).
 pub const DEFAULT_TTL: SignedDuration = SignedDuration::from_hours(72);
 /// Longest lifetime a link may be given.
@@ -41,6 +49,48 @@ impl Token {
     pub fn expose(&self) -> &str {
         &self.0
     }
+}
+
+/// Names a link (and its record): random and not secret, so it may appear in logs and
+/// in the operator's state; it opens nothing without the token.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct LinkId(String);
+
+impl LinkId {
+    /// A link id from random bytes (the caller draws them from the OS).
+    pub fn new(random: [u8; LINK_ID_BYTES]) -> Self {
+        Self(data_encoding::BASE64URL_NOPAD.encode(&random))
+    }
+
+    /// The id in `text` if it has exactly the form [`Self::new`] gives (22 characters of
+    /// URL-safe base64 for 16 bytes); anything else is no id.
+    pub fn parse(text: &str) -> Option<Self> {
+        let bytes = data_encoding::BASE64URL_NOPAD.decode(text.as_bytes()).ok()?;
+        // The canonical form only: no two texts name the same id.
+        (bytes.len() == LINK_ID_BYTES && data_encoding::BASE64URL_NOPAD.encode(&bytes) == text)
+            .then(|| Self(text.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for LinkId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The path of a link: `/enroll/{id}/{token}`.
+pub fn path(id: &LinkId, token: &Token) -> String {
+    format!("{PATH_PREFIX}{id}/{}", token.expose())
+}
+
+/// The link a person receives: the page's public URL (scheme, host and any prefix) and
+/// [`path`]. Secret: never log it.
+pub fn url(public_url: &str, id: &LinkId, token: &Token) -> String {
+    format!("{}{}", public_url.trim_end_matches('/'), path(id, token))
 }
 
 /// What the operator keeps of a link: no token, only a digest bound to its purpose.
@@ -138,6 +188,28 @@ mod tests {
         let (other, _) = mint(purpose("alice"), [8; TOKEN_BYTES], T0, DEFAULT_TTL);
         assert_eq!(check(&record, other.expose(), T0), Err(Refusal::Unknown));
         assert_eq!(check(&record, "", T0), Err(Refusal::Unknown));
+    }
+
+    #[test]
+    fn a_link_id_round_trips_only_in_its_canonical_form() {
+        let id = LinkId::new([0xfb; LINK_ID_BYTES]);
+        assert_eq!(id.as_str().len(), 22);
+        assert_eq!(LinkId::parse(id.as_str()), Some(id.clone()));
+        let (token, _) = mint(purpose("alice"), [7; TOKEN_BYTES], T0, DEFAULT_TTL);
+        for bad in ["", "short", token.expose(), &format!("{id}="), &format!("{id}A"), "a/b", "++++++++++++++++++++++"]
+        {
+            assert_eq!(LinkId::parse(bad), None, "{bad}");
+        }
+        // The last character carries 4 spare bits: a non-canonical spelling of the same bytes.
+        let mut other = id.as_str().to_owned();
+        other.pop();
+        other.push('x');
+        assert_eq!(LinkId::parse(&other), None, "{other}");
+        assert_eq!(path(&id, &token), format!("/enroll/{id}/{}", token.expose()));
+        assert_eq!(
+            url("https://mfa.example.com/", &id, &token),
+            format!("https://mfa.example.com/enroll/{id}/{}", token.expose())
+        );
     }
 
     #[test]

@@ -101,14 +101,14 @@ fn hidden_csrf(csrf: &str) -> String {
 }
 
 /// The page a link opens: says who is enrolling and what happens; creates nothing.
-pub fn start(who: &Who<'_>, start_action: &str, csrf: &str) -> String {
+pub fn start(who: &Who<'_>, start_action: &str, csrf: &str, minutes: i64) -> String {
     let body = format!(
         "<h1>Set up multi-factor authentication</h1>{}\
          <p>You need an authenticator app on your phone (for example Google Authenticator, Microsoft \
          Authenticator or 1Password). When you press Start, a new MFA device is created for you and its QR code \
          is shown once. Scan it, then enter two codes from the app.</p>\
-         <p>If you do not finish within a few minutes, the device is deleted and you can start again with this \
-         link.</p>\
+         <p>If you do not finish within {minutes} minutes, the device is deleted and you can start again with \
+         this link.</p>\
          <form method=\"post\" action=\"{}\">{}<button type=\"submit\">Start</button></form>",
         who.paragraph(),
         escape(start_action),
@@ -223,7 +223,7 @@ mod tests {
         for bad in ['<', '>', '"', '\''] {
             assert!(!escaped.contains(bad), "{bad} in {escaped}");
         }
-        let page = start(&Who { user: hostile, account: "<b>acct</b>" }, "/enroll/a/b/start", "t\"x");
+        let page = start(&Who { user: hostile, account: "<b>acct</b>" }, "/enroll/a/b/start", "t\"x", 10);
         assert!(!page.contains("<script>"), "no script tag on the start page at all");
         assert!(page.contains("&lt;b&gt;acct&lt;/b&gt;"));
         assert!(page.contains("value=\"t&quot;x\""));

@@ -178,6 +178,8 @@ pub struct EnrollPage<A: Accounts, S: LinkStore> {
     config: PageConfig,
     /// `scheme://host[:port]` of the public URL.
     origin: String,
+    /// The path of the public URL without its last `/` (forms post to it).
+    base_path: String,
     /// Served over HTTPS.
     secure: bool,
     clock: Clock,
@@ -220,7 +222,11 @@ impl<A: Accounts, S: LinkStore> EnrollPage<A, S> {
         let mut key = [0; csrf::KEY_BYTES];
         getrandom::fill(&mut key).map_err(PageError::Random)?;
         let metrics = PageMetrics::default();
+        let after_origin = config.public_url.split_once("://").map_or("", |(_, rest)| rest);
+        let base_path = after_origin.find('/').map_or("", |slash| &after_origin[slash..]);
+        let base_path = base_path.split(['?', '#']).next().unwrap_or_default().trim_end_matches('/').to_owned();
         Ok(Self {
+            base_path,
             accounts,
             store,
             secure: origin.starts_with("https://"),
@@ -284,7 +290,9 @@ impl<A: Accounts, S: LinkStore> EnrollPage<A, S> {
 
     /// The page's routes, with security headers, rate limits and request logs. Serve it
     /// with `into_make_service_with_connect_info::<SocketAddr>()` so limits apply per
-    /// client address.
+    /// client address. Routes start at `/enroll/`: when the public URL has a path prefix,
+    /// the proxy strips it (or the caller nests this router under it); the forms post to
+    /// the prefixed paths.
     pub fn router(self: Arc<Self>) -> Router {
         Router::new()
             .route("/enroll/{id}/{token}", get(open::<A, S>))
@@ -537,6 +545,8 @@ async fn guard<A: Accounts, S: LinkStore>(
 
 /// The link a request is for.
 struct LinkRoute<'a> {
+    /// The path of the public URL (`""`, or a prefix such as `/mfa`).
+    base: &'a str,
     link: &'a LinkId,
     token: &'a str,
 }
@@ -544,7 +554,7 @@ struct LinkRoute<'a> {
 impl LinkRoute<'_> {
     /// The path of a form's action.
     fn action(&self, step: &str) -> String {
-        format!("{}{}/{}/{step}", link::PATH_PREFIX, self.link, self.token)
+        format!("{}{}{}/{}/{step}", self.base, link::PATH_PREFIX, self.link, self.token)
     }
 }
 
@@ -604,11 +614,12 @@ impl<A: Accounts, S: LinkStore> EnrollPage<A, S> {
             Some(browser) => browser.clone(),
             None => BrowserKey::new(self.random()?),
         };
-        let route = LinkRoute { link: &link, token };
+        let route = LinkRoute { base: &self.base_path, link: &link, token };
         let page = html::start(
             &html::Who { user: &record.purpose.user, account: &reached.account_label },
             &route.action("start"),
             &self.csrf.form_token(&link, &browser),
+            self.config.session_timeout.as_mins(),
         );
         self.metrics.links_opened.inc();
         let mut response = (StatusCode::OK, html_body(page)).into_response();
@@ -628,7 +639,7 @@ impl<A: Accounts, S: LinkStore> EnrollPage<A, S> {
         let now = self.now();
         let (link, record) = self.open_link(id, token, now).await?;
         let browser = self.check_form(&link, headers, form)?;
-        let route = LinkRoute { link: &link, token };
+        let route = LinkRoute { base: &self.base_path, link: &link, token };
         let reached = self.reach(&record.purpose).await?;
         let Reached { iam, account_label, device: spec } = reached;
         let begun = self.sessions.begin(&link, &browser, now, || Session {
@@ -698,7 +709,7 @@ impl<A: Accounts, S: LinkStore> EnrollPage<A, S> {
     async fn submit(&self, id: &str, token: &str, headers: &HeaderMap, form: &Form) -> Result<Response, Refusal> {
         let (link, _) = self.open_link(id, token, self.now()).await?;
         let browser = self.check_form(&link, headers, form)?;
-        let route = LinkRoute { link: &link, token };
+        let route = LinkRoute { base: &self.base_path, link: &link, token };
         let shared = self.find(&link, &browser, self.now()).await?;
         let mut session = shared.lock().await;
         let (serial, secret) = match &session.device {

@@ -229,6 +229,7 @@ async fn opening_a_link_shows_who_is_enrolling_and_creates_nothing() {
     let opened = bed.get(&mut browser, &bed.path("")).await;
     assert_eq!(opened.status, StatusCode::OK);
     assert!(opened.body.contains("<strong>alice</strong>") && opened.body.contains(LABEL), "{}", opened.body);
+    assert!(opened.body.contains("within 10 minutes"), "{}", opened.body);
     let action = format!("action=\"{}\"", bed.path("start"));
     assert!(opened.body.contains(&action) && opened.body.contains(">Start</button>"), "{}", opened.body);
     let cookie = opened.headers.get(header::SET_COOKIE).and_then(|v| v.to_str().ok()).expect("cookie");
@@ -773,6 +774,19 @@ async fn names_from_outside_are_escaped_in_the_page() {
         assert!(!answer.body.contains("<img src=x"), "{}", answer.body);
         assert!(answer.body.contains("&lt;img src=x onerror=alert(1)&gt;&quot;&#39;&amp;"), "{}", answer.body);
     }
+}
+
+#[tokio::test]
+async fn setups_open_at_once_are_bounded() {
+    let config = PageConfig { max_sessions: 1, ..PageConfig::new(PUBLIC) };
+    let bed = Bed::with(Account::new().at(NOW).with_users([user("alice"), user("bob")]), config);
+    assert_eq!(bed.start(&mut Browser::default()).await.status, StatusCode::OK);
+    let (link, token) = mint_into(&bed.page.store, "bob", 2, NOW);
+    let bob = Bed { page: bed.page.clone(), iam: bed.iam.clone(), link, token };
+    let busy = bob.start(&mut Browser::default()).await;
+    assert_eq!(busy.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(busy.body.contains("Many setups are open"), "{}", busy.body);
+    assert_eq!(bed.iam.writes().len(), 1, "no device for bob");
 }
 
 #[tokio::test]

@@ -187,9 +187,11 @@ pub fn unique(prefix: &str) -> String {
 }
 
 pub mod bed;
+pub mod browser;
 pub mod chart;
 pub mod fault_proxy;
 pub mod iam;
+pub mod mail;
 pub mod operator;
 pub mod strict_iam;
 

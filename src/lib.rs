@@ -9,6 +9,7 @@
 //! - [`health`]: what `/readyz` and `/healthz` answer.
 //! - [`qr`]: the `otpauth://` URI and its QR code PNG for the seed Secret.
 //! - [`link`]: one-time enrollment links: the token and the digest the operator keeps.
+//! - [`enroll_page`]: the self-service enrollment page a link opens (not wired yet).
 //! - [`delivery`]: sending a link to its person: e-mail over SMTP, a chat webhook.
 //! - [`memory`]: keeps the allocator from holding memory the operator no longer uses.
 
@@ -17,6 +18,7 @@ pub mod aws;
 pub mod controller;
 pub mod crd;
 pub mod delivery;
+pub mod enroll_page;
 pub mod failpoint;
 pub mod health;
 pub mod http;

@@ -143,7 +143,7 @@ pub struct Context {
     /// Users each enrollment last saw Compliant, beyond the bounded status list, so drift
     /// is noticed for every user (falls back to the status list after a restart).
     compliant: std::sync::Mutex<HashMap<decide::EnrollmentId, BTreeSet<String>>>,
-    /// The status last written for each enrollment (see `written.rs`).
+    /// The status last written for each enrollment (see `last_written.rs`).
     statuses: last_written::LastWritten,
     /// When each seed Secret version was first seen (see `received.rs`).
     received: Arc<received::Received>,

@@ -44,6 +44,7 @@ use std::sync::{Arc, LazyLock};
 
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
@@ -72,6 +73,8 @@ pub const MIN_SESSION_TIMEOUT: SignedDuration = SignedDuration::from_mins(2);
 pub const MAX_SESSION_TIMEOUT: SignedDuration = SignedDuration::from_hours(1);
 /// Issuer shown by authenticator apps, as AWS's own QR codes (and the seed Secrets) name it.
 pub const ISSUER: &str = "Amazon Web Services";
+/// How often [`EnrollPage::serve`] sweeps abandoned setups.
+pub const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
 /// Largest form body accepted.
 const MAX_BODY_BYTES: usize = 4096;
 
@@ -286,6 +289,16 @@ impl<A: Accounts, S: LinkStore> EnrollPage<A, S> {
                 tracing::info!(deleted, "deleted the devices of abandoned enrollment page setups");
             }
         }
+    }
+
+    /// Serves the page on `listener` (limits per peer address) and sweeps abandoned
+    /// setups every [`SWEEP_EVERY`], until the process ends.
+    pub async fn serve(self: Arc<Self>, listener: tokio::net::TcpListener) -> std::io::Result<()> {
+        let sweeper = tokio::spawn(self.clone().run_sweeper(SWEEP_EVERY));
+        let app = self.router().into_make_service_with_connect_info::<SocketAddr>();
+        let served = axum::serve(listener, app).await;
+        sweeper.abort();
+        served
     }
 
     /// The page's routes, with security headers, rate limits and request logs. Serve it
@@ -569,39 +582,43 @@ async fn not_found<A: Accounts, S: LinkStore>(State(page): State<Arc<EnrollPage<
 /// `GET /enroll/{id}/{token}`.
 async fn open<A: Accounts, S: LinkStore>(
     State(page): State<Arc<EnrollPage<A, S>>>,
-    Path((id, token)): Path<(String, String)>,
+    path: Result<Path<(String, String)>, PathRejection>,
     headers: HeaderMap,
 ) -> Response {
+    let Ok(Path((id, token))) = path else { return page.refuse(&Refusal::UnknownLink) };
     respond(page.show_start(&id, &token, &headers).await.map_err(|refusal| page.refuse(&refusal)))
 }
 
 /// `POST /enroll/{id}/{token}/start`.
 async fn start<A: Accounts, S: LinkStore>(
     State(page): State<Arc<EnrollPage<A, S>>>,
-    Path((id, token)): Path<(String, String)>,
+    path: Result<Path<(String, String)>, PathRejection>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let Ok(Path((id, token))) = path else { return page.refuse(&Refusal::UnknownLink) };
     respond(page.start(&id, &token, &headers, &Form::parse(&body)).await.map_err(|refusal| page.refuse(&refusal)))
 }
 
 /// `POST /enroll/{id}/{token}/codes`.
 async fn codes<A: Accounts, S: LinkStore>(
     State(page): State<Arc<EnrollPage<A, S>>>,
-    Path((id, token)): Path<(String, String)>,
+    path: Result<Path<(String, String)>, PathRejection>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let Ok(Path((id, token))) = path else { return page.refuse(&Refusal::UnknownLink) };
     respond(page.submit(&id, &token, &headers, &Form::parse(&body)).await.map_err(|refusal| page.refuse(&refusal)))
 }
 
 /// `POST /enroll/{id}/{token}/cancel`.
 async fn cancel<A: Accounts, S: LinkStore>(
     State(page): State<Arc<EnrollPage<A, S>>>,
-    Path((id, token)): Path<(String, String)>,
+    path: Result<Path<(String, String)>, PathRejection>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let Ok(Path((id, token))) = path else { return page.refuse(&Refusal::UnknownLink) };
     respond(page.cancel(&id, &token, &headers, &Form::parse(&body)).await.map_err(|refusal| page.refuse(&refusal)))
 }
 

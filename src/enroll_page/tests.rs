@@ -353,6 +353,7 @@ async fn unknown_ids_wrong_tokens_and_revoked_links_get_one_same_answer() {
         link::path(&bed.link, &wrong_token),
         format!("/enroll/not-an-id/{}", bed.token.expose()),
         format!("/enroll/{}/", bed.link),
+        format!("/enroll/{}/%FF%FE", bed.link),
         "/somewhere/else".to_owned(),
     ];
     let mut bodies = Vec::new();
@@ -846,4 +847,28 @@ fn the_public_url_must_be_absolute() {
     )
     .expect("https");
     assert_eq!(page.config.session_timeout, MAX_SESSION_TIMEOUT);
+}
+
+#[tokio::test]
+async fn served_on_a_socket_the_limits_apply_per_peer_address() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let config = PageConfig { per_client: Rate { burst: 1, per_minute: 1 }, ..PageConfig::new(PUBLIC) };
+    let bed = Bed::with(Account::new().at(NOW).with_users([user("alice")]), config);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("address");
+    let server = tokio::spawn(bed.page.clone().serve(listener));
+    let mut answers = Vec::new();
+    for _ in 0..2 {
+        let mut stream = tokio::net::TcpStream::connect(address).await.expect("connect");
+        let request = format!("GET {} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n", bed.path(""));
+        stream.write_all(request.as_bytes()).await.expect("write");
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.expect("read");
+        answers.push(response);
+    }
+    server.abort();
+    assert!(answers[0].starts_with("HTTP/1.1 200"), "{}", answers[0]);
+    assert!(answers[1].starts_with("HTTP/1.1 429"), "the same peer, limited: {}", answers[1]);
+    assert!(answers[1].to_lowercase().contains("content-security-policy: default-src 'none'"));
 }

@@ -256,6 +256,13 @@ impl<A: Accounts, S: LinkStore> EnrollPage<A, S> {
         Self { random, ..self }
     }
 
+    /// Counts into `metrics` (for example counters already registered with the
+    /// operator's registry) instead of the page's own. Call before serving.
+    pub fn with_metrics(self, metrics: PageMetrics) -> Self {
+        let sessions = Sessions::new(self.config.max_sessions, metrics.devices_deleted.clone());
+        Self { metrics, sessions, ..self }
+    }
+
     /// The page's counters, to register with the operator's registry.
     pub fn metrics(&self) -> &PageMetrics {
         &self.metrics

@@ -453,7 +453,10 @@ async fn too_many_wrong_codes_end_the_setup_and_delete_its_device() {
 
 #[tokio::test]
 async fn an_abandoned_setup_loses_its_device_after_the_timeout() {
-    let bed = Bed::new();
+    let registered = PageMetrics::default();
+    let mut bed = Bed::new();
+    let page = Arc::try_unwrap(bed.page).expect("sole owner").with_metrics(registered.clone());
+    bed.page = Arc::new(page);
     let mut browser = Browser::default();
     bed.start(&mut browser).await;
     bed.iam.advance(SignedDuration::from_mins(9));
@@ -463,7 +466,8 @@ async fn an_abandoned_setup_loses_its_device_after_the_timeout() {
     assert_eq!(bed.page.sweep().await, 1);
     assert!(bed.devices().is_empty());
     assert!(bed.page.pending_devices().is_empty());
-    assert_eq!(bed.page.metrics().devices_deleted.get(), 1);
+    assert_eq!(registered.devices_deleted.get(), 1, "counted where the caller registered it");
+    assert_eq!(registered.devices_created.get(), 1);
     let late = bed.codes(&mut browser, ("123456", "654321")).await;
     assert_eq!(late.status, StatusCode::CONFLICT);
     assert!(late.body.contains("This setup is not open"), "{}", late.body);

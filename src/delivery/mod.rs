@@ -266,6 +266,22 @@ fn chain(error: &dyn std::error::Error) -> String {
     out
 }
 
+/// Whether a rustls error is among the causes of `e`: lettre and hyper report a failed
+/// handshake (an unknown CA, a wrong name) as a connection error around an I/O error
+/// around it (hyper-rustls wraps that I/O error in another). An I/O error hides what it
+/// wraps from `source()`, so it is opened here.
+fn caused_by_tls(e: &(dyn std::error::Error + 'static)) -> bool {
+    if e.is::<rustls::Error>() {
+        return true;
+    }
+    if let Some(inner) = e.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref())
+        && caused_by_tls(inner)
+    {
+        return true;
+    }
+    e.source().is_some_and(caused_by_tls)
+}
+
 /// Whether `host` (a name, an IPv4 address or a bracketed or bare IPv6 address) is this
 /// machine: `localhost`, `*.localhost`, 127.0.0.0/8 or ::1.
 pub fn is_loopback_host(host: &str) -> bool {
@@ -363,6 +379,18 @@ mod tests {
         for host in ["10.0.0.1", "192.168.1.1", "example.com", "localhost.example.com", "0.0.0.0", "::", "", "[::2]"] {
             assert!(!is_loopback_host(host), "{host}");
         }
+    }
+
+    #[test]
+    fn tls_failures_are_found_inside_io_errors() {
+        let handshake = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
+        let once = std::io::Error::new(std::io::ErrorKind::InvalidData, handshake.clone());
+        let twice = std::io::Error::other(std::io::Error::new(std::io::ErrorKind::InvalidData, handshake.clone()));
+        assert!(caused_by_tls(&handshake));
+        assert!(caused_by_tls(&once));
+        assert!(caused_by_tls(&twice), "hyper-rustls wraps the handshake's I/O error once more");
+        assert!(!caused_by_tls(&std::io::Error::from(std::io::ErrorKind::ConnectionRefused)));
+        assert!(!caused_by_tls(&std::io::Error::other("tls handshake eof")));
     }
 
     #[test]

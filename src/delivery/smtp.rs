@@ -189,7 +189,7 @@ impl SmtpDelivery {
 fn kind_of(e: &lettre::transport::smtp::Error) -> FailureKind {
     if e.is_timeout() {
         FailureKind::Timeout
-    } else if e.is_tls() || is_tls_failure(e) {
+    } else if e.is_tls() || super::caused_by_tls(e) {
         FailureKind::Tls
     } else if e.is_transient() {
         FailureKind::Transient
@@ -201,24 +201,6 @@ fn kind_of(e: &lettre::transport::smtp::Error) -> FailureKind {
         // Connection refused or reset, name resolution, an unexpected end of stream.
         FailureKind::Connect
     }
-}
-
-/// Whether a rustls error is among the causes of `e`: lettre reports a failed handshake
-/// (an unknown CA, a wrong name) as a connection error around an I/O error around it.
-fn is_tls_failure(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cause = Some(e);
-    while let Some(error) = cause {
-        if error.is::<rustls::Error>() {
-            return true;
-        }
-        if let Some(inner) = error.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref())
-            && inner.is::<rustls::Error>()
-        {
-            return true;
-        }
-        cause = error.source();
-    }
-    false
 }
 
 impl Delivery for SmtpDelivery {

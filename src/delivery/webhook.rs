@@ -3,11 +3,13 @@
 //! show it) and the same facts as fields of their own for tools that build their own
 //! message (`user`, `account`, `accountAlias`, `expiresAt`, `url`).
 //!
-//! The URL must be https; plain http only to a loopback host (a local relay or a test).
+//! The URL must be https, checked against the system's root certificates and any the
+//! caller adds; plain http only to a loopback host (a local relay or a test).
 //! Redirects are never followed (a 3xx is a failure), every request is bounded by a
 //! timeout, and the answer's body is never read: only its status counts.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
@@ -18,6 +20,8 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
 
 use super::{
     Channel, ConfigError, Delivery, DeliveryError, FailureKind, LinkUrl, Recipient, chain, is_loopback_host, message,
@@ -68,13 +72,41 @@ pub struct WebhookSettings {
     pub url: WebhookUrl,
     /// Bound on connecting and on the whole request.
     pub timeout: Duration,
+    /// Extra trusted root certificates (PEM), e.g. a company CA for a self-hosted chat
+    /// server; the system's roots are trusted too.
+    pub root_certificates_pem: Vec<Vec<u8>>,
 }
 
 impl WebhookSettings {
-    /// Settings with a 10 s timeout.
+    /// Settings with a 10 s timeout and the system's roots only.
     pub fn new(url: WebhookUrl) -> Self {
-        Self { url, timeout: Duration::from_secs(10) }
+        Self { url, timeout: Duration::from_secs(10), root_certificates_pem: Vec::new() }
     }
+}
+
+/// rustls on aws-lc-rs (the provider kube and the AWS SDK use) trusting the system's roots
+/// and `extra` (PEM).
+fn tls_config(extra: &[Vec<u8>]) -> Result<rustls::ClientConfig, ConfigError> {
+    let mut roots = rustls::RootCertStore::empty();
+    // Unreadable system certificates are skipped; the extra ones must all be good.
+    roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+    for pem in extra {
+        let mut found = false;
+        for certificate in CertificateDer::pem_slice_iter(pem) {
+            let certificate = certificate.map_err(|e| ConfigError::Tls(format!("a root certificate: {e}")))?;
+            roots.add(certificate).map_err(|e| ConfigError::Tls(format!("a root certificate: {e}")))?;
+            found = true;
+        }
+        if !found {
+            return Err(ConfigError::Tls("a root certificate PEM holds no certificate".into()));
+        }
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ConfigError::Tls(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(config)
 }
 
 /// Posts links to a chat webhook.
@@ -106,15 +138,14 @@ pub fn payload(link: &LinkUrl, recipient: &Recipient) -> serde_json::Value {
 }
 
 impl WebhookDelivery {
-    /// Builds the client (the system's root certificates; HTTP/1.1; no connection kept
-    /// between deliveries). Connects to nothing yet.
+    /// Builds the client (HTTP/1.1, no connection kept between deliveries). Connects to
+    /// nothing yet.
     pub fn new(settings: WebhookSettings) -> Result<Self, ConfigError> {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_connect_timeout(Some(settings.timeout));
         let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_provider_and_native_roots(rustls::crypto::aws_lc_rs::default_provider())
-            .map_err(|e| ConfigError::Tls(e.to_string()))?
+            .with_tls_config(tls_config(&settings.root_certificates_pem)?)
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
@@ -137,7 +168,13 @@ impl WebhookDelivery {
         let response = match tokio::time::timeout(self.timeout, self.client.request(request)).await {
             Err(_) => return Err(failed(FailureKind::Timeout, format!("no answer within {:?}", self.timeout))),
             Ok(Err(e)) => {
-                let kind = if e.is_connect() { FailureKind::Connect } else { FailureKind::Other };
+                let kind = if super::caused_by_tls(&e) {
+                    FailureKind::Tls
+                } else if e.is_connect() {
+                    FailureKind::Connect
+                } else {
+                    FailureKind::Other
+                };
                 return Err(failed(kind, chain(&e)));
             }
             Ok(Ok(response)) => response,
@@ -229,6 +266,16 @@ mod tests {
         assert_eq!(body["accountAlias"], "payments-prod");
         assert_eq!(body["expiresAt"], "2026-12-10T15:30:00Z");
         assert_eq!(body["url"], format!("https://mfa.example.com/enroll/{TOKEN}"));
+    }
+
+    #[test]
+    fn root_certificates_must_be_certificates() {
+        let url = WebhookUrl::parse("https://chat.example.com/hook").unwrap();
+        for bad in [&b"not a PEM"[..], b"-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\n"] {
+            let mut settings = WebhookSettings::new(url.clone());
+            settings.root_certificates_pem = vec![bad.to_vec()];
+            assert!(matches!(WebhookDelivery::new(settings), Err(ConfigError::Tls(_))), "{bad:?}");
+        }
     }
 
     #[tokio::test]

@@ -215,6 +215,76 @@ impl Mailpit {
     }
 }
 
+/// A mailpit of one test's own, started from the test bed's binary (`MFA_TESTBED_MAILPIT`)
+/// on free loopback ports with the bed's certificate, for what the shared one cannot do
+/// (e.g. `--smtp-require-tls`: implicit TLS only). Killed and its files removed on drop.
+pub struct PrivateMailpit {
+    pub mailpit: Mailpit,
+    child: std::process::Child,
+    dir: std::path::PathBuf,
+}
+
+impl PrivateMailpit {
+    /// Starts mailpit with `args` added to the usual flags (those of `start_mailpit` in
+    /// tests/testbed/testbed but `--smtp-auth-allow-insecure`, which mailpit refuses next
+    /// to `--smtp-require-tls`) and waits until it listens.
+    pub async fn start(args: &[&str]) -> Self {
+        super::require_testbed();
+        let var = |name: &str| std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: {NOT_RUNNING}"));
+        let (binary, cert, key) =
+            (var("MFA_TESTBED_MAILPIT"), var("MFA_TESTBED_MAILPIT_CERT"), var("MFA_TESTBED_MAILPIT_KEY"));
+        let dir = std::env::temp_dir().join(super::unique(&format!("mfa-mailpit-{}", std::process::id())));
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
+        let (smtp_port, api_port) = (super::browser::free_port(), super::browser::free_port());
+        let child = std::process::Command::new(&binary)
+            .args(["--smtp", &format!("127.0.0.1:{smtp_port}"), "--listen", &format!("127.0.0.1:{api_port}")])
+            .args(["--database", &dir.join("mailpit.db").display().to_string()])
+            .args(["--smtp-tls-cert", &cert, "--smtp-tls-key", &key])
+            .args(["--smtp-auth-accept-any", "--smtp-disable-rdns"])
+            .args(["--disable-version-check", "--disable-http-compression"])
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::fs::File::create(dir.join("mailpit.log")).expect("log file"))
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {binary}: {e}"));
+        let mut private = Self {
+            mailpit: Mailpit {
+                smtp_host: "127.0.0.1".into(),
+                smtp_port,
+                api: format!("http://127.0.0.1:{api_port}"),
+                client: Client::builder(TokioExecutor::new()).build_http(),
+            },
+            child,
+            dir,
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while tokio::net::TcpStream::connect(("127.0.0.1", api_port)).await.is_err()
+            || tokio::net::TcpStream::connect(("127.0.0.1", smtp_port)).await.is_err()
+        {
+            let log = || std::fs::read_to_string(private.dir.join("mailpit.log")).unwrap_or_default();
+            if let Ok(Some(status)) = private.child.try_wait() {
+                panic!("mailpit {args:?} exited ({status}); its log:\n{}", log());
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "mailpit {args:?} not listening after 30 s; its log:\n{}",
+                log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        private
+    }
+}
+
+impl Drop for PrivateMailpit {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 /// Percent-encodes everything but RFC 3986's unreserved characters.
 fn percent(text: &str) -> String {
     text.bytes()

@@ -17,7 +17,7 @@ use mfa_operator::delivery::{
     SmtpSettings, WebhookDelivery, WebhookSettings, WebhookUrl,
 };
 
-use crate::common::mail::{Mailpit, unique_address};
+use crate::common::mail::{Mailpit, PrivateMailpit, unique_address};
 
 /// A link as the page server mints them: `/enroll/<id>/<token>`, 128-bit id and 256-bit
 /// token in URL-safe base64. Returns the link and its token.
@@ -180,6 +180,50 @@ async fn smtp_starttls_checks_the_certificate() {
     mailpit.delete_to(&address).await;
 }
 
+/// Implicit TLS ("SMTPS"): a mailpit of this test's own that speaks only TLS
+/// (`--smtp-require-tls`). With the bed's CA the mail arrives; plain SMTP to the same
+/// port gets no greeting it understands, and the error names no token.
+#[tokio::test]
+async fn smtp_implicit_tls() {
+    let private = PrivateMailpit::start(&["--smtp-require-tls"]).await;
+    let mailpit = &private.mailpit;
+    let ca_path = std::env::var("MFA_TESTBED_CA").expect("MFA_TESTBED_CA (the test bed's CA)");
+    let ca = std::fs::read(&ca_path).unwrap_or_else(|e| panic!("read {ca_path}: {e}"));
+    let logs = Logs::capture();
+    let (link, token) = fresh_link("https://mfa.example.com");
+
+    let address = unique_address("implicit-tls");
+    let mut settings = SmtpSettings::new(&mailpit.smtp_host, SmtpSecurity::ImplicitTls, from());
+    settings.port = Some(mailpit.smtp_port);
+    settings.root_certificates_pem = vec![ca];
+    settings.credentials = Some(SmtpCredentials::new("tls-mailer", "implicit-password-not-logged"));
+    settings.timeout = Duration::from_secs(15);
+    SmtpDelivery::new(settings.clone())
+        .expect("settings")
+        .deliver(&link, &recipient("erin", Some(&address)))
+        .await
+        .expect("delivered over implicit TLS");
+    let mail = mailpit.wait_for_mail_to(&address, Duration::from_secs(30)).await;
+    assert!(mail.text.contains(link.expose()), "{}", mail.text);
+    assert_eq!(mail.username, "tls-mailer");
+
+    // Plain to a TLS-only port: the server waits for a TLS handshake, the client for a
+    // greeting, and the timeout ends it; nothing is delivered.
+    let plain_address = unique_address("plain-to-tls");
+    settings.security = SmtpSecurity::Plain;
+    settings.timeout = Duration::from_secs(2);
+    let failed = SmtpDelivery::new(settings)
+        .expect("settings")
+        .deliver(&link, &recipient("erin", Some(&plain_address)))
+        .await
+        .expect_err("plain SMTP to a TLS-only port");
+    assert!(matches!(failed, DeliveryError::Smtp { kind: FailureKind::Timeout, .. }), "{failed:?}");
+    assert_error_clean(&failed, &[&token, link.expose()]);
+    assert!(mailpit.list_to(&plain_address).await.is_empty());
+
+    assert_secret_absent("the process's logs", &logs.text(), &[&token, link.expose(), "implicit-password-not-logged"]);
+}
+
 // ------------------------------------------------------------------------- webhook
 
 #[derive(Clone, Default)]
@@ -304,4 +348,98 @@ async fn webhook_failures_follow_no_redirect_and_name_no_secret() {
     held.abort();
 
     assert_secret_absent("the process's logs", &logs.text(), &[&token, link.expose(), "ANSWER-BODY-NEVER-READ"]);
+}
+
+/// A one-connection-at-a-time HTTPS server on loopback with the bed's mailpit certificate
+/// (`MFA_TESTBED_MAILPIT_CERT`: IP 127.0.0.1, signed by `MFA_TESTBED_CA`): it records each
+/// request's body and answers 200. Returns its base URL and the bodies.
+async fn start_tls_receiver() -> (String, Arc<Mutex<Vec<String>>>) {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    crate::common::require_testbed();
+    let path =
+        |var: &str| std::env::var(var).unwrap_or_else(|_| panic!("{var} is not set: start the test bed with mailpit"));
+    let (cert, key) = (path("MFA_TESTBED_MAILPIT_CERT"), path("MFA_TESTBED_MAILPIT_KEY"));
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert)
+        .unwrap_or_else(|e| panic!("read {cert}: {e}"))
+        .collect::<Result<_, _>>()
+        .unwrap_or_else(|e| panic!("parse {cert}: {e}"));
+    let key = PrivateKeyDer::from_pem_file(&key).unwrap_or_else(|e| panic!("read {key}: {e}"));
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .expect("server certificate");
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind a loopback port");
+    let base = format!("https://{}", listener.local_addr().expect("address"));
+    let bodies = Arc::new(Mutex::new(Vec::new()));
+    let recorded = bodies.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else { return };
+            // A client that refuses the certificate ends the handshake: nothing to record.
+            let Ok(mut tls) = acceptor.accept(tcp).await else { continue };
+            let mut request = Vec::new();
+            let mut chunk = [0u8; 4096];
+            let body = loop {
+                let Ok(n) = tls.read(&mut chunk).await else { break None };
+                if n == 0 {
+                    break None;
+                }
+                request.extend_from_slice(&chunk[..n]);
+                let text = String::from_utf8_lossy(&request).into_owned();
+                let Some((head, body)) = text.split_once("\r\n\r\n") else { continue };
+                let length = head
+                    .lines()
+                    .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_owned()))
+                    .and_then(|v| v.parse::<usize>().ok())
+                    .unwrap_or(0);
+                if body.len() >= length {
+                    break Some(body.to_owned());
+                }
+            };
+            if let Some(body) = body {
+                recorded.lock().expect("bodies").push(body);
+                let _ = tls.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok").await;
+                let _ = tls.shutdown().await;
+            }
+        }
+    });
+    (base, bodies)
+}
+
+/// https with a company CA: without the CA the certificate is refused (typed as TLS,
+/// nothing received, no secret in the error); with it the JSON arrives.
+#[tokio::test]
+async fn webhook_over_https_checks_the_certificate() {
+    let logs = Logs::capture();
+    let (base, bodies) = start_tls_receiver().await;
+    let hook_key = "TLSKEYTLSKEYTLSKEYTLSKEY";
+    let url = WebhookUrl::parse(&format!("{base}/services/{hook_key}")).expect("https URL");
+    let (link, token) = fresh_link("https://mfa.example.com");
+
+    let refused = WebhookDelivery::new(WebhookSettings::new(url.clone()))
+        .expect("client")
+        .deliver(&link, &recipient("frank", None))
+        .await
+        .expect_err("a certificate from an unknown CA is refused");
+    assert!(matches!(refused, DeliveryError::Webhook { kind: FailureKind::Tls, .. }), "{refused:?}");
+    assert_error_clean(&refused, &[&token, link.expose(), hook_key]);
+    assert!(bodies.lock().expect("bodies").is_empty(), "a request went out over a refused certificate");
+
+    let ca_path = std::env::var("MFA_TESTBED_CA").expect("MFA_TESTBED_CA (the test bed's CA)");
+    let mut settings = WebhookSettings::new(url);
+    settings.root_certificates_pem = vec![std::fs::read(&ca_path).unwrap_or_else(|e| panic!("read {ca_path}: {e}"))];
+    WebhookDelivery::new(settings).expect("client").deliver(&link, &recipient("frank", None)).await.expect("posted");
+    let received = bodies.lock().expect("bodies").clone();
+    let [body] = received.as_slice() else { panic!("expected one request, got {received:?}") };
+    let json: serde_json::Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"));
+    assert_eq!(json["url"], link.expose());
+    assert!(json["text"].as_str().is_some_and(|t| t.contains(link.expose())), "{json}");
+
+    assert_secret_absent("the process's logs", &logs.text(), &[&token, link.expose(), hook_key]);
 }

@@ -69,6 +69,17 @@ pub struct Mail {
     pub username: String,
 }
 
+impl Mail {
+    /// The first URL in the text part that starts with `prefix` (e.g. the page's public
+    /// URL): the link a person would click. It ends at whitespace or `>`.
+    pub fn link(&self, prefix: &str) -> Option<String> {
+        let start = self.text.find(prefix)?;
+        let rest = &self.text[start..];
+        let end = rest.find(|c: char| c.is_whitespace() || c == '>').unwrap_or(rest.len());
+        Some(rest[..end].to_owned())
+    }
+}
+
 #[derive(Deserialize)]
 struct List {
     #[serde(default)]
@@ -160,13 +171,29 @@ impl Mailpit {
     /// `timeout` with what arrived meanwhile (to that address and the latest overall), or
     /// at once when more than one came.
     pub async fn wait_for_mail_to(&self, address: &str, timeout: Duration) -> Mail {
+        let mut mails = self.wait_for_mails_to(address, 1, timeout).await;
+        mails.pop().expect("one mail")
+    }
+
+    /// Waits until exactly `count` messages to `address` are there and returns them,
+    /// newest first; panics after `timeout` with what arrived meanwhile, or at once when
+    /// more than `count` came.
+    pub async fn wait_for_mails_to(&self, address: &str, count: usize, timeout: Duration) -> Vec<Mail> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let found = self.list_to(address).await;
-            match found.as_slice() {
-                [one] => return self.get(&one.id).await,
-                [] if tokio::time::Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(100)).await,
-                [] => {
+            match found.len() {
+                n if n == count => {
+                    let mut mails = Vec::with_capacity(n);
+                    for summary in &found {
+                        mails.push(self.get(&summary.id).await);
+                    }
+                    return mails;
+                }
+                n if n < count && tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await
+                }
+                n if n < count => {
                     let latest: Vec<String> = self
                         .list()
                         .await
@@ -177,9 +204,11 @@ impl Mailpit {
                             format!("{to:?} {:?}", m.subject)
                         })
                         .collect();
-                    panic!("no mail to {address} within {timeout:?}; the latest in mailpit: {latest:#?}")
+                    panic!(
+                        "{n} of {count} mails to {address} within {timeout:?}: {found:#?}; the latest in mailpit: {latest:#?}"
+                    )
                 }
-                many => panic!("{} messages to {address}, expected one: {many:#?}", many.len()),
+                n => panic!("{n} messages to {address}, expected {count}: {found:#?}"),
             }
         }
     }

@@ -124,6 +124,11 @@ async fn smtp_delivers_the_link_to_the_tagged_address_and_logs_no_token() {
     assert_eq!(mail.username, "mfa-mailer", "the SMTP login is the one given");
     // The link, whole, in both parts; the expiry and the once-only warning in the text.
     assert!(mail.text.contains(link.expose()), "no link in the text part:\n{}", mail.text);
+    assert_eq!(
+        mail.link("https://mfa.example.com/enroll/").as_deref(),
+        Some(link.expose()),
+        "the link as a reader finds it"
+    );
     assert!(mail.html.contains(&format!("href=\"{}\"", link.expose())), "no link in the HTML part:\n{}", mail.html);
     assert!(mail.text.contains("works once and only until 2026-12-10 15:30 UTC"), "{}", mail.text);
     assert!(mail.text.contains("If you did not expect this message"), "{}", mail.text);

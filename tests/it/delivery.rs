@@ -132,6 +132,10 @@ async fn smtp_delivers_the_link_to_the_tagged_address_and_logs_no_token() {
     assert!(mail.html.contains(&format!("href=\"{}\"", link.expose())), "no link in the HTML part:\n{}", mail.html);
     assert!(mail.text.contains("works once and only until 2026-12-10 15:30 UTC"), "{}", mail.text);
     assert!(mail.text.contains("If you did not expect this message"), "{}", mail.text);
+    let raw = mailpit.raw(&mail.id).await;
+    let head = raw.split("\r\n\r\n").next().unwrap_or_default();
+    assert!(head.contains("\r\nAuto-Submitted: auto-generated\r\n"), "{head}");
+    assert!(head.contains("@mfa-tests.example.com>\r\n"), "a Message-ID in the sender's domain: {head}");
 
     let logged = logs.text();
     assert!(logged.contains("this line proves the capture works"), "the capture saw nothing:\n{logged}");

@@ -606,6 +606,27 @@ fn ttl(spec: &MfaEnrollmentSpec) -> jiff::SignedDuration {
     jiff::SignedDuration::try_from(std::time::Duration::from(spec.pending_ttl)).unwrap_or(jiff::SignedDuration::MAX)
 }
 
+/// What deleting an enrollment removes: per seed Secret, its device when the device is
+/// `unassigned` (from a fresh listing) and not held by another enrollment, then the
+/// Secret. Enabled devices, and devices another enrollment holds, stay.
+pub fn release_on_deletion(
+    secrets: &[SeedSecret],
+    unassigned: &BTreeSet<String>,
+    held_elsewhere: &BTreeSet<&str>,
+) -> Vec<Decision> {
+    secrets
+        .iter()
+        .map(|secret| {
+            let serial = secret.serial.as_str();
+            let delete = unassigned.contains(serial) && !held_elsewhere.contains(serial);
+            let mut steps: Vec<Step> =
+                delete.then(|| Step::DeleteDevice { serial: serial.to_owned() }).into_iter().collect();
+            steps.push(Step::DeleteSecret { name: secret.name.clone() });
+            Decision { user: None, steps, note: None }
+        })
+        .collect()
+}
+
 /// The owner of every user selected by an Enroll-mode enrollment of one account, or only
 /// of the users in `among`: the oldest enrollment (creation time, then namespace/name)
 /// wins, so the answer never flaps and no user ever gets two pending devices.

@@ -1375,3 +1375,22 @@ fn codes_that_went_stale_while_the_operator_was_busy_are_not_the_persons_fault()
     assert_eq!(*cause, RefusalCause::Timing);
     assert!(message.starts_with("the codes are"), "{message}");
 }
+
+#[test]
+fn deletion_removes_only_unassigned_devices_nobody_else_holds_and_every_seed_secret() {
+    let (alice, bob, carol) = (seed_secret("alice"), seed_secret("bob"), seed_secret("carol"));
+    // alice's device is unassigned, bob's was enabled meanwhile, carol's is held by
+    // another enrollment's seed Secret too.
+    let unassigned = BTreeSet::from([alice.serial.clone(), carol.serial.clone()]);
+    let held_elsewhere = BTreeSet::from([carol.serial.as_str()]);
+    let decisions = release_on_deletion(&[alice.clone(), bob.clone(), carol.clone()], &unassigned, &held_elsewhere);
+    let steps: Vec<Vec<Step>> = decisions.into_iter().map(|d| d.steps).collect();
+    assert_eq!(
+        steps,
+        [
+            vec![Step::DeleteDevice { serial: alice.serial.clone() }, Step::DeleteSecret { name: alice.name }],
+            vec![Step::DeleteSecret { name: bob.name }],
+            vec![Step::DeleteSecret { name: carol.name }],
+        ]
+    );
+}

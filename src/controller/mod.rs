@@ -17,6 +17,7 @@
 pub mod accounts;
 mod act;
 pub mod decide;
+mod gather;
 pub mod grant;
 pub mod integrity;
 mod last_written;

@@ -1,31 +1,32 @@
-//! One reconcile of one `MfaEnrollment`: reach its account through its binding, gather
-//! (inventory, Secrets, peers), plan (pure), apply, write status. The finalizer is the
-//! only top-level action; cleanup removes the enrollment's pending devices and seed
+//! One reconcile of one `MfaEnrollment`, the orchestrator of the controller's one path:
+//! reach its account through its binding, gather (`gather.rs`), decide (`decide.rs`,
+//! pure), act (`act.rs`), render (`render/`, pure), write (`publish.rs`). The finalizer is
+//! the only top-level action; cleanup removes the enrollment's pending devices and seed
 //! Secrets and nothing else.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, ListParams};
+use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::{Resource, ResourceExt};
 
 use super::accounts::{Account, Record, Subject, View};
 use super::act::{Reservation, Reserved, act, delete_seed_secret, subjects};
-use super::decide::{Claims, DecideInput, Decision, EnrollmentId, REFUSAL_PREFIX, Refusals, UserRow, decide, owners};
-use super::outcome::{self, Finished};
+use super::decide::{Claims, DecideInput, UserRow, decide, release_on_deletion};
+use super::gather::{self, Scope, Seeds, id_of, list_seed_secrets, load_claims};
+use super::outcome::{self, Finished, Outcome, StepFailure};
 use super::publish::{publish, write_status};
-use super::reach::{self, Refusal, grant_of};
+use super::reach::{self, Reach, Refusal};
 use super::render::{self, Frame, RenderInput, StatusInput};
-use super::seed_secret::{self, SeedSecret, Untrusted};
-use super::selection::{Selection, select};
+use super::seed_secret::SeedSecret;
 use super::vocabulary::{Blocker, ConditionReason, EventReason};
 use super::{Context, Error, FINALIZER, Result};
 use crate::aws::{IamApi, IamError};
-use crate::crd::{MfaAccountBinding, MfaEnrollment, MfaEnrollmentStatus, Mode};
+use crate::crd::{MfaEnrollment, MfaEnrollmentStatus};
 use crate::inventory::Inventory;
 
 /// Entry point called by the controller runtime.
@@ -64,20 +65,8 @@ pub fn error_policy(enrollment: Arc<MfaEnrollment>, error: &Error, ctx: Arc<Cont
     Action::requeue(delay)
 }
 
-fn id_of(enrollment: &MfaEnrollment) -> EnrollmentId {
-    EnrollmentId { namespace: enrollment.namespace().unwrap_or_default(), name: enrollment.name_any() }
-}
-
-/// How old an inventory may be before this enrollment refreshes it.
-fn max_inventory_age(enrollment: &MfaEnrollment) -> jiff::SignedDuration {
-    let resync: Duration = enrollment.spec.resync_interval.into();
-    jiff::SignedDuration::try_from(resync).unwrap_or(jiff::SignedDuration::from_mins(10))
-}
-
+/// watch -> gather -> decide -> act -> render -> write, for an enrollment that exists.
 async fn reconcile_apply(enrollment: &MfaEnrollment, ctx: &Context) -> Result<Action> {
-    let id = id_of(enrollment);
-    let now = ctx.now();
-
     // Grants and ownership need every enrollment, binding and namespace: never decide
     // from a cache still being filled.
     ctx.caches_ready().await?;
@@ -87,154 +76,37 @@ async fn reconcile_apply(enrollment: &MfaEnrollment, ctx: &Context) -> Result<Ac
         Err(Refusal::Iam(error)) => return report_iam_failure(enrollment, ctx, error).await,
         Err(Refusal::Kube(error)) => return Err(error),
     };
-    let account = &reach.account;
     // Every granted enrollment of the same account (by id, however it is reached).
     let peers = reach::peers(ctx, &reach.binding.spec.account_id);
-    let needs_console =
-        enrollment.spec.users.console_access_only || peers.iter().any(|(p, _)| p.spec.users.console_access_only);
-
-    // Gather: the shared inventory (refreshed when older than our resync interval, or than
-    // this generation of the spec when it names users the inventory does not know; a
-    // refresh another reconcile finished meanwhile counts).
-    let max_age = max_inventory_age(enrollment);
-    let generation_seen = ctx.generation_seen(enrollment);
-    let stale = |view: &View| {
-        view.inventory.as_ref().is_none_or(|inv| {
-            now.duration_since(inv.fetched_at) >= max_age
-                || (inv.fetched_at < generation_seen && names_unknown(&enrollment.spec, inv))
-                || (needs_console && inv.console_users.is_none())
-        })
-    };
-    if stale(&account.view()) {
-        let load = async {
-            let inventory = Inventory::load(&account.iam, needs_console, ctx.now()).await?;
-            tracing::debug!(
-                users = inventory.users.len(),
-                devices = inventory.virtual_device_count(),
-                "inventory refreshed"
-            );
-            let claims = load_claims(ctx).await.map_err(|e| {
-                tracing::warn!(error = %e, "cannot list seed Secrets");
-                IamError::Transport { operation: "ListSecrets", message: e.to_string() }
-            })?;
-            Ok((inventory, claims))
-        };
-        if let Err(e) = account.refresh(stale, load).await {
-            return report_iam_failure(enrollment, ctx, e).await;
-        }
+    if let Err(e) = gather::refresh_if_stale(enrollment, ctx, &reach.account, &peers).await {
+        return report_iam_failure(enrollment, ctx, e).await;
     }
-
-    // Who owns which user (every Enroll-mode peer's granted selection, oldest first), what
-    // this enrollment selects, and whose MFA devices are still to be listed.
-    let decided = {
-        let view = account.view();
-        let Some(inventory) = view.inventory.as_ref() else {
-            return Err(Error::StaleInventory("inventory missing after refresh".into()));
-        };
-        let selected = |spec: &crate::crd::MfaEnrollmentSpec, binding: &MfaAccountBinding| {
-            let selection = select(&spec.users, &inventory.users, inventory.console_users.as_ref());
-            grant_of(binding).narrow(spec, selection, &inventory.users)
-        };
-        let selections: Vec<(EnrollmentId, Option<jiff::Timestamp>, Selection)> = peers
-            .iter()
-            .filter(|(p, _)| p.spec.mode == Mode::Enroll)
-            .map(|(p, binding)| {
-                let created = p.meta().creation_timestamp.as_ref().map(|t| t.0);
-                // A peer that selects beyond its grant owns nobody.
-                (id_of(p), created, selected(&p.spec, binding).unwrap_or_default())
-            })
-            .collect();
-        selected(&enrollment.spec, &reach.binding).map(|selection| {
-            // Of this enrollment's users only: the map lives as long as the reconcile.
-            let owners = owners(selections.iter().map(|(id, created, s)| (id, *created, s)), Some(&selection.users));
-            let spec_blocker = unknown_groups(&selection, &inventory.groups);
-            let unresolved = inventory.unresolved(&selection.users);
-            (selection, owners, spec_blocker, unresolved)
-        })
-    };
-    let (selection, owners, spec_blocker, unresolved) = match decided {
-        Ok(decided) => decided,
+    let scope = gather::scope(enrollment, &reach, &peers, inventory(&reach.account.view())?);
+    let scope = match scope {
+        Ok(scope) => scope,
         Err(message) => return report_refusal(enrollment, ctx, message).await,
     };
-
     let last = ctx.last_status(enrollment);
     // The status last written for each user: what a user whose work waits keeps showing.
     let before: BTreeMap<String, UserRow> =
         last.as_ref().map(render::rows_of).unwrap_or_default().into_iter().map(|u| (u.name.clone(), u)).collect();
     // Only selected users without an assigned virtual device cost a ListMFADevices call,
     // asked with no lock held. Many of them take a while: a new generation says so first.
-    if unresolved.len() >= EARLY_STATUS_AFTER
+    if scope.unresolved.len() >= EARLY_STATUS_AFTER
         && last.as_ref().and_then(|s| s.observed_generation) != enrollment.meta().generation
     {
-        write_listing_status(enrollment, ctx, account, &selection, &before, unresolved.len(), last.as_ref()).await;
+        write_listing_status(enrollment, ctx, &reach.account, &scope, &before, last.as_ref()).await;
     }
-    let (secrets, untrusted) = list_seed_secrets(ctx, enrollment).await?;
-    let refusals = refusals(last.as_ref());
-    let received: BTreeMap<String, jiff::Timestamp> = secrets
-        .iter()
-        .filter_map(|s| {
-            let at = ctx.received.at(&id.namespace, &s.name, s.resource_version.as_deref()?)?;
-            Some((s.name.clone(), at))
-        })
-        .collect();
-
-    // Decide, and reserve the users and devices of each work item, in one critical
-    // section: what another reconcile is working on waits for the next round. A refresh
-    // that lands between asking and planning drops the answers' users back to unknown:
-    // ask again (they are few by then).
-    let (mut reserved, mut skipped) = (Vec::new(), Vec::new());
-    let mut unresolved = unresolved;
-    let mut asks = 0;
-    let (users, root_mfa) = loop {
-        if !unresolved.is_empty() && asks < MAX_ASKS {
-            asks += 1;
-            let mut answers = Vec::new();
-            let asked = Inventory::ask(&account.iam, std::mem::take(&mut unresolved), &mut answers).await;
-            account.record(Record::Resolved { answers });
-            if let Err(e) = asked {
-                return report_iam_failure(enrollment, ctx, e).await;
-            }
-        }
-        let mut view = account.view();
-        let Some(inventory) = view.inventory.as_ref() else {
-            return Err(Error::StaleInventory("inventory vanished".into()));
-        };
-        unresolved = inventory.unresolved(&selection.users);
-        if !unresolved.is_empty() && asks < MAX_ASKS {
-            continue;
-        }
-        let planned = decide(&DecideInput {
-            id: &id,
-            spec: &enrollment.spec,
-            device_path: reach.device_path(),
-            now,
-            inventory,
-            selection: &selection,
-            owners: &owners,
-            secrets: &secrets,
-            untrusted: &untrusted,
-            refusals: &refusals,
-            received: &received,
-            claims: &view.claims,
-        });
-        let account_id = inventory.account_id().map(str::to_owned);
-        let root_mfa = inventory.root_mfa_enabled;
-        for decision in planned.decisions {
-            let subjects = subjects(&decision, account_id.as_deref(), reach.device_path());
-            match Reservation::take(account, &mut view, &id, subjects) {
-                Some(reservation) => reserved.push(Reserved { decision, reservation }),
-                None => skipped.push(decision),
-            }
-        }
-        break (planned.users, root_mfa);
+    let seeds = gather::seeds(ctx, enrollment, last.as_ref()).await?;
+    let decided = match decide_and_reserve(enrollment, ctx, &reach, &scope, &seeds).await {
+        Ok(decided) => decided,
+        Err(DecideError::Iam(e)) => return report_iam_failure(enrollment, ctx, e).await,
+        Err(DecideError::Other(e)) => return Err(e),
     };
-    // A user whose decision waits for another reconcile, or whose MFA devices could not
-    // be listed, keeps the row last written for them (see `render::rows`).
-    let waiting: Vec<String> =
-        skipped.iter().filter_map(|d: &Decision| d.user.clone()).chain(unresolved.iter().cloned()).collect();
+    let Decided { rows, root_mfa, reserved, waiting } = decided;
 
     let progress = |finished: &[Finished], unfinished: &BTreeMap<String, bool>| {
-        let rows = render::rows(users.clone(), finished, &waiting, &before);
+        let rows = render::rows(rows.clone(), finished, &waiting, &before);
         let status = render::build(StatusInput {
             mode: enrollment.spec.mode,
             generation: enrollment.meta().generation,
@@ -250,17 +122,16 @@ async fn reconcile_apply(enrollment: &MfaEnrollment, ctx: &Context) -> Result<Ac
             }
         }
     };
-    let finished = act(enrollment, ctx, &reach, &secrets, reserved, progress).await;
+    let finished = act(enrollment, ctx, &reach, &seeds.secrets, reserved, progress).await;
     if outcome::stale_inventory(&finished) {
-        account.view().inventory = None;
+        reach.account.view().inventory = None;
     }
     if outcome::changed_account(&finished) && peers.len() > 1 {
         // Other enrollments of this account count the same users: refresh their status
         // from the (already updated) shared inventory.
         ctx.reconcile_all();
     }
-
-    let compliant_before = ctx.remembered_compliant(&id).unwrap_or_else(|| {
+    let compliant_before = ctx.remembered_compliant(&id_of(enrollment)).unwrap_or_else(|| {
         render::compliant_users(last.iter().flat_map(|p| p.users.iter().map(|u| (u.name.as_str(), u.state))))
     });
     // Conditions move on from the status last written, progress reports included.
@@ -268,16 +139,103 @@ async fn reconcile_apply(enrollment: &MfaEnrollment, ctx: &Context) -> Result<Ac
     let rendered = render::render(RenderInput {
         mode: enrollment.spec.mode,
         generation: enrollment.meta().generation,
-        now,
-        planned: users,
+        now: ctx.now(),
+        planned: rows,
         finished: &finished,
         waiting: &waiting,
         before: &before,
-        spec_blocker,
+        spec_blocker: scope.spec_blocker,
         root_mfa_enabled: Some(root_mfa),
         previous: written.as_ref(),
         compliant_before: &compliant_before,
     });
+    write_rendered(enrollment, ctx, rendered).await
+}
+
+/// The account's inventory, which a concurrent reconcile may have dropped (it found the
+/// inventory out of date): then this reconcile is retried with a fresh one.
+fn inventory(view: &View) -> Result<&Inventory> {
+    view.inventory.as_ref().ok_or_else(|| Error::StaleInventory("another reconcile dropped the inventory".into()))
+}
+
+/// What `decide` chose, with the reservations taken for it.
+struct Decided {
+    /// Each user's predicted row.
+    rows: Vec<UserRow>,
+    root_mfa: bool,
+    reserved: Vec<Reserved>,
+    /// Users whose decision waits for another reconcile, or whose MFA devices could not be
+    /// listed: they keep the row last written for them (see `render::rows`).
+    waiting: Vec<String>,
+}
+
+enum DecideError {
+    /// Listing a user's MFA devices failed: reported like any IAM failure.
+    Iam(IamError),
+    Other(Error),
+}
+
+/// Lists the MFA devices of unresolved users, then decides and reserves the users and
+/// devices of each decision in one critical section: what another reconcile is working
+/// on waits for the next round. A refresh that lands between asking and deciding drops
+/// the answers' users back to unknown: ask again (they are few by then).
+async fn decide_and_reserve(
+    enrollment: &MfaEnrollment,
+    ctx: &Context,
+    reach: &Reach,
+    scope: &Scope,
+    seeds: &Seeds,
+) -> Result<Decided, DecideError> {
+    let (id, account) = (id_of(enrollment), &reach.account);
+    let mut unresolved = scope.unresolved.clone();
+    let mut asks = 0;
+    loop {
+        if !unresolved.is_empty() && asks < MAX_ASKS {
+            asks += 1;
+            let mut answers = Vec::new();
+            let asked = Inventory::ask(&account.iam, std::mem::take(&mut unresolved), &mut answers).await;
+            account.record(Record::Resolved { answers });
+            asked.map_err(DecideError::Iam)?;
+        }
+        let mut view = account.view();
+        let inventory = inventory(&view).map_err(DecideError::Other)?;
+        unresolved = inventory.unresolved(&scope.selection.users);
+        if !unresolved.is_empty() && asks < MAX_ASKS {
+            continue;
+        }
+        let plan = decide(&DecideInput {
+            id: &id,
+            spec: &enrollment.spec,
+            device_path: reach.device_path(),
+            now: ctx.now(),
+            inventory,
+            selection: &scope.selection,
+            owners: &scope.owners,
+            secrets: &seeds.secrets,
+            untrusted: &seeds.untrusted,
+            refusals: &seeds.refusals,
+            received: &seeds.received,
+            claims: &view.claims,
+        });
+        let account_id = inventory.account_id().map(str::to_owned);
+        let root_mfa = inventory.root_mfa_enabled;
+        let (mut reserved, mut waiting) = (Vec::new(), unresolved);
+        for decision in plan.decisions {
+            let subjects = subjects(&decision, account_id.as_deref(), reach.device_path());
+            match Reservation::take(account, &mut view, &id, subjects) {
+                Some(reservation) => reserved.push(Reserved { decision, reservation }),
+                None => waiting.extend(decision.user),
+            }
+        }
+        return Ok(Decided { rows: plan.users, root_mfa, reserved, waiting });
+    }
+}
+
+/// Publishes drift, writes the rendered status, and says when to look again: soon when
+/// users wait for other work, at the next pending device's expiry, else at the resync
+/// interval; a transient blocker is returned as an error (the backoff retries it).
+async fn write_rendered(enrollment: &MfaEnrollment, ctx: &Context, rendered: render::Rendered) -> Result<Action> {
+    let id = id_of(enrollment);
     if let Some(compliant) = rendered.compliant {
         ctx.remember_compliant(&id, compliant);
     }
@@ -289,33 +247,21 @@ async fn reconcile_apply(enrollment: &MfaEnrollment, ctx: &Context) -> Result<Ac
         ctx.metrics.set_users(&id.namespace, &id.name, summary);
     }
     write_status(enrollment, ctx, rendered.status).await?;
-
-    match rendered.blocker {
-        Some(blocker) if !blocker.needs_person() => Err(Error::WorkFailed(blocker.message)),
-        _ => {
-            let resync: Duration = enrollment.spec.resync_interval.into();
-            let until_expiry = rendered
-                .next_expiry
-                .map(|t| t.duration_since(now))
-                .and_then(|d| Duration::try_from(d).ok())
-                .map(|d| d + Duration::from_secs(1));
-            let mut next = until_expiry.map_or(resync, |d| d.min(resync));
-            if rendered.waiting {
-                // Another reconcile held some of these users: try again shortly.
-                next = next.min(RETRY_SKIPPED);
-            }
-            Ok(Action::requeue(next))
-        }
+    if let Some(blocker) = rendered.blocker.filter(|b| !b.needs_person()) {
+        return Err(Error::WorkFailed(blocker.message));
     }
-}
-
-/// Whether `spec` names a user the inventory does not know: a new or changed spec that
-/// does is decided from a fresh inventory (the user may have been created just before),
-/// one that does not shares the inventory as it is.
-fn names_unknown(spec: &crate::crd::MfaEnrollmentSpec, inventory: &Inventory) -> bool {
-    let Some(names) = &spec.users.names else { return false };
-    let known: std::collections::BTreeSet<String> = inventory.users.keys().map(|n| n.to_lowercase()).collect();
-    names.iter().any(|n| !known.contains(&n.to_lowercase()))
+    let resync: Duration = enrollment.spec.resync_interval.into();
+    let until_expiry = rendered
+        .next_expiry
+        .map(|t| t.duration_since(ctx.now()))
+        .and_then(|d| Duration::try_from(d).ok())
+        .map(|d| d + Duration::from_secs(1));
+    let mut next = until_expiry.map_or(resync, |d| d.min(resync));
+    if rendered.waiting {
+        // Another reconcile held some of these users: try again shortly.
+        next = next.min(RETRY_SKIPPED);
+    }
+    Ok(Action::requeue(next))
 }
 
 /// Unresolved users from which a new generation's status says "listing" before asking
@@ -332,15 +278,15 @@ async fn write_listing_status(
     enrollment: &MfaEnrollment,
     ctx: &Context,
     account: &Account,
-    selection: &Selection,
+    scope: &Scope,
     before: &BTreeMap<String, UserRow>,
-    unresolved: usize,
     previous: Option<&MfaEnrollmentStatus>,
 ) {
     let status = {
         let view = account.view();
         let Some(inventory) = view.inventory.as_ref() else { return };
-        render::listing(frame(enrollment, ctx.now()), selection, inventory, before, unresolved, previous)
+        let frame = frame(enrollment, ctx.now());
+        render::listing(frame, &scope.selection, inventory, before, scope.unresolved.len(), previous)
     };
     if let Err(e) = write_status(enrollment, ctx, status).await {
         tracing::debug!(error = %e, "cannot write a progress status");
@@ -350,104 +296,6 @@ async fn write_listing_status(
 /// The frame of every status this reconcile renders.
 fn frame(enrollment: &MfaEnrollment, now: jiff::Timestamp) -> Frame {
     Frame { mode: enrollment.spec.mode, generation: enrollment.meta().generation, now }
-}
-
-/// Groups named in the selector that do not exist in the account: Stalled until fixed.
-fn unknown_groups(selection: &Selection, groups: &std::collections::BTreeSet<String>) -> Option<Blocker> {
-    let unknown = selection.unknown_groups(groups);
-    (!unknown.is_empty()).then(|| Blocker {
-        reason: ConditionReason::InvalidSpec,
-        message: format!("spec.users.groups: no IAM group named {} in the account", unknown.join(", ")),
-    })
-}
-
-/// Device serial -> enrollments holding a seed Secret for it, across watched namespaces.
-/// Only Secrets whose integrity tag verifies and whose owner is a live enrollment count:
-/// a look-alike Secret claims nothing. Read as metadata, page by page, so a tenant who
-/// creates thousands of labelled Secrets costs a page of memory, not their contents.
-async fn load_claims(ctx: &Context) -> Result<Claims> {
-    let enrollments: BTreeMap<String, EnrollmentId> =
-        ctx.store.state().iter().filter_map(|e| Some((e.uid()?, id_of(e)))).collect();
-    let mut claims = Claims::new();
-    for api in super::secret_apis(&ctx.client, &ctx.config.namespaces) {
-        let mut params = ListParams::default().labels(&seed_secret::managed_selector()).limit(CLAIMS_PAGE);
-        loop {
-            let page = api.list_metadata(&params).await.map_err(Error::kube("list seed Secrets"))?;
-            for secret in &page.items {
-                let Ok(verified) = seed_secret::verify_meta(&secret.metadata, &ctx.integrity) else { continue };
-                // The labels are not under the tag: they must agree with the owner it names.
-                let label = secret.labels().get(seed_secret::LABEL_ENROLLMENT);
-                if let Some(holder) = enrollments.get(&verified.enrollment_uid)
-                    && secret.namespace().as_deref() == Some(holder.namespace.as_str())
-                    && label == Some(&seed_secret::enrollment_label(&holder.name))
-                {
-                    claims.entry(verified.serial).or_default().push(holder.clone());
-                }
-            }
-            match page.metadata.continue_.filter(|c| !c.is_empty()) {
-                Some(token) => params = params.continue_token(&token),
-                None => break,
-            }
-        }
-    }
-    Ok(claims)
-}
-
-/// Secrets per page when listing claims (metadata only).
-const CLAIMS_PAGE: u32 = 500;
-/// Seed Secrets per page when listing an enrollment's (whole objects).
-const SECRETS_PAGE: u32 = 100;
-
-/// This enrollment's seed Secrets, read fresh (never from a cache: a stale view could
-/// make the operator replace a device whose Secret exists), split into those the
-/// operator wrote and look-alikes.
-async fn list_seed_secrets(ctx: &Context, enrollment: &MfaEnrollment) -> Result<(Vec<SeedSecret>, Vec<Untrusted>)> {
-    let namespace = enrollment.namespace().ok_or(Error::NoNamespace)?;
-    let uid = enrollment.uid().unwrap_or_default();
-    let api: Api<Secret> = ctx.api(&namespace);
-    // Paged, and only the parsed form kept: look-alikes a tenant piles up cost a page of
-    // memory at a time, not all of them at once.
-    let mut params =
-        ListParams::default().labels(&seed_secret::enrollment_selector(&enrollment.name_any())).limit(SECRETS_PAGE);
-    let (mut trusted, mut untrusted) = (Vec::new(), Vec::new());
-    loop {
-        let page = api.list(&params).await.map_err(Error::kube("list seed Secrets"))?;
-        for secret in &page.items {
-            match seed_secret::parse(secret, &ctx.integrity, &uid) {
-                Ok(parsed) => trusted.push(parsed),
-                // Only what looks like a seed Secret is the operator's to remove; any other
-                // Secret that merely carries the labels is ignored (and claims nothing).
-                Err(e) if secret.type_.as_deref() == Some(seed_secret::SECRET_TYPE) => {
-                    tracing::warn!(error = %e, "seed Secret not trusted");
-                    untrusted.push(e);
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "ignoring a Secret with the operator's labels that is not a seed Secret")
-                }
-            }
-        }
-        match page.metadata.continue_.filter(|c| !c.is_empty()) {
-            Some(token) => params = params.continue_token(&token),
-            None => break,
-        }
-    }
-    Ok((trusted, untrusted))
-}
-
-/// Each user's refused submissions as the operator last recorded them in status.
-fn refusals(status: Option<&MfaEnrollmentStatus>) -> BTreeMap<String, Refusals> {
-    status
-        .into_iter()
-        .flat_map(|s| &s.users)
-        .map(|u| {
-            let refusals = Refusals {
-                pending_since: u.pending_since.as_ref().map(|t| t.0),
-                failed_attempts: u.failed_attempts.unwrap_or(0),
-                last: u.message.clone().filter(|m| m.starts_with(REFUSAL_PREFIX)),
-            };
-            (u.name.clone(), refusals)
-        })
-        .collect()
 }
 
 /// An IAM failure before planning: status says what is wrong (Stalled when a person must
@@ -504,7 +352,7 @@ async fn cleanup(enrollment: &MfaEnrollment, ctx: &Context) -> Result<Action> {
                 Some(format!("MfaAccountBinding {} reaches another account than its devices", binding.name_any()))
             }
             Ok(binding) => match reach::account_of(ctx, &binding).await {
-                Ok(account) => match remove_pending(ctx, &account, &id, &secrets).await {
+                Ok(account) => match remove_pending(enrollment, ctx, Reach { binding, account }, &secrets).await {
                     Ok(()) => None,
                     Err(Error::Iam(error)) if !error.is_transient() => Some(error.to_string()),
                     Err(error) => return Err(error),
@@ -541,32 +389,59 @@ fn serial_account(serial: &str) -> Option<&str> {
 }
 
 /// Deletes the unassigned devices of `secrets` that no other enrollment holds, and the
-/// seed Secrets.
-async fn remove_pending(ctx: &Context, account: &Account, id: &EnrollmentId, secrets: &[SeedSecret]) -> Result<()> {
-    let api: Api<Secret> = ctx.api(&id.namespace);
-    let subjects = secrets.iter().map(|s| Subject::Device(s.serial.clone())).collect();
-    let Some(_reservation) = Reservation::take(account, &mut account.view(), id, subjects) else {
+/// seed Secrets: decided by `decide::release_on_deletion` from a fresh device list, run
+/// by `act` like any other decision. A permanent IAM refusal is returned as
+/// `Error::Iam` (the caller then deletes the Secrets and says the devices stay).
+async fn remove_pending(enrollment: &MfaEnrollment, ctx: &Context, reach: Reach, secrets: &[SeedSecret]) -> Result<()> {
+    let (id, account) = (id_of(enrollment), &reach.account);
+    // Held from before the listing until every decision ran: no other reconcile creates
+    // or removes these devices meanwhile.
+    let devices = secrets.iter().map(|s| Subject::Device(s.serial.clone())).collect();
+    let Some(_devices) = Reservation::take(account, &mut account.view(), &id, devices) else {
         return Err(Error::WorkFailed("another reconcile is working on this enrollment's devices".into()));
     };
     // Decide from a fresh device list: only unassigned devices are ever deleted. Claims
     // of other enrollments come from the view, or fresh when this process has not read
     // the account yet (just restarted).
     let unread = account.view().inventory.is_none();
-    let fresh_claims = if unread { Some(load_claims(ctx).await?) } else { None };
+    let claims = if unread { Some(load_claims(ctx).await?) } else { None };
     let devices = account.iam.list_virtual_mfa_devices().await?;
-    let unassigned: BTreeMap<&str, bool> = devices.iter().map(|d| (d.serial.as_str(), d.user.is_none())).collect();
-    for secret in secrets {
-        let held = |claims: &Claims| claims.get(&secret.serial).is_some_and(|h| h.iter().any(|h| h != id));
-        let held_elsewhere = fresh_claims.as_ref().map_or_else(|| held(&account.view().claims), held);
-        if unassigned.get(secret.serial.as_str()) == Some(&true) && !held_elsewhere {
-            match account.iam.delete_virtual_mfa_device(&secret.serial).await {
-                Ok(()) | Err(IamError::NoSuchEntity { .. }) => {}
-                Err(e) => return Err(e.into()),
-            }
-            account.record(Record::Deleted { serial: secret.serial.clone() });
+    let unassigned: BTreeSet<String> = devices.into_iter().filter(|d| d.user.is_none()).map(|d| d.serial).collect();
+    let reserved = {
+        let mut view = account.view();
+        let held = |claims: &Claims, serial: &str| claims.get(serial).is_some_and(|h| h.iter().any(|h| *h != id));
+        let held_elsewhere: BTreeSet<&str> = secrets
+            .iter()
+            .map(|s| s.serial.as_str())
+            .filter(|serial| held(claims.as_ref().unwrap_or(&view.claims), serial))
+            .collect();
+        let mut reserved = Vec::new();
+        for decision in release_on_deletion(secrets, &unassigned, &held_elsewhere) {
+            let subjects = subjects(&decision, None, reach.device_path());
+            let Some(reservation) = Reservation::take(account, &mut view, &id, subjects) else {
+                return Err(Error::WorkFailed("another reconcile is working on this enrollment's devices".into()));
+            };
+            reserved.push(Reserved { decision, reservation });
         }
-        delete_seed_secret(&api, &secret.name).await.map_err(Error::kube("delete seed Secret"))?;
-        account.record(Record::Released { serial: secret.serial.clone(), holder: id.clone() });
+        reserved
+    };
+    let finished =
+        act(enrollment, ctx, &reach, secrets, reserved, |_: &[Finished], _: &BTreeMap<String, bool>| async {}).await;
+    for finished in &finished {
+        match &finished.outcome {
+            Outcome::Done => {}
+            Outcome::Failed { failure: StepFailure::Iam(error), .. } if !error.is_transient() => {
+                return Err(Error::Iam(error.clone()));
+            }
+            Outcome::Failed { failure: StepFailure::Foreign(serial), .. } => {
+                return Err(Error::Iam(IamError::AccessDenied {
+                    operation: "DeleteVirtualMFADevice",
+                    message: format!("{serial} is not the operator's"),
+                }));
+            }
+            Outcome::Failed { failure, .. } => return Err(Error::WorkFailed(failure.message())),
+            Outcome::NotRun => return Err(Error::WorkFailed("stopped by an earlier failure".into())),
+        }
     }
     tracing::info!(enrollment = %id, removed = secrets.len(), "removed pending devices and seed Secrets");
     Ok(())

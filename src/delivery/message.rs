@@ -86,7 +86,9 @@ pub fn compose(link: &LinkUrl, recipient: &Recipient) -> Composed {
 }
 
 /// The one-paragraph form for chat (a webhook's `text`): Slack, Mattermost and Teams show
-/// it as it is and make the URL clickable.
+/// it as it is and make the URL clickable. Nothing needs Slack's escaping of `<`, `>` and
+/// `&`: IAM user names and account aliases cannot contain them, and the link is the
+/// operator's public URL and a URL-safe id and token.
 pub fn chat_text(link: &LinkUrl, recipient: &Recipient) -> String {
     format!(
         "MFA setup link for AWS IAM user {user} in account {account}: {url}\n\

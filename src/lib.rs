@@ -9,6 +9,7 @@
 //! - [`health`]: what `/readyz` and `/healthz` answer.
 //! - [`qr`]: the `otpauth://` URI and its QR code PNG for the seed Secret.
 //! - [`link`]: one-time enrollment links: the token and the digest the operator keeps.
+//! - [`links`]: link delivery as the controller sees it: mint, keep, deliver, revoke.
 //! - [`enroll_page`]: the self-service enrollment page a link opens (not wired yet).
 //! - [`delivery`]: sending a link to its person: e-mail over SMTP, a chat webhook.
 //! - [`memory`]: keeps the allocator from holding memory the operator no longer uses.
@@ -25,6 +26,7 @@ pub mod http;
 pub mod inventory;
 pub mod leader;
 pub mod link;
+pub mod links;
 pub mod memory;
 pub mod metrics;
 pub mod plugin;

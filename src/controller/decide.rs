@@ -240,12 +240,23 @@ pub fn decide(input: &DecideInput<'_>) -> Plan {
     if !enroll {
         return out;
     }
+    out.decisions.extend(leftovers(input, &handled_secrets, &mut handled_serials));
+    out.decisions.extend(orphans(input, &handled_serials));
+    out
+}
 
-    // Seed Secrets of users this enrollment no longer selects (or no longer owns): remove
-    // them and their unassigned devices.
+/// Seed Secrets of users this enrollment no longer selects (or no longer owns): removed
+/// with their unassigned devices. Look-alikes that stand where no selected user's Secret
+/// would: never obeyed, removed (their devices, if any, are orphans for [`orphans`]).
+fn leftovers(
+    input: &DecideInput<'_>,
+    handled_secrets: &BTreeSet<String>,
+    handled_serials: &mut BTreeSet<String>,
+) -> Vec<Decision> {
+    let mut decisions = Vec::new();
     for secret in input.secrets.iter().filter(|s| !handled_secrets.contains(&s.name)) {
         handled_serials.insert(secret.serial.clone());
-        out.decisions.push(Decision {
+        decisions.push(Decision {
             user: None,
             steps: release(input, secret),
             note: Some(EventNote {
@@ -254,38 +265,42 @@ pub fn decide(input: &DecideInput<'_>) -> Plan {
             }),
         });
     }
-    // Look-alikes that stand where no selected user's Secret would: never obeyed, removed.
-    // Their devices, if any, are orphans for the sweep below.
-    for untrusted in input.untrusted.iter().filter(|u| !handled_secrets.contains(&u.name)) {
-        out.decisions.push(Decision {
-            user: None,
-            steps: vec![Step::DeleteSecret { name: untrusted.name.clone() }],
-            note: Some(EventNote {
-                reason: EventReason::SeedSecretTampered,
-                message: format!("deleted Secret {}: it {}", untrusted.name, untrusted.why),
-            }),
-        });
-    }
+    decisions.extend(input.untrusted.iter().filter(|u| !handled_secrets.contains(&u.name)).map(remove_lookalike));
+    decisions
+}
 
-    // Unassigned devices under our path that no other enrollment's seed Secret claims
-    // (our own Secrets were read fresh above): the seed is lost, nobody can enable them.
-    // A device another reconcile is creating right now is reserved (its work holds the
-    // device), so this sweep never deletes it; an owner elsewhere whose device went here
-    // simply creates a fresh one on its next reconcile.
-    for device in input.inventory.pending_under(input.device_path) {
-        if handled_serials.contains(&device.serial) || held_by_others(input, &device.serial) {
-            continue;
-        }
-        out.decisions.push(Decision {
+/// Removes a Secret that carries this enrollment's labels but is not what the operator
+/// wrote (never obeyed), and says so.
+fn remove_lookalike(untrusted: &Untrusted) -> Decision {
+    Decision {
+        user: None,
+        steps: vec![Step::DeleteSecret { name: untrusted.name.clone() }],
+        note: Some(EventNote {
+            reason: EventReason::SeedSecretTampered,
+            message: format!("deleted Secret {}: it {}", untrusted.name, untrusted.why),
+        }),
+    }
+}
+
+/// Unassigned devices under our path that no other enrollment's seed Secret claims (our
+/// own Secrets were read fresh): the seed is lost, nobody can enable them. A device
+/// another reconcile is creating right now is reserved (its decision holds the device),
+/// so this sweep never deletes it; an owner elsewhere whose device went here simply
+/// creates a fresh one on its next reconcile.
+fn orphans(input: &DecideInput<'_>, handled_serials: &BTreeSet<String>) -> Vec<Decision> {
+    input
+        .inventory
+        .pending_under(input.device_path)
+        .filter(|device| !handled_serials.contains(&device.serial) && !held_by_others(input, &device.serial))
+        .map(|device| Decision {
             user: None,
             steps: vec![Step::DeleteDevice { serial: device.serial.clone() }],
             note: Some(EventNote {
                 reason: EventReason::OrphanDeviceDeleted,
                 message: format!("deleted unassigned device {} that no seed Secret claims", device.serial),
             }),
-        });
-    }
-    out
+        })
+        .collect()
 }
 
 /// Whether another enrollment's (verified) seed Secret holds the device `serial`.
@@ -317,17 +332,7 @@ fn decide_user(
     let mfa = input.inventory.mfa_state(user);
     // A tampered Secret where this user's would stand is never obeyed; below, it is
     // replaced, or simply removed where this enrollment creates nothing for the user.
-    let remove_tampered = || {
-        let steps: Vec<Step> = tampered.map(|t| Step::DeleteSecret { name: t.name.clone() }).into_iter().collect();
-        (!steps.is_empty()).then(|| Decision {
-            user: None,
-            steps,
-            note: tampered.map(|t| EventNote {
-                reason: EventReason::SeedSecretTampered,
-                message: format!("deleted Secret {}: it {}", t.name, t.why),
-            }),
-        })
-    };
+    let remove_tampered = || tampered.map(remove_lookalike);
     if let MfaState::Active(_) = mfa {
         // Compliant. A leftover Secret (crash after enabling, or the person enabled a
         // device elsewhere) holds a live or useless seed: it goes in every mode; its
@@ -516,42 +521,50 @@ fn decide_submission(
         }
         // verify_pair accepts only codes that normalise; kept total for the compiler.
         Ok(_) => rotate("its codes could not be read"),
-        Err(rejection) => {
-            // Late or early codes prove the person holds the seed; only guesses count
-            // towards replacing the device.
-            let timing =
-                matches!(rejection, totp::CodeRejection::Stale { .. } | totp::CodeRejection::ClockAhead { .. });
-            // Codes that were current when they arrived went stale while the operator
-            // was busy: say so, and never blame the person.
-            let received = input.received.get(&secret.name).copied();
-            let delayed = received.filter(|at| {
-                matches!(rejection, totp::CodeRejection::Stale { .. })
-                    && totp::verify_pair(&seed, code1, code2, at.as_second()).is_ok()
-            });
-            let attempts = pending.failed_attempts + u32::from(!timing);
-            if attempts >= MAX_FAILED_ATTEMPTS {
-                return rotate(&format!("{attempts} code submissions were refused"));
-            }
-            let (message, cause) = if let Some(at) = delayed {
-                let waited = input.now.duration_since(at).as_secs().max(0);
-                (
-                    format!(
-                        "the codes were current when they arrived, but the operator took {waited} seconds to \
-                         process them and they are now too old for AWS; this was not your mistake: enter two \
-                         new consecutive codes"
-                    ),
-                    RefusalCause::OperatorDelay,
-                )
-            } else if timing {
-                (rejection.to_string(), RefusalCause::Timing)
-            } else {
-                (format!("{rejection} (refused submission {attempts} of {MAX_FAILED_ATTEMPTS})"), RefusalCause::Guess)
-            };
-            let (row, note) = refusal(pending, user, attempts, &message);
-            let step = Step::RejectCodes { secret: secret.name.clone(), attempts, message, cause };
-            (row, vec![Decision { user: Some(user.to_owned()), steps: vec![step], note: Some(note) }])
-        }
+        Err(rejection) => refuse(input, user, secret, pending, (code1, code2), &seed, &rejection)
+            .unwrap_or_else(|attempts| rotate(&format!("{attempts} code submissions were refused"))),
     }
+}
+
+/// Codes the local check refused: the refusal (a guess counts, late or early codes do
+/// not; codes that went stale while the operator was busy are never blamed on the
+/// person), or `Err(attempts)` when the guess limit is reached and the device rotates.
+fn refuse(
+    input: &DecideInput<'_>,
+    user: &str,
+    secret: &SeedSecret,
+    pending: UserRow,
+    (code1, code2): (&str, &str),
+    seed: &[u8],
+    rejection: &totp::CodeRejection,
+) -> Result<(UserRow, Vec<Decision>), u32> {
+    let timing = matches!(rejection, totp::CodeRejection::Stale { .. } | totp::CodeRejection::ClockAhead { .. });
+    let received = input.received.get(&secret.name).copied();
+    let delayed = received.filter(|at| {
+        matches!(rejection, totp::CodeRejection::Stale { .. })
+            && totp::verify_pair(seed, code1, code2, at.as_second()).is_ok()
+    });
+    let attempts = pending.failed_attempts + u32::from(!timing);
+    if attempts >= MAX_FAILED_ATTEMPTS {
+        return Err(attempts);
+    }
+    let (message, cause) = if let Some(at) = delayed {
+        let waited = input.now.duration_since(at).as_secs().max(0);
+        (
+            format!(
+                "the codes were current when they arrived, but the operator took {waited} seconds to process them \
+                 and they are now too old for AWS; this was not your mistake: enter two new consecutive codes"
+            ),
+            RefusalCause::OperatorDelay,
+        )
+    } else if timing {
+        (rejection.to_string(), RefusalCause::Timing)
+    } else {
+        (format!("{rejection} (refused submission {attempts} of {MAX_FAILED_ATTEMPTS})"), RefusalCause::Guess)
+    };
+    let (row, note) = refusal(pending, user, attempts, &message);
+    let step = Step::RejectCodes { secret: secret.name.clone(), attempts, message, cause };
+    Ok((row, vec![Decision { user: Some(user.to_owned()), steps: vec![step], note: Some(note) }]))
 }
 
 /// What people read when AWS refuses codes the local check accepted.

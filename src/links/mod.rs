@@ -1,0 +1,84 @@
+//! Link delivery as the controller sees it (issue 11): the [`Links`] service mints a
+//! one-time link for a user, keeps only its record (in state the operator owns), delivers
+//! it to the person, lists an enrollment's live links and revokes them. The controller
+//! decides when; this layer does it. The page (`enroll_page`) opens the same records.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use futures::future::BoxFuture;
+use jiff::{SignedDuration, Timestamp};
+
+use crate::link::{Purpose, Record};
+
+/// How a link reaches its person.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Channel {
+    /// To the address in the user's IAM tag (`--address-tag`, default `email`).
+    Email,
+    /// To the operator's chat webhook.
+    Webhook,
+    /// Nowhere: an admin asks for one with `kubectl mfa link`.
+    Manual,
+}
+
+/// A link to send.
+#[derive(Clone, Debug)]
+pub struct Outgoing {
+    pub purpose: Purpose,
+    /// The enrollment, for the record's labels and the message (`namespace/name`).
+    pub enrollment: String,
+    pub ttl: SignedDuration,
+    pub channel: Channel,
+    /// The user's IAM tags (the address is read from them; never logged).
+    pub tags: BTreeMap<String, String>,
+    /// The account's alias, if the operator knows it (else the id is shown).
+    pub account_alias: Option<String>,
+}
+
+/// A link that went out: what status shows (never the link).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Sent {
+    pub sent_at: Timestamp,
+    pub expires_at: Timestamp,
+}
+
+/// Why a link could not be sent.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// The user has no usable address for the channel: a person must add one
+    /// (`NoDeliveryAddress`). The message says which tag and why, never its value.
+    #[error("{0}")]
+    NoAddress(String),
+    /// The channel is not configured in this operator (no SMTP server, no webhook).
+    #[error("{0}")]
+    NotConfigured(String),
+    /// Delivery or the record store failed; retried. Holds no token.
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// Mints, keeps, delivers and revokes links. Implemented over the operator's own Secrets
+/// and the configured SMTP server or webhook; in tests, in memory.
+pub trait Links: Send + Sync {
+    /// Mints a link for `link.purpose`, stores its record (replacing any earlier link of
+    /// the same purpose) and delivers it.
+    fn send(&self, link: Outgoing) -> BoxFuture<'_, Result<Sent, SendError>>;
+
+    /// The live records of one enrollment (by uid), by user: not revoked (used and
+    /// expired ones included, so status can say so).
+    fn records(&self, enrollment_uid: &str) -> BoxFuture<'_, Result<BTreeMap<String, Record>, SendError>>;
+
+    /// Revokes the links of `users` of one enrollment (all of them when `None`).
+    fn revoke<'a>(
+        &'a self,
+        enrollment_uid: &'a str,
+        users: Option<&'a BTreeSet<String>>,
+    ) -> BoxFuture<'a, Result<(), SendError>>;
+
+    /// Serials of the pending devices that open page sessions hold right now: the orphan
+    /// sweep leaves them alone.
+    fn held_devices(&self) -> BTreeSet<String>;
+}
+
+#[cfg(test)]
+pub mod memory;

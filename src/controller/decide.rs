@@ -124,6 +124,10 @@ pub struct UserRow {
     pub message: Option<String>,
     /// Refused submissions for the pending device (the operator's own count).
     pub failed_attempts: u32,
+    /// When the user's one-time link was sent, and when it stops working (`delivery:
+    /// Link`).
+    pub link_sent_at: Option<Timestamp>,
+    pub link_expires_at: Option<Timestamp>,
 }
 
 impl UserRow {
@@ -137,6 +141,8 @@ impl UserRow {
             expires_at: None,
             message: None,
             failed_attempts: 0,
+            link_sent_at: None,
+            link_expires_at: None,
         }
     }
 

@@ -51,6 +51,8 @@ fn serial(user: &str) -> String {
 
 fn spec(mode: Mode) -> MfaEnrollmentSpec {
     MfaEnrollmentSpec {
+        delivery: None,
+        link: None,
         mode,
         users: UserSelector { path_prefix: Some("/".into()), ..UserSelector::default() },
         account_ref: None,
@@ -294,6 +296,8 @@ fn status(name: &str, state: UserState, message: Option<&str>) -> UserRow {
         expires_at: None,
         message: message.map(Into::into),
         failed_attempts: 0,
+        link_sent_at: None,
+        link_expires_at: None,
     }
 }
 
@@ -319,6 +323,8 @@ fn created(user: &str) -> UserRow {
         expires_at: Some(NOW + TTL),
         message: Some(scan_message(user)),
         failed_attempts: 0,
+        link_sent_at: None,
+        link_expires_at: None,
     }
 }
 
@@ -334,6 +340,8 @@ fn waiting(secret: &SeedSecret, message: &str) -> UserRow {
         expires_at: Some(created + TTL),
         message: Some(message.into()),
         failed_attempts: 0,
+        link_sent_at: None,
+        link_expires_at: None,
     }
 }
 
@@ -667,6 +675,8 @@ fn pending_user_without_codes_waits_with_serial_secret_and_expiry() {
         expires_at: Some(Timestamp::constant(1_750_000_000 - 3600 + 168 * 3600, 0)),
         message: Some(scan_message("alice")),
         failed_attempts: 0,
+        link_sent_at: None,
+        link_expires_at: None,
     };
     assert_eq!(plan.users, [expected]);
 }

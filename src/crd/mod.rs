@@ -104,6 +104,68 @@ pub struct MfaEnrollmentSpec {
     #[x_kube(validation = kube::core::Rule::new("!self.matches('^([0-9]{1,6}(h|m|s))+$') || (duration(self) >= duration('10s') && duration(self) <= duration('24h'))").message("resyncInterval must be between 10s and 24h"))]
     #[schemars(regex(pattern = DURATION_PATTERN), length(max = 32))]
     pub resync_interval: kube::core::Duration,
+
+    /// How a person receives what they need to enrol (Enroll mode). `Secret` (when
+    /// absent): the pending device's seed in a Secret in this namespace, where the person
+    /// writes two codes. `Link`: a one-time link to the operator's enrollment page; the
+    /// device is created when the person opens it, and no seed is ever stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<Delivery>,
+
+    /// Settings of `delivery: Link`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<LinkSpec>,
+}
+
+/// How a person receives what they need to enrol.
+#[derive(schemars::JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Delivery {
+    /// The seed in a Secret in the enrollment's namespace.
+    #[default]
+    Secret,
+    /// A one-time link to the operator's enrollment page.
+    Link,
+}
+
+/// Where and how long a one-time link goes out.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct LinkSpec {
+    /// How long a link stays valid. Go duration of whole hours, minutes and seconds; at
+    /// least 1m, at most 720h (30 days); 72h when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = kube::core::Rule::new("!self.matches('^([0-9]{1,6}(h|m|s))+$') || (duration(self) >= duration('1m') && duration(self) <= duration('720h'))").message("link.ttl must be between 1m and 720h"))]
+    #[schemars(regex(pattern = DURATION_PATTERN), length(max = 32))]
+    pub ttl: Option<kube::core::Duration>,
+
+    /// How the link reaches its person: `Email` (when absent) to the address in the IAM
+    /// user's tag (the operator's `--address-tag`, `email` by default), `Webhook` to the
+    /// operator's chat webhook, `Manual` nowhere (an admin hands it over, `kubectl mfa
+    /// link`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<LinkChannel>,
+}
+
+/// How a link reaches its person.
+#[derive(schemars::JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LinkChannel {
+    #[default]
+    Email,
+    Webhook,
+    Manual,
+}
+
+impl MfaEnrollmentSpec {
+    /// Whether this enrollment enrols through one-time links.
+    pub fn links(&self) -> bool {
+        self.mode == Mode::Enroll && self.delivery == Some(Delivery::Link)
+    }
+
+    /// How long its links live.
+    pub fn link_ttl(&self) -> jiff::SignedDuration {
+        let ttl = self.link.as_ref().and_then(|l| l.ttl).map(std::time::Duration::from);
+        ttl.and_then(|t| jiff::SignedDuration::try_from(t).ok()).unwrap_or(crate::link::DEFAULT_TTL)
+    }
 }
 
 /// What the operator does for selected users without an active MFA device.

@@ -125,6 +125,12 @@ pub struct UserStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(max = 1000))]
     pub failed_attempts: Option<u32>,
+    /// When the user's one-time link was sent (`delivery: Link`; never the link).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link_sent_at: Option<Time>,
+    /// When that link stops working.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link_expires_at: Option<Time>,
 }
 
 fn is_zero(n: &u32) -> bool {

@@ -60,7 +60,7 @@ impl Links for MemoryLinks {
                     .map_err(|e| SendError::NoAddress(e.to_string()))?;
             }
             let mut state = self.state();
-            let now = state.now.unwrap_or(Timestamp::UNIX_EPOCH);
+            let now = state.now.unwrap_or(link.at);
             let user = link.purpose.user.clone();
             let uid = link.purpose.enrollment_uid.clone();
             let (_, record) = link::mint(link.purpose, [7; TOKEN_BYTES], now, link.ttl);

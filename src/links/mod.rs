@@ -10,6 +10,13 @@ use jiff::{SignedDuration, Timestamp};
 
 use crate::link::{Purpose, Record};
 
+/// Label on every Secret that keeps link records (in the operator's own namespace).
+pub const LABEL_LINKS: &str = "iam.mfa-operator.dev/links";
+/// Labels naming the enrollment a link-record Secret belongs to: the controller watches
+/// these Secrets and reconciles that enrollment when one changes (a link was used).
+pub const LABEL_ENROLLMENT_NAMESPACE: &str = "iam.mfa-operator.dev/enrollment-namespace";
+pub const LABEL_ENROLLMENT_NAME: &str = "iam.mfa-operator.dev/enrollment-name";
+
 /// How a link reaches its person.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Channel {
@@ -33,6 +40,9 @@ pub struct Outgoing {
     pub tags: BTreeMap<String, String>,
     /// The account's alias, if the operator knows it (else the id is shown).
     pub account_alias: Option<String>,
+    /// When the link is minted (the controller's clock, so status shows exactly the
+    /// record's times).
+    pub at: Timestamp,
 }
 
 /// A link that went out: what status shows (never the link).

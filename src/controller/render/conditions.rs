@@ -137,6 +137,8 @@ fn user_status(user: UserRow) -> UserStatus {
         expires_at: user.expires_at.map(Time),
         message: user.message.map(bounded_message),
         failed_attempts: (user.failed_attempts > 0).then_some(user.failed_attempts),
+        link_sent_at: user.link_sent_at.map(Time),
+        link_expires_at: user.link_expires_at.map(Time),
     }
 }
 

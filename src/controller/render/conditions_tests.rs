@@ -24,6 +24,8 @@ fn user(name: &str, state: UserState) -> UserRow {
         expires_at: None,
         message: None,
         failed_attempts: 0,
+        link_sent_at: None,
+        link_expires_at: None,
     }
 }
 
@@ -145,6 +147,8 @@ fn user_status_carries_every_planned_field() {
         expires_at: Some(T0 + SignedDuration::from_hours(168)),
         message: Some("scan the QR code".into()),
         failed_attempts: 2,
+        link_sent_at: None,
+        link_expires_at: None,
     };
     let status = build(input(Mode::Enroll, vec![pending], None, T0, None));
     assert_eq!(
@@ -158,6 +162,8 @@ fn user_status_carries_every_planned_field() {
             expires_at: Some(Time(Timestamp::constant(1_750_000_000 + 168 * 3600, 0))),
             message: Some("scan the QR code".into()),
             failed_attempts: Some(2),
+            link_sent_at: None,
+            link_expires_at: None,
         }]
     );
 }

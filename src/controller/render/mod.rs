@@ -216,6 +216,8 @@ pub fn rows_of(status: &MfaEnrollmentStatus) -> Vec<UserRow> {
             expires_at: u.expires_at.as_ref().map(|t| t.0),
             message: u.message.clone(),
             failed_attempts: u.failed_attempts.unwrap_or(0),
+            link_sent_at: u.link_sent_at.as_ref().map(|t| t.0),
+            link_expires_at: u.link_expires_at.as_ref().map(|t| t.0),
         })
         .collect()
 }
@@ -307,6 +309,8 @@ mod tests {
             expires_at: None,
             message: None,
             failed_attempts: attempts,
+            link_sent_at: None,
+            link_expires_at: None,
         }
     }
 

@@ -114,6 +114,8 @@ mod tests {
             expires_at: None,
             message: Some("scan the QR code".to_owned()),
             failed_attempts: None,
+            link_sent_at: None,
+            link_expires_at: None,
         }
     }
 

@@ -226,6 +226,8 @@ mod tests {
             expires_at: expires_in.map(|s| Time(now() + jiff::SignedDuration::from_secs(s))),
             message: (!message.is_empty()).then(|| message.to_owned()),
             failed_attempts: None,
+            link_sent_at: None,
+            link_expires_at: None,
         }
     }
 

@@ -136,6 +136,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         reporter: "mfa-operator".into(),
         key_namespace: args.integrity_key_namespace.clone().unwrap_or_else(|| own_namespace.clone()),
         key_secret: args.integrity_key_secret.clone(),
+        links: None,
     };
     if !args.leader_election {
         let result = controller::run(client, config, metrics, health, termination()).await;

@@ -17,6 +17,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Resource, ResourceExt};
 
+use super::LinkService;
 use super::accounts::{Account, Record, Subject};
 use super::decide::{Decision, EnrollmentId, RefusalCause, Step};
 use super::outcome::{Finished, Outcome, StepFailure};
@@ -26,10 +27,15 @@ use super::seed_secret::{self, ANNOTATION_LAST_REJECTION, KEY_CODE1, KEY_CODE2, 
 use super::vocabulary::EventReason;
 use super::{Context, FIELD_MANAGER};
 use crate::aws::{DeviceTags, IamApi, IamError};
-use crate::crd::MfaEnrollment;
+use crate::crd::{LinkChannel, MfaEnrollment};
 use crate::failpoint;
 use crate::inventory::device_serial;
+use crate::link::Purpose;
+use crate::links::{Channel, Outgoing, SendError};
 use crate::qr;
+
+/// Why `delivery: Link` cannot work in this operator.
+pub const NO_PAGE: &str = "delivery: Link needs the operator's enrollment page (--enrollment-address and --public-url)";
 
 /// Issuer shown by authenticator apps, as AWS's own QR codes name it.
 const ISSUER: &str = "Amazon Web Services";
@@ -92,7 +98,8 @@ pub fn subjects(decision: &Decision, account: Option<&str>, device_path: &str) -
                 subjects.push(Subject::User(user.clone()));
                 subjects.push(Subject::Device(serial.clone()));
             }
-            Step::DeleteSecret { .. } | Step::RejectCodes { .. } => {}
+            Step::SendLink { user, .. } => subjects.push(Subject::User(user.clone())),
+            Step::DeleteSecret { .. } | Step::RejectCodes { .. } | Step::RevokeLinks { .. } => {}
         }
     }
     subjects.sort();
@@ -117,6 +124,8 @@ struct Effects<'a> {
     account: &'a Account,
     /// Where this enrollment's devices live (its binding's `device.path`).
     device_path: &'a str,
+    /// The account's id, as the binding declares it (and STS confirmed).
+    account_id: &'a str,
     secrets: BTreeMap<&'a str, &'a SeedSecret>,
     api: Api<Secret>,
     /// Set by a failure that every later step would meet too; items waiting for a
@@ -150,6 +159,7 @@ where
         id,
         account: &reach.account,
         device_path: reach.device_path(),
+        account_id: &reach.binding.spec.account_id,
         secrets: secrets.iter().map(|s| (s.name.as_str(), s)).collect(),
         stop: tokio::sync::watch::Sender::new(false),
     };
@@ -212,6 +222,9 @@ where
                 if let Some(Step::Enable { if_refused, .. }) = done.decision.steps.get(*index) {
                     notes.push(if_refused.note.reason, if_refused.note.message.clone());
                 }
+            }
+            Outcome::Failed { failure: failure @ StepFailure::NoAddress(_), .. } => {
+                notes.push(EventReason::NoDeliveryAddress, failure.message());
             }
             Outcome::Failed { failure, .. } => {
                 let user = done.decision.user.as_deref().unwrap_or("-");
@@ -377,6 +390,47 @@ impl Effects<'_> {
                 self.ctx.metrics.count_refusal(cause.as_str());
                 Ok(())
             }
+            Step::SendLink { user, channel, tags } => self.send_link(user, *channel, tags).await,
+            Step::RevokeLinks { users } => {
+                let Some(LinkService(links)) = &self.ctx.config.links else { return Ok(()) };
+                let uid = self.enrollment.uid().unwrap_or_default();
+                links.revoke(&uid, Some(users)).await.map_err(|e| StepFailure::Delivery(e.to_string()))
+            }
+        }
+    }
+
+    /// Mints and sends a one-time link for `user`; nothing is written to AWS.
+    async fn send_link(
+        &self,
+        user: &str,
+        channel: LinkChannel,
+        tags: &BTreeMap<String, String>,
+    ) -> Result<(), StepFailure> {
+        let Some(LinkService(links)) = &self.ctx.config.links else {
+            return Err(StepFailure::DeliveryNotConfigured(NO_PAGE.into()));
+        };
+        let Some(enrollment_uid) = self.enrollment.uid() else { return Err(StepFailure::NoOwner) };
+        let purpose = Purpose { account: self.account_id.to_owned(), user: user.to_owned(), enrollment_uid };
+        let channel = match channel {
+            LinkChannel::Email => Channel::Email,
+            LinkChannel::Webhook => Channel::Webhook,
+            LinkChannel::Manual => Channel::Manual,
+        };
+        let now = self.ctx.now();
+        let outgoing = Outgoing {
+            purpose,
+            enrollment: self.id.to_string(),
+            ttl: self.enrollment.spec.link_ttl(),
+            channel,
+            tags: tags.clone(),
+            account_alias: None,
+            at: jiff::Timestamp::from_second(now.as_second()).unwrap_or(now),
+        };
+        match links.send(outgoing).await {
+            Ok(_) => Ok(()),
+            Err(SendError::NoAddress(why)) => Err(StepFailure::NoAddress(why)),
+            Err(SendError::NotConfigured(why)) => Err(StepFailure::DeliveryNotConfigured(why)),
+            Err(SendError::Failed(why)) => Err(StepFailure::Delivery(why)),
         }
     }
 

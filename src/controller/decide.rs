@@ -10,9 +10,9 @@ use jiff::Timestamp;
 use super::seed_secret::{SeedSecret, Untrusted, secret_name};
 use super::selection::Selection;
 use super::vocabulary::EventReason;
-use crate::crd::{MfaEnrollmentSpec, Mode, UserState};
+use crate::crd::{LinkChannel, MfaEnrollmentSpec, Mode, UserState};
 use crate::inventory::{Inventory, MfaState, device_serial};
-use crate::totp;
+use crate::{link, totp};
 
 /// Refused submissions after which a device is replaced (new device, new seed).
 pub const MAX_FAILED_ATTEMPTS: u32 = 5;
@@ -67,6 +67,12 @@ pub enum Step {
     Enable { user: String, serial: String, secret: String, codes: Codes, if_refused: Box<IfRefused> },
     /// Clear the code keys and record the refusal on the Secret.
     RejectCodes { secret: String, attempts: u32, message: String, cause: RefusalCause },
+    /// Mint a one-time link for the user and send it (`delivery: Link`); the user's IAM
+    /// tags carry the address.
+    SendLink { user: String, channel: LinkChannel, tags: BTreeMap<String, String> },
+    /// Revoke the links of these users (no longer selected, compliant, or the enrollment
+    /// left `delivery: Link`).
+    RevokeLinks { users: BTreeSet<String> },
 }
 
 /// What follows when AWS refuses codes the local check accepted: exactly what follows a
@@ -204,6 +210,10 @@ pub struct DecideInput<'a> {
     /// When the operator first saw the current version of each seed Secret (by name).
     pub received: &'a BTreeMap<String, Timestamp>,
     pub claims: &'a Claims,
+    /// This enrollment's one-time link records, by user (`delivery: Link`).
+    pub links: &'a BTreeMap<String, link::Record>,
+    /// Pending devices that open enrollment-page sessions hold.
+    pub held: &'a BTreeSet<String>,
 }
 
 /// Decides the work and the users' status for one enrollment. Selected users must be
@@ -219,8 +229,16 @@ pub fn decide(input: &DecideInput<'_>) -> Plan {
     // enrolls again).
     let enroll = input.spec.mode == Mode::Enroll;
 
+    let links = input.spec.links();
     for user in &input.selection.users {
         let name = secret_name(&input.id.name, user);
+        if links {
+            // No seed Secret in Link mode: any left from Secret mode is released below.
+            let (row, decisions) = decide_link_user(input, user);
+            out.users.push(row);
+            out.decisions.extend(decisions);
+            continue;
+        }
         handled_secrets.insert(name.clone());
         let secret = input.secrets.iter().find(|s| &s.user == user && s.name == name);
         if let Some(secret) = secret {
@@ -243,6 +261,7 @@ pub fn decide(input: &DecideInput<'_>) -> Plan {
         out.users
             .push(UserRow::new(name, UserState::NotFound).message("no IAM user with this name exists in the account"));
     }
+    out.decisions.extend(revoke_links(input, &out.users));
     if !enroll {
         return out;
     }
@@ -297,7 +316,11 @@ fn orphans(input: &DecideInput<'_>, handled_serials: &BTreeSet<String>) -> Vec<D
     input
         .inventory
         .pending_under(input.device_path)
-        .filter(|device| !handled_serials.contains(&device.serial) && !held_by_others(input, &device.serial))
+        .filter(|device| {
+            !handled_serials.contains(&device.serial)
+                && !held_by_others(input, &device.serial)
+                && !input.held.contains(&device.serial)
+        })
         .map(|device| Decision {
             user: None,
             steps: vec![Step::DeleteDevice { serial: device.serial.clone() }],
@@ -307,6 +330,83 @@ fn orphans(input: &DecideInput<'_>, handled_serials: &BTreeSet<String>) -> Vec<D
             }),
         })
         .collect()
+}
+
+/// A selected user of a `delivery: Link` enrollment: nothing to do once they have MFA or
+/// another enrollment owns them; a link on its way while theirs is live; a new link when
+/// they have none or it expired. The device is the page's business (created when the
+/// person opens the link), so no device or Secret is decided here.
+fn decide_link_user(input: &DecideInput<'_>, user: &str) -> (UserRow, Vec<Decision>) {
+    match input.inventory.mfa_state(user) {
+        MfaState::Active(_) => return (UserRow::new(user, UserState::Compliant), Vec::new()),
+        MfaState::Unknown => {
+            return (UserRow::new(user, UserState::Missing).message("MFA devices not listed yet"), Vec::new());
+        }
+        _ => {}
+    }
+    if let Some(owner) = input.owners.get(user).filter(|o| *o != input.id) {
+        let message = format!("enrollment is handled by {owner}, the oldest enrollment selecting this user");
+        return (UserRow::new(user, UserState::Pending).message(message), Vec::new());
+    }
+    let channel = input.spec.link.as_ref().and_then(|l| l.channel).unwrap_or_default();
+    let row = |sent: Timestamp, expires: Timestamp, message: String| UserRow {
+        link_sent_at: Some(sent),
+        link_expires_at: Some(expires),
+        ..UserRow::new(user, UserState::Pending).message(message)
+    };
+    match input.links.get(user) {
+        Some(record) if record.used_at.is_some() => {
+            let message = "enrolled through the link; waiting for IAM to list the device".to_owned();
+            (row(record.minted_at, record.expires_at, message), Vec::new())
+        }
+        Some(record) if record.expires_at > input.now => {
+            (row(record.minted_at, record.expires_at, link_message(channel)), Vec::new())
+        }
+        _ => {
+            // Minted at this reconcile's clock (whole seconds, as status shows it), so
+            // the prediction is exactly what the record will say.
+            let at = Timestamp::from_second(input.now.as_second()).unwrap_or(input.now);
+            let expires = at.checked_add(input.spec.link_ttl().clamp(jiff::SignedDuration::ZERO, link::MAX_TTL));
+            let tags = input.inventory.users.get(user).map(|u| u.tags.clone()).unwrap_or_default();
+            let decision = Decision {
+                user: Some(user.to_owned()),
+                steps: vec![Step::SendLink { user: user.to_owned(), channel, tags }],
+                note: Some(EventNote {
+                    reason: EventReason::LinkSent,
+                    message: format!("one-time enrollment link sent for {user} ({})", channel_name(channel)),
+                }),
+            };
+            (row(at, expires.unwrap_or(at), link_message(channel)), vec![decision])
+        }
+    }
+}
+
+/// What a user whose link is out reads in status.
+fn link_message(channel: LinkChannel) -> String {
+    format!(
+        "a one-time enrollment link was sent {}: open it to set up MFA (it works once, until linkExpiresAt)",
+        channel_name(channel)
+    )
+}
+
+fn channel_name(channel: LinkChannel) -> &'static str {
+    match channel {
+        LinkChannel::Email => "by e-mail",
+        LinkChannel::Webhook => "to the chat webhook",
+        LinkChannel::Manual => "for an administrator to hand over (kubectl mfa link)",
+    }
+}
+
+/// Revokes every link this enrollment keeps for a user who does not wait for one now: no
+/// longer selected or owned, compliant, or the enrollment left `delivery: Link`.
+fn revoke_links(input: &DecideInput<'_>, rows: &[UserRow]) -> Option<Decision> {
+    let waiting: BTreeSet<&str> = rows
+        .iter()
+        .filter(|r| input.spec.links() && r.link_sent_at.is_some() && r.state == UserState::Pending)
+        .map(|r| r.name.as_str())
+        .collect();
+    let users: BTreeSet<String> = input.links.keys().filter(|u| !waiting.contains(u.as_str())).cloned().collect();
+    (!users.is_empty()).then(|| Decision { user: None, steps: vec![Step::RevokeLinks { users }], note: None })
 }
 
 /// Whether another enrollment's (verified) seed Secret holds the device `serial`.

@@ -14,7 +14,7 @@ use super::*;
 use crate::aws::fake::Account;
 use crate::aws::{IamUser, MfaDevice, Seed, VirtualDevice};
 use crate::controller::seed_secret::Untrusted;
-use crate::crd::UserSelector;
+use crate::crd::{Delivery, UserSelector};
 use crate::totp::{CodeRejection, MAX_AGE_STEPS, MAX_AHEAD_STEPS, WhichCode, code_at, step_of};
 
 const ACCOUNT: &str = "123456789012";
@@ -144,6 +144,9 @@ struct World {
     refusals: BTreeMap<String, Refusals>,
     received: BTreeMap<String, Timestamp>,
     claims: Claims,
+    delivery: Option<Delivery>,
+    links: BTreeMap<String, link::Record>,
+    held: BTreeSet<String>,
 }
 
 impl World {
@@ -169,7 +172,30 @@ impl World {
             refusals: BTreeMap::new(),
             received: BTreeMap::new(),
             claims: Claims::new(),
+            delivery: None,
+            links: BTreeMap::new(),
+            held: BTreeSet::new(),
         }
+    }
+
+    /// `delivery: Link`.
+    fn by_link(mut self) -> Self {
+        self.delivery = Some(Delivery::Link);
+        self
+    }
+
+    /// A link record for `user`, minted at `minted`.
+    fn link(mut self, user: &str, minted: Timestamp, used: bool) -> Self {
+        let purpose = link::Purpose { account: ACCOUNT.into(), user: user.into(), enrollment_uid: "uid".into() };
+        let (_, mut record) = link::mint(purpose, [1; link::TOKEN_BYTES], minted, link::DEFAULT_TTL);
+        record.used_at = used.then_some(minted);
+        self.links.insert(user.into(), record);
+        self
+    }
+
+    fn held(mut self, serial: &str) -> Self {
+        self.held.insert(serial.into());
+        self
     }
 
     fn enroll(selected: &[&str]) -> Self {
@@ -267,7 +293,7 @@ impl World {
 
     fn run(&self) -> Plan {
         let inventory = self.inventory();
-        let spec = spec(self.mode);
+        let spec = MfaEnrollmentSpec { delivery: self.delivery, ..spec(self.mode) };
         let id = me();
         decide(&DecideInput {
             id: &id,
@@ -282,6 +308,8 @@ impl World {
             refusals: &self.refusals,
             received: &self.received,
             claims: &self.claims,
+            links: &self.links,
+            held: &self.held,
         })
     }
 }
@@ -1403,4 +1431,101 @@ fn deletion_removes_only_unassigned_devices_nobody_else_holds_and_every_seed_sec
             vec![Step::DeleteSecret { name: carol.name }],
         ]
     );
+}
+
+fn link_row(user: &str, sent: Timestamp, message: &str) -> UserRow {
+    UserRow {
+        link_sent_at: Some(sent),
+        link_expires_at: Some(sent + link::DEFAULT_TTL),
+        message: Some(message.into()),
+        ..UserRow::new(user, UserState::Pending)
+    }
+}
+
+const LINK_SENT: &str =
+    "a one-time enrollment link was sent by e-mail: open it to set up MFA (it works once, until linkExpiresAt)";
+
+fn send_link(user: &str) -> Decision {
+    work(
+        Some(user),
+        vec![Step::SendLink { user: user.into(), channel: LinkChannel::Email, tags: BTreeMap::new() }],
+        note(EventReason::LinkSent, &format!("one-time enrollment link sent for {user} (by e-mail)")),
+    )
+}
+
+#[test]
+fn by_link_a_user_without_mfa_gets_a_link_and_no_device_or_secret() {
+    let plan = World::enroll(&["alice"]).by_link().run();
+    assert_eq!(plan.decisions, [send_link("alice")]);
+    assert_eq!(plan.users, [link_row("alice", NOW, LINK_SENT)]);
+}
+
+#[test]
+fn by_link_a_live_link_waits_and_an_expired_one_is_sent_again() {
+    let sent = NOW - SignedDuration::from_hours(1);
+    let plan = World::enroll(&["alice"]).by_link().link("alice", sent, false).run();
+    assert_eq!(plan.decisions, []);
+    assert_eq!(plan.users, [link_row("alice", sent, LINK_SENT)]);
+
+    let long_ago = NOW - link::DEFAULT_TTL - SignedDuration::from_secs(1);
+    let plan = World::enroll(&["alice"]).by_link().link("alice", long_ago, false).run();
+    assert_eq!(plan.decisions, [send_link("alice")]);
+    assert_eq!(plan.users, [link_row("alice", NOW, LINK_SENT)]);
+}
+
+#[test]
+fn by_link_a_used_link_waits_for_iam_and_is_revoked_once_the_user_is_compliant() {
+    let plan = World::enroll(&["alice"]).by_link().link("alice", NOW, true).run();
+    assert_eq!(plan.decisions, []);
+    assert_eq!(plan.users, [link_row("alice", NOW, "enrolled through the link; waiting for IAM to list the device")]);
+    let plan = World::enroll(&["alice"]).by_link().link("alice", NOW, true).assigned("alice").run();
+    assert_eq!(plan.users, [compliant("alice")]);
+    assert_eq!(
+        plan.decisions,
+        [work(None, vec![Step::RevokeLinks { users: BTreeSet::from(["alice".to_owned()]) }], None)]
+    );
+}
+
+#[test]
+fn links_of_users_no_longer_waiting_are_revoked_and_so_are_all_when_the_enrollment_leaves_link_delivery() {
+    // bob is no longer selected; carol is another enrollment's.
+    let world = World::enroll(&["alice", "carol"])
+        .by_link()
+        .owner("carol", other())
+        .link("bob", NOW, false)
+        .link("carol", NOW, false);
+    let plan = world.run();
+    let revoked = BTreeSet::from(["bob".to_owned(), "carol".to_owned()]);
+    assert!(
+        plan.decisions.contains(&work(None, vec![Step::RevokeLinks { users: revoked }], None)),
+        "{:?}",
+        plan.decisions
+    );
+    // Back to Secret delivery: every link goes, and devices and Secrets are made as before.
+    let plan = World::enroll(&["alice"]).link("alice", NOW, false).run();
+    assert!(plan.decisions.contains(&work(
+        None,
+        vec![Step::RevokeLinks { users: BTreeSet::from(["alice".to_owned()]) }],
+        None
+    )));
+    assert!(plan.decisions.iter().any(|d| d.steps.iter().any(|s| matches!(s, Step::CreatePending { .. }))));
+}
+
+#[test]
+fn by_link_a_seed_secret_left_from_secret_delivery_is_released_and_a_page_held_device_is_not_swept() {
+    let alice = seed_secret("alice");
+    let plan = World::enroll(&["alice", "bob"])
+        .by_link()
+        .device(unassigned(&alice.serial))
+        .secret(alice.clone())
+        .device(unassigned(&serial("bob")))
+        .held(&serial("bob"))
+        .run();
+    let steps: Vec<&Step> = plan.decisions.iter().flat_map(|d| &d.steps).collect();
+    assert!(steps.contains(&&Step::DeleteSecret { name: alice.name.clone() }), "{steps:?}");
+    assert!(steps.contains(&&Step::DeleteDevice { serial: alice.serial.clone() }), "{steps:?}");
+    assert!(!steps.contains(&&Step::DeleteDevice { serial: serial("bob") }), "a page session holds it: {steps:?}");
+    // Once no page holds it, bob's unassigned device is an orphan like any other.
+    let plan = World::enroll(&["bob"]).by_link().device(unassigned(&serial("bob"))).run();
+    assert!(plan.decisions.iter().flat_map(|d| &d.steps).any(|s| *s == Step::DeleteDevice { serial: serial("bob") }));
 }

@@ -1,9 +1,9 @@
 //! What a reconcile gathers before it decides: the shared inventory (refreshed when
 //! stale), who owns which user and what this enrollment selects, its seed Secrets, and
-//! what the status last written says about refusals. Reads only: the one write here is
+//! what the status last written says about refusals, and its one-time links. Reads only: the one write here is
 //! the refreshed inventory in the account's shared view.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -117,6 +117,10 @@ pub struct Seeds {
     pub refusals: BTreeMap<String, Refusals>,
     /// When the operator first saw the current version of each seed Secret (by name).
     pub received: BTreeMap<String, Timestamp>,
+    /// This enrollment's one-time link records, by user.
+    pub links: BTreeMap<String, crate::link::Record>,
+    /// Pending devices that open enrollment-page sessions hold.
+    pub held: BTreeSet<String>,
 }
 
 /// Reads this enrollment's seed Secrets fresh, with what `last` (the status last
@@ -131,7 +135,15 @@ pub async fn seeds(ctx: &Context, enrollment: &MfaEnrollment, last: Option<&MfaE
             Some((s.name.clone(), at))
         })
         .collect();
-    Ok(Seeds { secrets, untrusted, refusals: refusals(last), received })
+    let (links, held) = match &ctx.config.links {
+        Some(super::LinkService(links)) => {
+            let uid = enrollment.uid().unwrap_or_default();
+            let records = links.records(&uid).await.map_err(|e| Error::WorkFailed(e.to_string()))?;
+            (records, links.held_devices())
+        }
+        None => Default::default(),
+    };
+    Ok(Seeds { secrets, untrusted, refusals: refusals(last), received, links, held })
 }
 
 /// How old an inventory may be before this enrollment refreshes it.

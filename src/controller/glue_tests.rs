@@ -558,15 +558,33 @@ impl World {
     /// An account whose `users` have no MFA, reached through the binding; the binding,
     /// namespace and a new Enroll enrollment of them in the cluster and the caches.
     fn new(users: &[&str]) -> Self {
-        let iam = Arc::new(fake::Account::new().at(NOW).with_users(users.iter().map(|u| iam_user(u))));
+        Self::build(users, None)
+    }
+
+    /// As [`World::new`], with `delivery: Link` and `links` as the operator's link service.
+    fn by_link(users: &[&str], links: Arc<crate::links::memory::MemoryLinks>) -> Self {
+        Self::build(users, Some(links))
+    }
+
+    fn build(users: &[&str], links: Option<Arc<crate::links::memory::MemoryLinks>>) -> Self {
+        let iam_users = users.iter().map(|u| {
+            // Every user but bob has an e-mail address tag.
+            let tags = (*u != "bob").then(|| BTreeMap::from([("email".to_owned(), format!("{u}@example.com"))]));
+            IamUser { tags: tags.unwrap_or_default(), ..iam_user(u) }
+        });
+        let iam = Arc::new(fake::Account::new().at(NOW).with_users(iam_users));
+        let mut enrollment = enrollment(users);
+        if links.is_some() {
+            enrollment["spec"]["delivery"] = json!("Link");
+        }
         let accounts = Accounts::default();
         // The binding names no role, ExternalId or region: the operator's own credentials.
         accounts.reach_fake(AccountKey { role_arn: None, external_id: None, region: None }, iam.clone());
         let cluster = Arc::new(Mutex::new(Cluster::default()));
         lock(&cluster).put(SERVED[3], binding());
-        lock(&cluster).put(SERVED[2], enrollment(users));
+        lock(&cluster).put(SERVED[2], enrollment.clone());
         let caches = (
-            filled(vec![serde_json::from_value(enrollment(users)).expect("enrollment literal")]),
+            filled(vec![serde_json::from_value(enrollment).expect("enrollment literal")]),
             filled(vec![serde_json::from_value(binding()).expect("binding literal")]),
             filled(vec![namespace()]),
         );
@@ -575,6 +593,7 @@ impl World {
             reporter: "mfa-operator".into(),
             key_namespace: "mfa-operator".into(),
             key_secret: "mfa-operator-integrity-key".into(),
+            links: links.map(|l| super::LinkService(l as Arc<dyn crate::links::Links>)),
         };
         let key = IntegrityKey::from_bytes(&[7; 32]).expect("32 bytes");
         let ctx = Context::for_tests(serve(cluster.clone()), config, caches, key.clone(), accounts, now);
@@ -892,4 +911,42 @@ async fn cleanup_deletes_pending_devices_and_seed_secrets_and_never_an_enabled_d
     // Bob's device is his MFA now: still listed for him.
     let listed = world.iam.list_mfa_devices("bob").await.expect("bob's devices");
     assert_eq!(listed.len(), 1);
+}
+
+#[tokio::test]
+async fn by_link_a_user_gets_a_link_and_no_device_or_secret_and_is_compliant_once_the_page_enabled_one() {
+    let links = Arc::new(crate::links::memory::MemoryLinks::default());
+    let world = World::by_link(&["alice", "bob"], links.clone());
+    world.reconcile().await.expect("the finalizer");
+    let mark = world.iam_mark();
+    world.reconcile().await.expect("links sent");
+    world.assert_all_routed();
+    // alice's link went by e-mail; bob has no address tag: reported, not guessed.
+    assert_eq!(links.sent(), [("alice".to_owned(), crate::links::Channel::Email)]);
+    assert!(world.iam_calls_since(mark).iter().all(|c| !c.starts_with("CreateVirtualMFADevice")), "no device yet");
+    assert!(world.secrets().is_empty(), "no seed Secret in Link mode");
+    let status = world.status();
+    let alice = user(&status, "alice");
+    assert_eq!((alice.state, alice.link_sent_at.as_ref().map(|t| t.0)), (UserState::Pending, Some(NOW)));
+    assert_eq!(alice.link_expires_at.as_ref().map(|t| t.0), Some(NOW + crate::link::DEFAULT_TTL));
+    let bob = user(&status, "bob");
+    assert_eq!(bob.state, UserState::Failed);
+    assert!(bob.message.as_deref().is_some_and(|m| m.starts_with("NoDeliveryAddress: ")), "{:?}", bob.message);
+    assert!(world.event_reasons().contains(&EventReason::NoDeliveryAddress.as_str().to_owned()));
+
+    // The person opens the link; the page creates and enables a device (here: directly).
+    let device =
+        world.iam.create_virtual_mfa_device(DEVICE_PATH, "alice", &BTreeMap::new()).await.expect("the page's device");
+    let seed = totp::decode_seed(device.seed.expose()).expect("base32");
+    let step = totp::step_of(NOW.as_second());
+    let (code1, code2) = (totp::code_at(&seed, step - 1), totp::code_at(&seed, step));
+    world.iam.enable_mfa_device("alice", &device.serial, &code1, &code2).await.expect("enabled");
+    links.use_link(ENROLLMENT_UID, "alice", NOW);
+    // Reconciled at once (the record's Secret changed): IAM is asked, alice is Compliant
+    // and her link revoked, without waiting for a refresh of the account.
+    world.reconcile().await.expect("after the page");
+    assert_eq!(user(&world.status(), "alice").state, UserState::Compliant);
+    let records = crate::links::Links::records(links.as_ref(), ENROLLMENT_UID).await.expect("records");
+    assert!(!records.contains_key("alice"), "a used link of a compliant user is revoked");
+    assert_eq!(world.assigned(&device.serial).as_deref(), Some("alice"));
 }

@@ -53,6 +53,7 @@ use crate::health::Health;
 use crate::metrics::Metrics;
 
 pub use accounts::{AccountKey, Accounts};
+pub use reach::{PageReach, for_link};
 
 /// Field manager of every write the operator makes.
 pub const FIELD_MANAGER: &str = "mfa-operator";
@@ -115,6 +116,18 @@ pub struct Config {
     /// Where the integrity key lives: a Secret in the operator's own namespace.
     pub key_namespace: String,
     pub key_secret: String,
+    /// One-time links (`delivery: Link`): set when the enrollment page is served.
+    pub links: Option<LinkService>,
+}
+
+/// The link service the controller uses (see `crate::links`).
+#[derive(Clone)]
+pub struct LinkService(pub Arc<dyn crate::links::Links>);
+
+impl std::fmt::Debug for LinkService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LinkService")
+    }
 }
 
 /// A binding's `Ready` as last written: (generation, ready, message).
@@ -439,6 +452,19 @@ pub async fn run(
                 Some(ObjectRef::new(&enrollment).within(&namespace))
             },
         );
+    }
+    // With one-time links, the records live in the operator's own namespace: a link used
+    // on the page changes its record, and the enrollment reconciles at once (the user is
+    // Compliant without waiting for a resync).
+    if config.links.is_some() {
+        let records: Api<PartialObjectMeta<Secret>> = Api::namespaced(client.clone(), &config.key_namespace);
+        let selector = format!("{}=true", crate::links::LABEL_LINKS);
+        controller = controller.watches(records, watcher::Config::default().labels(&selector), |secret| {
+            let labels = secret.labels();
+            let namespace = labels.get(crate::links::LABEL_ENROLLMENT_NAMESPACE)?;
+            let name = labels.get(crate::links::LABEL_ENROLLMENT_NAME)?;
+            Some(ObjectRef::new(name).within(namespace))
+        });
     }
     let (reconcile_all, reconcile_all_requests) = futures::channel::mpsc::unbounded();
     let controller =

@@ -54,6 +54,12 @@ pub enum StepFailure {
     /// IAM refused to delete a device under the operator's path: the policy lets the
     /// operator delete only devices carrying its tag, so someone else made this one.
     Foreign(String),
+    /// The user has no usable address for their link (says which tag and why).
+    NoAddress(String),
+    /// `delivery: Link` asks for something the operator is not set up for.
+    DeliveryNotConfigured(String),
+    /// Sending a link or keeping its record failed; retried.
+    Delivery(String),
 }
 
 impl StepFailure {
@@ -71,6 +77,9 @@ impl StepFailure {
             Self::NameTaken(name) => format!(
                 "a Secret named {name} that the operator did not write is in the way of the seed Secret: delete it"
             ),
+            Self::NoAddress(why) => format!("NoDeliveryAddress: {why}; add it in IAM to receive a one-time link"),
+            Self::DeliveryNotConfigured(why) => why.clone(),
+            Self::Delivery(why) => format!("sending the one-time link failed: {why}"),
             Self::Foreign(serial) => format!(
                 "IAM refused to delete {serial}, a device under the operator's path that it did not create \
                  (no iam.mfa-operator.dev tags): delete it, or check the IAM policy"
@@ -82,6 +91,7 @@ impl StepFailure {
         let reason = match self {
             Self::Iam(error) => ConditionReason::of_iam(error),
             Self::Foreign(_) => ConditionReason::AccessDenied,
+            Self::DeliveryNotConfigured(_) => ConditionReason::DeliveryNotConfigured,
             _ => ConditionReason::TransientError,
         };
         Blocker { reason, message: self.message() }
@@ -99,7 +109,8 @@ impl StepFailure {
         match self {
             Self::Iam(IamError::LimitExceeded { .. } | IamError::EntityAlreadyExists { .. })
             | Self::NameTaken(_)
-            | Self::Foreign(_) => UserState::Failed,
+            | Self::Foreign(_)
+            | Self::NoAddress(_) => UserState::Failed,
             _ => UserState::Missing,
         }
     }
@@ -114,5 +125,12 @@ pub fn stale_inventory(finished: &[Finished]) -> bool {
 /// Whether some step changed the account (devices created, enabled or deleted), so other
 /// enrollments of the account may need a new status.
 pub fn changed_account(finished: &[Finished]) -> bool {
-    finished.iter().any(|f| f.ran().iter().any(|s| !matches!(s, Step::DeleteSecret { .. } | Step::RejectCodes { .. })))
+    finished.iter().any(|f| {
+        f.ran().iter().any(|s| {
+            !matches!(
+                s,
+                Step::DeleteSecret { .. } | Step::RejectCodes { .. } | Step::SendLink { .. } | Step::RevokeLinks { .. }
+            )
+        })
+    })
 }

@@ -164,3 +164,33 @@ async fn external_id(ctx: &Context, binding: &MfaAccountBinding) -> Result<Optio
     let value = String::from_utf8(value.0.clone()).map_err(|_| missing("holds a value that is not UTF-8"))?;
     Ok(Some(value.trim().to_owned()))
 }
+
+/// What the enrollment page needs to act for a link's purpose: the account (the same
+/// shared state and IAM client the controller uses), the device path, and the
+/// enrollment (`namespace/name`) for the device's tags. `None` when the link no longer
+/// grants anything: its enrollment is gone, left `delivery: Link`, or its binding no
+/// longer reaches that account.
+pub async fn for_link(ctx: &Context, purpose: &crate::link::Purpose) -> Result<Option<PageReach>, String> {
+    let enrollment =
+        ctx.store.state().into_iter().find(|e| e.uid().as_deref() == Some(purpose.enrollment_uid.as_str()));
+    let Some(enrollment) = enrollment.filter(|e| e.spec.links() && e.metadata.deletion_timestamp.is_none()) else {
+        return Ok(None);
+    };
+    match reach(ctx, &enrollment).await {
+        Ok(reach) if reach.binding.spec.account_id == purpose.account => Ok(Some(PageReach {
+            device_path: reach.device_path().to_owned(),
+            account: reach.account,
+            enrollment: format!("{}/{}", enrollment.namespace().unwrap_or_default(), enrollment.name_any()),
+        })),
+        Ok(_) | Err(Refusal::NotGranted(_)) => Ok(None),
+        Err(Refusal::Iam(e)) => Err(e.to_string()),
+        Err(Refusal::Kube(e)) => Err(e.to_string()),
+    }
+}
+
+/// See [`for_link`].
+pub struct PageReach {
+    pub account: Account,
+    pub device_path: String,
+    pub enrollment: String,
+}

@@ -15,7 +15,7 @@ use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::{Resource, ResourceExt};
 
 use super::accounts::{Account, Record, Subject, View};
-use super::act::{Reservation, Reserved, act, delete_seed_secret, subjects};
+use super::act::{self, Reservation, Reserved, act, delete_seed_secret, subjects};
 use super::decide::{Claims, DecideInput, UserRow, decide, release_on_deletion};
 use super::gather::{self, Scope, Seeds, id_of, list_seed_secrets, load_claims};
 use super::outcome::{self, Finished, Outcome, StepFailure};
@@ -27,7 +27,7 @@ use super::vocabulary::{Blocker, ConditionReason, EventReason};
 use super::{Context, Error, FINALIZER, Result};
 use crate::aws::{IamApi, IamError};
 use crate::crd::{MfaEnrollment, MfaEnrollmentStatus};
-use crate::inventory::Inventory;
+use crate::inventory::{Inventory, MfaState};
 
 /// Entry point called by the controller runtime.
 pub async fn reconcile(enrollment: Arc<MfaEnrollment>, ctx: Arc<Context>) -> Result<Action> {
@@ -76,6 +76,10 @@ async fn reconcile_apply(enrollment: &MfaEnrollment, ctx: &Context) -> Result<Ac
         Err(Refusal::Iam(error)) => return report_iam_failure(enrollment, ctx, error).await,
         Err(Refusal::Kube(error)) => return Err(error),
     };
+    if enrollment.spec.links() && ctx.config.links.is_none() {
+        let blocker = Blocker { reason: ConditionReason::DeliveryNotConfigured, message: act::NO_PAGE.into() };
+        return report_blocker(enrollment, ctx, blocker, EventReason::ReconcileFailed).await;
+    }
     // Every granted enrollment of the same account (by id, however it is reached).
     let peers = reach::peers(ctx, &reach.binding.spec.account_id);
     if let Err(e) = gather::refresh_if_stale(enrollment, ctx, &reach.account, &peers).await {
@@ -188,6 +192,15 @@ async fn decide_and_reserve(
 ) -> Result<Decided, DecideError> {
     let (id, account) = (id_of(enrollment), &reach.account);
     let mut unresolved = scope.unresolved.clone();
+    // A used link means the page enabled a device the inventory may not show yet: ask.
+    unresolved.extend(seeds.links.iter().filter(|(_, r)| r.used_at.is_some()).map(|(user, _)| user.clone()).filter(
+        |user| {
+            let view = account.view();
+            view.inventory.as_ref().is_some_and(|inv| {
+                scope.selection.users.contains(user) && !matches!(inv.mfa_state(user), MfaState::Active(_))
+            })
+        },
+    ));
     let mut asks = 0;
     loop {
         if !unresolved.is_empty() && asks < MAX_ASKS {
@@ -216,6 +229,8 @@ async fn decide_and_reserve(
             refusals: &seeds.refusals,
             received: &seeds.received,
             claims: &view.claims,
+            links: &seeds.links,
+            held: &seeds.held,
         });
         let account_id = inventory.account_id().map(str::to_owned);
         let root_mfa = inventory.root_mfa_enabled;
@@ -375,6 +390,10 @@ async fn cleanup(enrollment: &MfaEnrollment, ctx: &Context) -> Result<Action> {
         }
         // Another enrollment may own these users now: let it create their devices.
         ctx.reconcile_all();
+    }
+    if let Some(super::LinkService(links)) = &ctx.config.links {
+        let uid = enrollment.uid().unwrap_or_default();
+        links.revoke(&uid, None).await.map_err(|e| Error::WorkFailed(e.to_string()))?;
     }
     ctx.forget_compliant(&id);
     ctx.forget_generation(enrollment);

@@ -13,7 +13,10 @@ impl Blocker {
     pub fn needs_person(&self) -> bool {
         matches!(
             self.reason,
-            ConditionReason::AccessDenied | ConditionReason::InvalidSpec | ConditionReason::NotGranted
+            ConditionReason::AccessDenied
+                | ConditionReason::InvalidSpec
+                | ConditionReason::NotGranted
+                | ConditionReason::DeliveryNotConfigured
         )
     }
 }
@@ -62,6 +65,9 @@ pub enum ConditionReason {
     NotGranted,
     /// Reconciling: a transient AWS or Kubernetes error; retried with backoff.
     TransientError,
+    /// Stalled: `delivery: Link` asks for something this operator is not set up for (no
+    /// enrollment page, no SMTP server, no webhook).
+    DeliveryNotConfigured,
     /// Compliant True.
     AllUsersHaveMfa,
     /// Compliant False in Enroll mode: pending devices wait for people's codes.
@@ -88,6 +94,7 @@ impl ConditionReason {
             Self::AccessDenied => "AccessDenied",
             Self::InvalidSpec => "InvalidSpec",
             Self::NotGranted => "NotGranted",
+            Self::DeliveryNotConfigured => "DeliveryNotConfigured",
             Self::TransientError => "TransientError",
             Self::AllUsersHaveMfa => "AllUsersHaveMfa",
             Self::AwaitingCodes => "AwaitingCodes",
@@ -120,6 +127,10 @@ pub enum EventReason {
     /// A seed Secret was changed by someone other than the operator, or a look-alike
     /// was found: it was deleted (and the user's device replaced), never obeyed.
     SeedSecretTampered,
+    /// A one-time enrollment link was sent to a user (never the link itself).
+    LinkSent,
+    /// A user has no usable address for their link: a person must add one.
+    NoDeliveryAddress,
 }
 
 impl EventReason {
@@ -135,6 +146,8 @@ impl EventReason {
             Self::ReconcileFailed => "ReconcileFailed",
             Self::NotGranted => "NotGranted",
             Self::SeedSecretTampered => "SeedSecretTampered",
+            Self::LinkSent => "LinkSent",
+            Self::NoDeliveryAddress => "NoDeliveryAddress",
         }
     }
 
@@ -147,6 +160,7 @@ impl EventReason {
                 | Self::ReconcileFailed
                 | Self::NotGranted
                 | Self::SeedSecretTampered
+                | Self::NoDeliveryAddress
         )
     }
 }

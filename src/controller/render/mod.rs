@@ -139,7 +139,8 @@ fn step_blocker(finished: &[Finished]) -> Option<Blocker> {
     let mut blocker: Option<Blocker> = None;
     for finished in finished {
         let Outcome::Failed { failure, .. } = &finished.outcome else { continue };
-        if matches!(failure, StepFailure::CodesRefused) {
+        // A refusal and a missing address are one user's, shown in their row.
+        if matches!(failure, StepFailure::CodesRefused | StepFailure::NoAddress(_)) {
             continue;
         }
         let new = failure.blocker();

@@ -17,15 +17,14 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Resource, ResourceExt};
 
-use super::LinkService;
 use super::accounts::{Account, Record, Subject};
+use super::context::{Context, FIELD_MANAGER, LinkService};
 use super::decide::{Decision, EnrollmentId, RefusalCause, Step};
 use super::outcome::{Finished, Outcome, StepFailure};
 use super::publish::publish;
 use super::reach::Reach;
 use super::seed_secret::{self, ANNOTATION_LAST_REJECTION, KEY_CODE1, KEY_CODE2, SeedSecret};
 use super::vocabulary::EventReason;
-use super::{Context, FIELD_MANAGER};
 use crate::aws::{DeviceTags, IamApi, IamError};
 use crate::crd::{LinkChannel, MfaEnrollment};
 use crate::failpoint;

@@ -8,16 +8,18 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
+use kube::Client;
 use kube::api::{Api, ListParams};
+use kube::core::PartialObjectMeta;
 use kube::{Resource, ResourceExt};
 
 use super::accounts::{Account, View};
+use super::context::{Context, Error, LinkService, Result};
 use super::decide::{Claims, EnrollmentId, REFUSAL_PREFIX, Refusals, owners};
 use super::reach::{Reach, grant_of};
 use super::seed_secret::{self, SeedSecret, Untrusted};
 use super::selection::{Selection, select};
 use super::vocabulary::{Blocker, ConditionReason};
-use super::{Context, Error, Result};
 use crate::aws::IamError;
 use crate::crd::{MfaAccountBinding, MfaEnrollment, MfaEnrollmentSpec, MfaEnrollmentStatus, Mode};
 use crate::inventory::Inventory;
@@ -136,7 +138,7 @@ pub async fn seeds(ctx: &Context, enrollment: &MfaEnrollment, last: Option<&MfaE
         })
         .collect();
     let (links, held) = match &ctx.config.links {
-        Some(super::LinkService(links)) => {
+        Some(LinkService(links)) => {
             let uid = enrollment.uid().unwrap_or_default();
             let records = links.records(&uid).await.map_err(|e| Error::WorkFailed(e.to_string()))?;
             (records, links.held_devices())
@@ -178,7 +180,7 @@ pub async fn load_claims(ctx: &Context) -> Result<Claims> {
     let enrollments: BTreeMap<String, EnrollmentId> =
         ctx.store.state().iter().filter_map(|e| Some((e.uid()?, id_of(e)))).collect();
     let mut claims = Claims::new();
-    for api in super::secret_apis(&ctx.client, &ctx.config.namespaces) {
+    for api in secret_apis(&ctx.client, &ctx.config.namespaces) {
         let mut params = ListParams::default().labels(&seed_secret::managed_selector()).limit(CLAIMS_PAGE);
         loop {
             let page = api.list_metadata(&params).await.map_err(Error::kube("list seed Secrets"))?;
@@ -257,4 +259,12 @@ fn refusals(status: Option<&MfaEnrollmentStatus>) -> BTreeMap<String, Refusals> 
             (u.name.clone(), refusals)
         })
         .collect()
+}
+
+/// Seed Secrets' metadata in each watched namespace, or in every namespace.
+pub(crate) fn secret_apis(client: &Client, namespaces: &[String]) -> Vec<Api<PartialObjectMeta<Secret>>> {
+    if namespaces.is_empty() {
+        return vec![Api::all(client.clone())];
+    }
+    namespaces.iter().map(|ns| Api::namespaced(client.clone(), ns)).collect()
 }

@@ -4,23 +4,18 @@
 //! start). People who may write codes into a seed Secret cannot forge or move a tag, so a
 //! Secret whose tag does not verify is replaced and reported, never obeyed.
 //!
-//! May touch: that one key Secret (get, create).
+//! Pure: `context::load_integrity_key` reads or creates the key Secret.
 
 use hmac::digest::Key;
 use hmac::{Hmac, KeyInit, Mac};
-use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, ObjectMeta, PostParams};
 use sha2::Sha256;
-
-use super::{Error, FIELD_MANAGER, Result};
 
 type HmacSha256 = Hmac<Sha256>;
 
 /// Data key of the key Secret.
-const KEY_FIELD: &str = "hmac-sha256-key";
+pub(super) const KEY_FIELD: &str = "hmac-sha256-key";
 /// Length of the key in bytes.
-const KEY_LEN: usize = 32;
+pub(super) const KEY_LEN: usize = 32;
 
 /// The key. `Debug` never prints it.
 #[derive(Clone)]
@@ -68,10 +63,15 @@ impl IntegrityKey {
     }
 
     /// A fresh random key.
-    pub fn generate() -> Result<Self> {
+    pub fn generate() -> Result<Self, String> {
         let mut key = [0u8; KEY_LEN];
-        getrandom::fill(&mut key).map_err(|e| Error::Integrity(format!("no randomness for the integrity key: {e}")))?;
+        getrandom::fill(&mut key).map_err(|e| format!("no randomness for the integrity key: {e}"))?;
         Ok(Self(key))
+    }
+
+    /// The key's bytes, to store it in its Secret.
+    pub(super) fn bytes(&self) -> &[u8; KEY_LEN] {
+        &self.0
     }
 
     fn mac(&self) -> HmacSha256 {
@@ -96,49 +96,6 @@ impl IntegrityKey {
         fields.feed(&mut mac);
         mac.verify_slice(&tag).is_ok()
     }
-}
-
-/// Reads the key from the Secret `namespace/name`, creating it with a random key when it
-/// does not exist (two replicas racing both end up reading the one that won).
-pub async fn load_or_create(client: kube::Client, namespace: &str, name: &str) -> Result<IntegrityKey> {
-    let api: Api<Secret> = Api::namespaced(client, namespace);
-    for _ in 0..3 {
-        if let Some(secret) = api.get_opt(name).await.map_err(Error::kube("read the integrity key Secret"))? {
-            let bytes = secret.data.as_ref().and_then(|d| d.get(KEY_FIELD)).map(|b| b.0.as_slice()).unwrap_or_default();
-            return IntegrityKey::from_bytes(bytes).ok_or_else(|| {
-                Error::Integrity(format!(
-                    "Secret {namespace}/{name} has no {KEY_LEN}-byte `{KEY_FIELD}`: delete it and the operator \
-                     creates a new key (pending seed Secrets are then replaced once)"
-                ))
-            });
-        }
-        let key = IntegrityKey::generate()?;
-        let secret = Secret {
-            metadata: ObjectMeta {
-                name: Some(name.to_owned()),
-                namespace: Some(namespace.to_owned()),
-                labels: Some(
-                    [(super::seed_secret::LABEL_MANAGED_BY.to_owned(), super::seed_secret::MANAGED_BY.to_owned())]
-                        .into(),
-                ),
-                ..ObjectMeta::default()
-            },
-            immutable: Some(true),
-            data: Some([(KEY_FIELD.to_owned(), ByteString(key.0.to_vec()))].into()),
-            ..Secret::default()
-        };
-        let params = PostParams { field_manager: Some(FIELD_MANAGER.to_owned()), ..PostParams::default() };
-        match api.create(&params, &secret).await {
-            Ok(_) => {
-                tracing::info!(secret = %format!("{namespace}/{name}"), "created the integrity key");
-                return Ok(key);
-            }
-            // Another replica created it first: read theirs.
-            Err(kube::Error::Api(status)) if status.code == 409 => continue,
-            Err(e) => return Err(Error::kube("create the integrity key Secret")(e)),
-        }
-    }
-    Err(Error::Integrity(format!("cannot read or create the integrity key Secret {namespace}/{name}")))
 }
 
 #[cfg(test)]

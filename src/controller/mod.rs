@@ -16,6 +16,7 @@
 
 pub mod accounts;
 mod act;
+mod context;
 pub mod decide;
 mod gather;
 pub mod grant;
@@ -32,10 +33,9 @@ pub mod selection;
 pub mod vocabulary;
 mod watch_backoff;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures::StreamExt;
 use jiff::Timestamp;
@@ -43,242 +43,19 @@ use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::{self, ObjectRef, Store, reflector};
+use kube::runtime::reflector::{self, ObjectRef, reflector};
 use kube::runtime::{Controller, Predicate, PredicateConfig, WatchStreamExt, predicates, watcher};
 use kube::{Client, ResourceExt};
 
-use crate::aws::{CallCounter, IamError};
-use crate::crd::{MfaAccountBinding, MfaEnrollment, MfaEnrollmentStatus};
+use crate::aws::CallCounter;
+use crate::crd::{MfaAccountBinding, MfaEnrollment};
 use crate::health::Health;
 use crate::metrics::Metrics;
 
 pub use accounts::{AccountKey, Accounts};
+pub use context::{Config, Context, Error, FIELD_MANAGER, FINALIZER, LinkService, Result};
+pub(crate) use gather::secret_apis;
 pub use reach::{PageReach, for_link};
-
-/// Field manager of every write the operator makes.
-pub const FIELD_MANAGER: &str = "mfa-operator";
-/// Finalizer that lets the operator remove pending devices before an enrollment goes.
-pub const FINALIZER: &str = "iam.mfa-operator.dev/cleanup";
-
-/// Errors of one reconcile. Each carries what failed; [`Error::category`] is a short,
-/// bounded label for metrics and Event reasons.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("Kubernetes {action}: {source}")]
-    Kube {
-        action: &'static str,
-        #[source]
-        source: kube::Error,
-    },
-    #[error("AWS IAM {0}")]
-    Iam(#[from] IamError),
-    #[error("the IAM inventory changed under the operator ({0}); retrying with a fresh inventory")]
-    StaleInventory(String),
-    #[error("finalizer: {0}")]
-    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
-    #[error("some work did not finish: {0}")]
-    WorkFailed(String),
-    #[error("MfaEnrollment has no namespace")]
-    NoNamespace,
-    #[error("integrity key: {0}")]
-    Integrity(String),
-}
-
-pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-impl Error {
-    pub fn kube(action: &'static str) -> impl FnOnce(kube::Error) -> Self {
-        move |source| Self::Kube { action, source }
-    }
-
-    pub fn category(&self) -> &'static str {
-        match self {
-            Self::Kube { .. } => "kubernetes",
-            Self::Iam(IamError::AccessDenied { .. }) => "aws_access_denied",
-            Self::Iam(IamError::Throttled { .. }) => "aws_throttled",
-            Self::Iam(_) => "aws",
-            Self::StaleInventory(_) => "stale_inventory",
-            Self::WorkFailed(_) => "work_failed",
-            Self::Finalizer(_) => "finalizer",
-            Self::NoNamespace => "invalid_object",
-            Self::Integrity(_) => "integrity_key",
-        }
-    }
-}
-
-/// How the operator runs.
-#[derive(Clone, Debug, Default)]
-pub struct Config {
-    /// Namespaces to watch; empty watches every namespace.
-    pub namespaces: Vec<String>,
-    /// Name reported on Events (`reportingController`).
-    pub reporter: String,
-    /// Where the integrity key lives: a Secret in the operator's own namespace.
-    pub key_namespace: String,
-    pub key_secret: String,
-    /// One-time links (`delivery: Link`): set when the enrollment page is served.
-    pub links: Option<LinkService>,
-}
-
-/// The link service the controller uses (see `crate::links`).
-#[derive(Clone)]
-pub struct LinkService(pub Arc<dyn crate::links::Links>);
-
-impl std::fmt::Debug for LinkService {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("LinkService")
-    }
-}
-
-/// A binding's `Ready` as last written: (generation, ready, message).
-type BindingReady = (Option<i64>, bool, String);
-
-/// Shared by every reconcile.
-pub struct Context {
-    pub client: Client,
-    pub config: Config,
-    /// Signs and verifies the seed Secrets the operator writes.
-    pub integrity: integrity::IntegrityKey,
-    pub accounts: Accounts,
-    pub recorder: Recorder,
-    pub store: Store<MfaEnrollment>,
-    /// Every `MfaAccountBinding` (cluster-scoped, written by the platform team).
-    pub bindings: Store<MfaAccountBinding>,
-    /// Every namespace's metadata: a binding may serve namespaces by label.
-    pub namespaces: Store<PartialObjectMeta<Namespace>>,
-    /// True once the binding and namespace caches have synced.
-    caches: tokio::sync::watch::Receiver<bool>,
-    pub metrics: Arc<Metrics>,
-    pub clock: fn() -> Timestamp,
-    /// Asks the controller to reconcile every enrollment (after a write that other
-    /// enrollments of the same account should see).
-    reconcile_all: futures::channel::mpsc::UnboundedSender<()>,
-    failures: std::sync::Mutex<HashMap<ObjectRef<MfaEnrollment>, u32>>,
-    /// Users each enrollment last saw Compliant, beyond the bounded status list, so drift
-    /// is noticed for every user (falls back to the status list after a restart).
-    compliant: std::sync::Mutex<HashMap<decide::EnrollmentId, BTreeSet<String>>>,
-    /// The status last written for each enrollment (see `last_written.rs`).
-    statuses: last_written::LastWritten,
-    /// When each seed Secret version was first seen (see `received.rs`).
-    received: Arc<received::Received>,
-    /// When each enrollment's current generation was first reconciled: a new or changed
-    /// spec is decided from an inventory read after it appeared (an IAM user created
-    /// just before the enrollment naming it is seen at once, not after a resync).
-    generations: std::sync::Mutex<HashMap<ObjectRef<MfaEnrollment>, (i64, Timestamp)>>,
-    /// Bindings (by name, at a resourceVersion) that failed to reach their account as
-    /// declared: their enrollments own no user, so they cannot keep a user from others.
-    unreachable: std::sync::Mutex<HashMap<String, String>>,
-    /// The `Ready` each binding's status was last written with.
-    binding_statuses: std::sync::Mutex<HashMap<String, BindingReady>>,
-}
-
-impl Context {
-    pub fn now(&self) -> Timestamp {
-        (self.clock)()
-    }
-
-    fn api<K>(&self, namespace: &str) -> Api<K>
-    where
-        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
-    {
-        Api::namespaced(self.client.clone(), namespace)
-    }
-
-    /// Next delay of the per-enrollment exponential backoff (1 s doubling to 5 min).
-    fn backoff(&self, object: &MfaEnrollment) -> Duration {
-        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        let n = failures.entry(ObjectRef::from(object)).or_insert(0);
-        *n = n.saturating_add(1);
-        Duration::from_secs((1u64 << (*n - 1).min(9)).min(300))
-    }
-
-    /// Waits until the binding and namespace caches have synced (the enrollment cache has:
-    /// the controller starts no reconcile before).
-    async fn caches_ready(&self) -> Result<()> {
-        let mut caches = self.caches.clone();
-        match caches.wait_for(|ready| *ready).await {
-            Ok(_) => Ok(()),
-            Err(_) => Err(Error::WorkFailed("the caches are shutting down".into())),
-        }
-    }
-
-    fn reconcile_all(&self) {
-        // Only fails when the controller is shutting down.
-        let _ = self.reconcile_all.unbounded_send(());
-    }
-
-    fn remembered_compliant(&self, id: &decide::EnrollmentId) -> Option<BTreeSet<String>> {
-        self.compliant.lock().unwrap_or_else(|p| p.into_inner()).get(id).cloned()
-    }
-
-    fn remember_compliant(&self, id: &decide::EnrollmentId, users: BTreeSet<String>) {
-        self.compliant.lock().unwrap_or_else(|p| p.into_inner()).insert(id.clone(), users);
-    }
-
-    fn forget_compliant(&self, id: &decide::EnrollmentId) {
-        self.compliant.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
-    }
-
-    /// The status this operator last wrote for `object`, else the one the cache holds.
-    fn last_status(&self, object: &MfaEnrollment) -> Option<MfaEnrollmentStatus> {
-        self.statuses.last(object)
-    }
-
-    fn remember_status(&self, object: &MfaEnrollment, status: MfaEnrollmentStatus) {
-        self.statuses.remember(object, status);
-    }
-
-    fn forget_status(&self, object: &MfaEnrollment) {
-        self.statuses.forget(object);
-    }
-
-    /// When this operator first reconciled `object`'s current generation.
-    fn generation_seen(&self, object: &MfaEnrollment) -> Timestamp {
-        let generation = object.metadata.generation.unwrap_or_default();
-        let mut seen = self.generations.lock().unwrap_or_else(|p| p.into_inner());
-        let now = self.now();
-        let entry = seen.entry(ObjectRef::from(object)).or_insert((generation, now));
-        if entry.0 != generation {
-            *entry = (generation, now);
-        }
-        entry.1
-    }
-
-    fn forget_generation(&self, object: &MfaEnrollment) {
-        self.generations.lock().unwrap_or_else(|p| p.into_inner()).remove(&ObjectRef::from(object));
-    }
-
-    /// Whether this operator already wrote exactly this `Ready` for the binding.
-    fn binding_written(&self, name: &str, generation: Option<i64>, ready: bool, message: &str) -> bool {
-        let written = self.binding_statuses.lock().unwrap_or_else(|p| p.into_inner());
-        written.get(name).is_some_and(|(g, r, m)| *g == generation && *r == ready && m == message)
-    }
-
-    fn remember_binding(&self, name: &str, generation: Option<i64>, ready: bool, message: &str) {
-        let mut written = self.binding_statuses.lock().unwrap_or_else(|p| p.into_inner());
-        written.insert(name.to_owned(), (generation, ready, message.to_owned()));
-    }
-
-    fn note_unreachable(&self, binding: &MfaAccountBinding, failed: bool) {
-        let mut unreachable = self.unreachable.lock().unwrap_or_else(|p| p.into_inner());
-        let name = binding.name_any();
-        if failed {
-            unreachable.insert(name, binding.resource_version().unwrap_or_default());
-        } else {
-            unreachable.remove(&name);
-        }
-    }
-
-    /// Whether `binding`, as it is now, failed to reach its account.
-    fn is_unreachable(&self, binding: &MfaAccountBinding) -> bool {
-        let unreachable = self.unreachable.lock().unwrap_or_else(|p| p.into_inner());
-        unreachable.get(&binding.name_any()).is_some_and(|v| Some(v) == binding.resource_version().as_ref())
-    }
-
-    fn reset_backoff(&self, object: &MfaEnrollment) {
-        self.failures.lock().unwrap_or_else(|p| p.into_inner()).remove(&ObjectRef::from(object));
-    }
-}
 
 /// What a reconcile trigger must change: anything but the status.
 fn not_status_only() -> impl Predicate<MfaEnrollment> {
@@ -288,14 +65,6 @@ fn not_status_only() -> impl Predicate<MfaEnrollment> {
         .combine(predicates::labels)
         .combine(predicates::annotations)
         .combine(deletion)
-}
-
-/// Seed Secrets' metadata in each watched namespace, or in every namespace.
-pub(crate) fn secret_apis(client: &Client, namespaces: &[String]) -> Vec<Api<PartialObjectMeta<Secret>>> {
-    if namespaces.is_empty() {
-        return vec![Api::all(client.clone())];
-    }
-    namespaces.iter().map(|ns| Api::namespaced(client.clone(), ns)).collect()
 }
 
 /// The objects a watch saw change after its initial listing.
@@ -470,7 +239,7 @@ pub async fn run(
     let controller =
         controller.reconcile_all_on(reconcile_all_requests).trigger_backoff(watch_backoff::watch_backoff());
     let reporter = Reporter { controller: config.reporter.clone(), instance: std::env::var("POD_NAME").ok() };
-    let integrity = integrity::load_or_create(client.clone(), &config.key_namespace, &config.key_secret).await?;
+    let integrity = context::load_integrity_key(client.clone(), &config.key_namespace, &config.key_secret).await?;
     let context = Arc::new(Context {
         integrity,
         recorder: Recorder::new(client.clone(), reporter),
@@ -530,47 +299,6 @@ pub async fn run(
     health.stopped();
     tracing::info!("controller stopped");
     Ok(())
-}
-
-/// A context for unit tests of the reconcile glue (`glue_tests.rs`): `client` talks to a
-/// mocked apiserver, the caches hold what the test filled them with and count as synced,
-/// the clock stands still, and no controller runs (a request to reconcile every
-/// enrollment goes nowhere).
-#[cfg(test)]
-impl Context {
-    pub(crate) fn for_tests(
-        client: Client,
-        config: Config,
-        caches: (Store<MfaEnrollment>, Store<MfaAccountBinding>, Store<PartialObjectMeta<Namespace>>),
-        integrity: integrity::IntegrityKey,
-        accounts: Accounts,
-        clock: fn() -> Timestamp,
-    ) -> Self {
-        let (store, bindings, namespaces) = caches;
-        let reporter = Reporter { controller: config.reporter.clone(), instance: None };
-        Self {
-            recorder: Recorder::new(client.clone(), reporter),
-            client,
-            config,
-            integrity,
-            accounts,
-            store,
-            bindings,
-            namespaces,
-            // Synced: a waiter sees `true` before it could notice the sender is gone.
-            caches: tokio::sync::watch::channel(true).1,
-            metrics: Metrics::new(),
-            clock,
-            reconcile_all: futures::channel::mpsc::unbounded().0,
-            failures: Default::default(),
-            compliant: Default::default(),
-            statuses: Default::default(),
-            received: Default::default(),
-            generations: Default::default(),
-            unreachable: Default::default(),
-            binding_statuses: Default::default(),
-        }
-    }
 }
 
 #[cfg(test)]

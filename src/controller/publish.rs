@@ -6,8 +6,8 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType};
 use kube::{Resource, ResourceExt};
 
+use super::context::{Context, Error, FIELD_MANAGER, Result};
 use super::vocabulary::EventReason;
-use super::{Context, Error, FIELD_MANAGER, Result};
 use crate::crd::{MfaAccountBinding, MfaAccountBindingStatus, MfaEnrollment, MfaEnrollmentStatus};
 
 /// Writes `status` unless it equals the status last written (see

@@ -12,8 +12,8 @@ use kube::api::Api;
 use kube::{Resource, ResourceExt};
 
 use super::accounts::{Account, AccountKey, Unreached};
+use super::context::{Context, Error};
 use super::grant::Grant;
-use super::{Context, Error};
 use crate::aws::IamError;
 use crate::crd::{MfaAccountBinding, MfaEnrollment};
 

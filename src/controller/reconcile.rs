@@ -16,6 +16,7 @@ use kube::{Resource, ResourceExt};
 
 use super::accounts::{Account, Record, Subject, View};
 use super::act::{self, Reservation, Reserved, act, delete_seed_secret, subjects};
+use super::context::{Context, Error, FINALIZER, LinkService, Result};
 use super::decide::{Claims, DecideInput, UserRow, decide, release_on_deletion};
 use super::gather::{self, Scope, Seeds, id_of, list_seed_secrets, load_claims};
 use super::outcome::{self, Finished, Outcome, StepFailure};
@@ -24,7 +25,6 @@ use super::reach::{self, Reach, Refusal};
 use super::render::{self, Frame, RenderInput, StatusInput};
 use super::seed_secret::SeedSecret;
 use super::vocabulary::{Blocker, ConditionReason, EventReason};
-use super::{Context, Error, FINALIZER, Result};
 use crate::aws::{IamApi, IamError};
 use crate::crd::{MfaEnrollment, MfaEnrollmentStatus};
 use crate::inventory::{Inventory, MfaState};
@@ -391,7 +391,7 @@ async fn cleanup(enrollment: &MfaEnrollment, ctx: &Context) -> Result<Action> {
         // Another enrollment may own these users now: let it create their devices.
         ctx.reconcile_all();
     }
-    if let Some(super::LinkService(links)) = &ctx.config.links {
+    if let Some(LinkService(links)) = &ctx.config.links {
         let uid = enrollment.uid().unwrap_or_default();
         links.revoke(&uid, None).await.map_err(|e| Error::WorkFailed(e.to_string()))?;
     }

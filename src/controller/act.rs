@@ -150,18 +150,7 @@ where
     P: Fn(&[Finished], &BTreeMap<String, bool>) -> F,
     F: Future<Output = ()>,
 {
-    let id = EnrollmentId { namespace: enrollment.namespace().unwrap_or_default(), name: enrollment.name_any() };
-    let effects = Effects {
-        enrollment,
-        ctx,
-        api: ctx.api(&id.namespace),
-        id,
-        account: &reach.account,
-        device_path: reach.device_path(),
-        account_id: &reach.binding.spec.account_id,
-        secrets: secrets.iter().map(|s| (s.name.as_str(), s)).collect(),
-        stop: tokio::sync::watch::Sender::new(false),
-    };
+    let effects = Effects::new(enrollment, ctx, reach, secrets);
     // Users whose decisions have not finished, with whether they create a device.
     let mut unfinished: BTreeMap<String, bool> =
         decisions.iter().filter_map(|r| Some((r.decision.user.clone()?, creates(&r.decision)))).collect();
@@ -210,27 +199,7 @@ where
         if let Some(user) = &done.decision.user {
             unfinished.remove(user);
         }
-        match &done.outcome {
-            Outcome::Done => {
-                if let Some(note) = &done.decision.note {
-                    notes.push(note.reason, note.message.clone());
-                }
-            }
-            Outcome::NotRun => {}
-            Outcome::Failed { index, failure: StepFailure::CodesRefused } => {
-                if let Some(Step::Enable { if_refused, .. }) = done.decision.steps.get(*index) {
-                    notes.push(if_refused.note.reason, if_refused.note.message.clone());
-                }
-            }
-            Outcome::Failed { failure: failure @ StepFailure::NoAddress(_), .. } => {
-                notes.push(EventReason::NoDeliveryAddress, failure.message());
-            }
-            Outcome::Failed { failure, .. } => {
-                let user = done.decision.user.as_deref().unwrap_or("-");
-                tracing::warn!(enrollment = %effects.id, user, error = %failure.message(), "work failed");
-                notes.push(EventReason::ReconcileFailed, failure.message());
-            }
-        }
+        notes.note(&done, &effects.id);
         report_due |= is_submission(&done.decision) || last_report.elapsed() >= PROGRESS_EVERY;
         finished.push(done);
         if report_due && report.is_none() && !unfinished.is_empty() {
@@ -246,10 +215,44 @@ where
     if let Some(event) = event {
         event.await;
     }
-    while let Some((reason, note)) = notes.next() {
-        publish(ctx, enrollment, reason, note).await;
-    }
+    notes.publish_rest(ctx, enrollment).await;
     finished
+}
+
+impl Notes {
+    /// Publishes what is still queued, one Event after the other.
+    async fn publish_rest(mut self, ctx: &Context, enrollment: &MfaEnrollment) {
+        while let Some((reason, note)) = self.next() {
+            publish(ctx, enrollment, reason, note).await;
+        }
+    }
+
+    /// Queues the Event a finished decision calls for: its note when it is done, the
+    /// prepared refusal when AWS refused the codes, `NoDeliveryAddress` for a user without
+    /// an address, `ReconcileFailed` for any other failure.
+    fn note(&mut self, done: &Finished, enrollment: &EnrollmentId) {
+        match &done.outcome {
+            Outcome::Done => {
+                if let Some(note) = &done.decision.note {
+                    self.push(note.reason, note.message.clone());
+                }
+            }
+            Outcome::NotRun => {}
+            Outcome::Failed { index, failure: StepFailure::CodesRefused } => {
+                if let Some(Step::Enable { if_refused, .. }) = done.decision.steps.get(*index) {
+                    self.push(if_refused.note.reason, if_refused.note.message.clone());
+                }
+            }
+            Outcome::Failed { failure: failure @ StepFailure::NoAddress(_), .. } => {
+                self.push(EventReason::NoDeliveryAddress, failure.message());
+            }
+            Outcome::Failed { failure, .. } => {
+                let user = done.decision.user.as_deref().unwrap_or("-");
+                tracing::warn!(%enrollment, user, error = %failure.message(), "work failed");
+                self.push(EventReason::ReconcileFailed, failure.message());
+            }
+        }
+    }
 }
 
 /// The Events an apply still has to publish, in the order their reasons first came.
@@ -317,7 +320,22 @@ fn codes_refused(error: &IamError) -> bool {
     }
 }
 
-impl Effects<'_> {
+impl<'a> Effects<'a> {
+    fn new(enrollment: &'a MfaEnrollment, ctx: &'a Context, reach: &'a Reach, secrets: &'a [SeedSecret]) -> Self {
+        let id = EnrollmentId { namespace: enrollment.namespace().unwrap_or_default(), name: enrollment.name_any() };
+        Self {
+            enrollment,
+            ctx,
+            api: ctx.api(&id.namespace),
+            id,
+            account: &reach.account,
+            device_path: reach.device_path(),
+            account_id: &reach.binding.spec.account_id,
+            secrets: secrets.iter().map(|s| (s.name.as_str(), s)).collect(),
+            stop: tokio::sync::watch::Sender::new(false),
+        }
+    }
+
     /// Runs one decision's steps in order, stopping at the first failure. Bulk decisions
     /// wait for a write permit first; nothing starts once everything was stopped.
     async fn run_decision(&self, decision: &Decision) -> Outcome {

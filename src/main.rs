@@ -1,9 +1,17 @@
 //! `mfa-operator`: the operator's command line.
 
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
 use clap::{Parser, Subcommand, ValueEnum};
 use mfa_operator::controller;
+use mfa_operator::delivery::{
+    Delivery, SmtpCredentials, SmtpDelivery, SmtpSecurity, SmtpSettings, WebhookDelivery, WebhookSettings, WebhookUrl,
+};
+use mfa_operator::enroll_page::{EnrollPage, PageConfig, PageMetrics};
 use mfa_operator::health::Health;
 use mfa_operator::leader::{Leadership, LeaseConfig};
+use mfa_operator::links::{GrantSlot, KubeLinks, Links, LinksConfig, PageAccounts};
 use mfa_operator::metrics::Metrics;
 use tracing_subscriber::EnvFilter;
 
@@ -36,7 +44,7 @@ enum LogFormat {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the controller: watch MfaEnrollments and their seed Secrets until SIGTERM.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Print the MfaEnrollment CustomResourceDefinition YAML (same as `crdgen`).
     Crd,
     /// One-shot MFA compliance report for an AWS account, without Kubernetes.
@@ -98,6 +106,206 @@ struct RunArgs {
     /// fail (a wedged loop: a blocked thread, a deadlock); slow IAM calls do not count.
     #[arg(long, env = "MFA_OPERATOR_LIVENESS_TIMEOUT_SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(5..=3600))]
     liveness_timeout_seconds: u64,
+
+    #[command(flatten)]
+    link: LinkArgs,
+}
+
+/// `Link` delivery (issue 11): the self-service enrollment page and how links reach
+/// people. Off unless --enrollment-address is given; without it, enrollments in `Link`
+/// delivery are reported as not served.
+#[derive(clap::Args, Debug)]
+struct LinkArgs {
+    /// Address of the self-service enrollment page (e.g. 0.0.0.0:8443). Unset: no page,
+    /// and no `Link` delivery.
+    #[arg(long, env = "MFA_OPERATOR_ENROLLMENT_ADDRESS")]
+    enrollment_address: Option<std::net::SocketAddr>,
+
+    /// Where people reach the page (https://mfa.example.com, with any path prefix the
+    /// Ingress adds); links point there. Required with --enrollment-address.
+    #[arg(long, env = "MFA_OPERATOR_PUBLIC_URL")]
+    public_url: Option<String>,
+
+    /// A header whose last address is the client's, set by the proxy in front of the page
+    /// (`X-Forwarded-For` behind an Ingress): the page's per-client rate limits use it.
+    /// Unset: the peer address. Set it only behind a proxy that overwrites the header.
+    #[arg(long, env = "MFA_OPERATOR_ENROLLMENT_CLIENT_ADDRESS_HEADER")]
+    enrollment_client_address_header: Option<String>,
+
+    /// The IAM user tag holding a person's e-mail address.
+    #[arg(long, env = "MFA_OPERATOR_ADDRESS_TAG", default_value = mfa_operator::delivery::DEFAULT_ADDRESS_TAG)]
+    address_tag: String,
+
+    /// SMTP server for e-mailed links. Unset: no e-mail delivery.
+    #[arg(long, env = "MFA_OPERATOR_SMTP_HOST")]
+    smtp_host: Option<String>,
+
+    /// SMTP port (default: 587 for starttls, 465 for tls, 25 for plain).
+    #[arg(long, env = "MFA_OPERATOR_SMTP_PORT")]
+    smtp_port: Option<u16>,
+
+    /// How the SMTP connection is secured: STARTTLS (required), implicit TLS, or plain
+    /// (only to a loopback host).
+    #[arg(long, env = "MFA_OPERATOR_SMTP_SECURITY", value_enum, default_value_t = SmtpSecurityArg::Starttls)]
+    smtp_security: SmtpSecurityArg,
+
+    /// Sender of link mails, e.g. `MFA enrollment <mfa@example.com>`. Required with
+    /// --smtp-host.
+    #[arg(long, env = "MFA_OPERATOR_SMTP_FROM")]
+    smtp_from: Option<String>,
+
+    /// File with the SMTP user name on its first line and the password on its second
+    /// (mounted from a Secret). Unset: no SMTP AUTH.
+    #[arg(long, env = "MFA_OPERATOR_SMTP_CREDENTIALS_FILE")]
+    smtp_credentials_file: Option<PathBuf>,
+
+    /// PEM file of extra root certificates for the SMTP server (a company CA); the
+    /// system's roots are trusted too.
+    #[arg(long, env = "MFA_OPERATOR_SMTP_CA_FILE")]
+    smtp_ca_file: Option<PathBuf>,
+
+    /// File holding the chat webhook's URL (mounted from a Secret: the URL is a
+    /// credential). Unset: no webhook delivery.
+    #[arg(long, env = "MFA_OPERATOR_WEBHOOK_URL_FILE")]
+    webhook_url_file: Option<PathBuf>,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+enum SmtpSecurityArg {
+    Starttls,
+    Tls,
+    Plain,
+}
+
+impl From<SmtpSecurityArg> for SmtpSecurity {
+    fn from(arg: SmtpSecurityArg) -> Self {
+        match arg {
+            SmtpSecurityArg::Starttls => SmtpSecurity::StartTls,
+            SmtpSecurityArg::Tls => SmtpSecurity::ImplicitTls,
+            SmtpSecurityArg::Plain => SmtpSecurity::Plain,
+        }
+    }
+}
+
+/// A file's contents, or an error naming the flag (never the contents).
+fn read_secret_file(path: &Path, flag: &str) -> anyhow::Result<String> {
+    std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("cannot read {flag} {}: {e}", path.display()))
+}
+
+/// The SMTP user name and password of a credentials file: the first two lines.
+fn parse_smtp_credentials(text: &str) -> Option<SmtpCredentials> {
+    let mut lines = text.lines();
+    let username = lines.next()?.trim();
+    let password = lines.next()?.trim_end_matches('\r');
+    (!username.is_empty() && !password.is_empty()).then(|| SmtpCredentials::new(username, password))
+}
+
+impl LinkArgs {
+    /// E-mail delivery as configured (`None`: no --smtp-host).
+    fn email(&self) -> anyhow::Result<Option<Arc<dyn Delivery>>> {
+        let Some(host) = self.smtp_host.as_deref().filter(|h| !h.trim().is_empty()) else {
+            anyhow::ensure!(
+                self.smtp_credentials_file.is_none() && self.smtp_from.is_none(),
+                "--smtp-from and --smtp-credentials-file need --smtp-host"
+            );
+            return Ok(None);
+        };
+        let from = self.smtp_from.as_deref().ok_or_else(|| anyhow::anyhow!("--smtp-host needs --smtp-from"))?;
+        let from = from.parse().map_err(|e| anyhow::anyhow!("--smtp-from {from:?} is not a mailbox: {e}"))?;
+        let mut settings = SmtpSettings::new(host, self.smtp_security.into(), from);
+        settings.port = self.smtp_port;
+        if let Some(path) = &self.smtp_credentials_file {
+            let text = read_secret_file(path, "--smtp-credentials-file")?;
+            settings.credentials = Some(parse_smtp_credentials(&text).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "--smtp-credentials-file {} must hold the user name on its first line and the password on its second",
+                    path.display()
+                )
+            })?);
+        }
+        if let Some(path) = &self.smtp_ca_file {
+            let pem = std::fs::read(path)
+                .map_err(|e| anyhow::anyhow!("cannot read --smtp-ca-file {}: {e}", path.display()))?;
+            settings.root_certificates_pem.push(pem);
+        }
+        let delivery = SmtpDelivery::new(settings).map_err(|e| anyhow::anyhow!("SMTP settings: {e}"))?;
+        Ok(Some(Arc::new(delivery)))
+    }
+
+    /// Webhook delivery as configured (`None`: no --webhook-url-file).
+    fn webhook(&self) -> anyhow::Result<Option<Arc<dyn Delivery>>> {
+        let Some(path) = &self.webhook_url_file else { return Ok(None) };
+        let text = read_secret_file(path, "--webhook-url-file")?;
+        // The error never holds the URL: it is a credential.
+        let url = WebhookUrl::parse(text.trim())
+            .map_err(|e| anyhow::anyhow!("--webhook-url-file {}: {e}", path.display()))?;
+        let delivery =
+            WebhookDelivery::new(WebhookSettings::new(url)).map_err(|e| anyhow::anyhow!("webhook settings: {e}"))?;
+        Ok(Some(Arc::new(delivery)))
+    }
+}
+
+/// What `Link` delivery hands the controller.
+struct LinkWiring {
+    /// Mints, keeps, delivers and revokes links.
+    links: Arc<dyn Links>,
+    /// The page's way to the running controller's grants: filled by the controller.
+    grants: GrantSlot,
+}
+
+/// Builds the link store and the page, starts the store's index and serves the page on
+/// its own listener. The page serves on every replica; only the leader's controller
+/// fills `grants` (see src/links/page_accounts.rs).
+async fn start_link_delivery(
+    client: &kube::Client,
+    args: &LinkArgs,
+    namespace: &str,
+    page_metrics: PageMetrics,
+) -> anyhow::Result<Option<LinkWiring>> {
+    let Some(address) = args.enrollment_address else {
+        anyhow::ensure!(args.public_url.is_none(), "--public-url needs --enrollment-address");
+        return Ok(None);
+    };
+    let public_url =
+        args.public_url.clone().ok_or_else(|| anyhow::anyhow!("--enrollment-address needs --public-url"))?;
+    let (email, webhook) = (args.email()?, args.webhook()?);
+    if email.is_none() && webhook.is_none() {
+        tracing::warn!(
+            "the enrollment page is on but neither SMTP nor a webhook is configured: only Manual links can be sent"
+        );
+    }
+    let links = KubeLinks::new(
+        client.clone(),
+        LinksConfig {
+            namespace: namespace.to_owned(),
+            public_url: public_url.clone(),
+            address_tag: args.address_tag.clone(),
+            email,
+            webhook,
+        },
+    );
+    let grants = GrantSlot::default();
+    let mut config = PageConfig::new(public_url);
+    if let Some(header) = &args.enrollment_client_address_header {
+        config.client_address_header =
+            Some(header.parse().map_err(|e| anyhow::anyhow!("--enrollment-client-address-header {header:?}: {e}"))?);
+    }
+    let page = EnrollPage::new(PageAccounts::new(grants.clone()), links.clone(), config)
+        .map_err(|e| anyhow::anyhow!("enrollment page: {e}"))?
+        .with_metrics(page_metrics);
+    let page = Arc::new(page);
+    links.hold_devices_of(&page);
+    tokio::spawn(links.clone().run_index());
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {address} for the enrollment page: {e}"))?;
+    tracing::info!(%address, "enrollment page listening");
+    tokio::spawn(async move {
+        if let Err(e) = page.serve(listener).await {
+            tracing::error!(error = %e, "the enrollment page stopped");
+        }
+    });
+    Ok(Some(LinkWiring { links: Arc::new(links), grants }))
 }
 
 /// Resolves on SIGTERM or SIGINT.
@@ -119,7 +327,12 @@ async fn termination() {
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     let client = kube::Client::try_default().await?;
-    let metrics = Metrics::new();
+    let page_metrics = PageMetrics::default();
+    let metrics = if args.link.enrollment_address.is_some() {
+        Metrics::with_more(|registry| page_metrics.register(registry))
+    } else {
+        Metrics::new()
+    };
     let health = Health::new(std::time::Duration::from_secs(args.liveness_timeout_seconds));
     let listener = mfa_operator::http::bind(args.metrics_address)
         .await
@@ -137,6 +350,19 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         key_namespace: args.integrity_key_namespace.clone().unwrap_or_else(|| own_namespace.clone()),
         key_secret: args.integrity_key_secret.clone(),
         links: None,
+    };
+    // The page serves on every replica, standbys included (a standby's page answers
+    // "try again" until its controller runs). Link records live beside the integrity
+    // key, in the operator's own namespace, where the controller watches them.
+    let wiring = start_link_delivery(&client, &args.link, &config.key_namespace, page_metrics).await?;
+    // TODO(issue 11, lead): the controller must fill `_grants` with
+    // `Arc::new(links::page_accounts::ControllerGrants(context.clone()))` once its
+    // Context exists, and clear it when it stops; until then the page answers "try again".
+    let (config, _grants) = match wiring {
+        Some(LinkWiring { links, grants }) => {
+            (controller::Config { links: Some(controller::LinkService(links)), ..config }, Some(grants))
+        }
+        None => (config, None),
     };
     if !args.leader_election {
         let result = controller::run(client, config, metrics, health, termination()).await;
@@ -226,7 +452,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Run(args) => {
             init_logging(cli.log_format, &cli.log)?;
-            run(args).await?;
+            run(*args).await?;
         }
     }
     Ok(())
@@ -235,6 +461,19 @@ async fn main() -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use tracing::Level;
+
+    #[test]
+    fn smtp_credentials_are_two_lines() {
+        let parsed = super::parse_smtp_credentials("mailer\ns3cret: with spaces \n");
+        assert_eq!(parsed, Some(mfa_operator::delivery::SmtpCredentials::new("mailer", "s3cret: with spaces ")));
+        assert_eq!(
+            super::parse_smtp_credentials("mailer\r\npw\r\n"),
+            Some(mfa_operator::delivery::SmtpCredentials::new("mailer", "pw"))
+        );
+        for bad in ["", "mailer", "mailer\n", "\npw"] {
+            assert_eq!(super::parse_smtp_credentials(bad), None, "{bad:?}");
+        }
+    }
 
     #[test]
     fn request_bodies_are_never_logged_whatever_the_filter() {

@@ -59,7 +59,15 @@ const STATES: [(UserState, &str); 5] = [
 
 impl Metrics {
     pub fn new() -> Arc<Self> {
+        Self::with_more(|_| {})
+    }
+
+    /// The operator's metrics, and whatever `register` adds to the registry (prefixed
+    /// `mfa_operator`), e.g. the enrollment page's counters
+    /// ([`crate::enroll_page::PageMetrics::register`]).
+    pub fn with_more(register: impl FnOnce(&mut Registry)) -> Arc<Self> {
         let mut registry = Registry::with_prefix("mfa_operator");
+        register(&mut registry);
         let users = Family::<UserLabels, Gauge>::default();
         registry.register("users", "Selected IAM users by state, per MfaEnrollment", users.clone());
         // From a pending device's creation to its enabling: minutes to days (people).
@@ -191,5 +199,21 @@ mod tests {
         }
         metrics.forget_enrollment("team", "engineering");
         assert!(!metrics.encode().contains("enrollment=\"engineering\""));
+    }
+
+    #[test]
+    fn the_enrollment_page_counts_into_the_operators_registry() {
+        let page = crate::enroll_page::PageMetrics::default();
+        let metrics = Metrics::with_more(|registry| page.register(registry));
+        page.enrolled.inc();
+        page.count_refusal("link_used");
+        let text = metrics.encode();
+        for expected in [
+            "mfa_operator_enrollment_page_enrolled_total 1",
+            r#"mfa_operator_enrollment_page_refused_total{cause="link_used"} 1"#,
+            "mfa_operator_reconcile_duration_seconds_count 0",
+        ] {
+            assert!(text.contains(expected), "missing {expected} in\n{text}");
+        }
     }
 }

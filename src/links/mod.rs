@@ -90,5 +90,10 @@ pub trait Links: Send + Sync {
     fn held_devices(&self) -> BTreeSet<String>;
 }
 
+pub mod kube;
 #[cfg(test)]
 pub mod memory;
+pub mod page_accounts;
+
+pub use self::kube::{KubeLinks, LinksConfig};
+pub use page_accounts::{Grant, GrantSlot, Grants, PageAccounts};

@@ -23,6 +23,7 @@ mod iam;
 mod iam_faults;
 mod iam_policy;
 mod kubectl_plugin;
+mod links;
 mod multi_account;
 mod operations;
 mod rbac;

@@ -350,19 +350,19 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         key_namespace: args.integrity_key_namespace.clone().unwrap_or_else(|| own_namespace.clone()),
         key_secret: args.integrity_key_secret.clone(),
         links: None,
+        page_grants: None,
     };
     // The page serves on every replica, standbys included (a standby's page answers
     // "try again" until its controller runs). Link records live beside the integrity
     // key, in the operator's own namespace, where the controller watches them.
     let wiring = start_link_delivery(&client, &args.link, &config.key_namespace, page_metrics).await?;
-    // TODO(issue 11, lead): the controller must fill `_grants` with
-    // `Arc::new(links::page_accounts::ControllerGrants(context.clone()))` once its
-    // Context exists, and clear it when it stops; until then the page answers "try again".
-    let (config, _grants) = match wiring {
-        Some(LinkWiring { links, grants }) => {
-            (controller::Config { links: Some(controller::LinkService(links)), ..config }, Some(grants))
-        }
-        None => (config, None),
+    let config = match wiring {
+        Some(LinkWiring { links, grants }) => controller::Config {
+            links: Some(controller::LinkService(links)),
+            page_grants: Some(controller::PageGrants(grants)),
+            ..config
+        },
+        None => config,
     };
     if !args.leader_election {
         let result = controller::run(client, config, metrics, health, termination()).await;

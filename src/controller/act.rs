@@ -39,9 +39,8 @@ pub const NO_PAGE: &str = "delivery: Link needs the operator's enrollment page (
 /// Issuer shown by authenticator apps, as AWS's own QR codes name it.
 const ISSUER: &str = "Amazon Web Services";
 
-/// Tag keys on the devices the operator creates.
-const TAG_ENROLLMENT: &str = "iam.mfa-operator.dev/enrollment";
-const TAG_USER: &str = "iam.mfa-operator.dev/user";
+/// Tag keys on the devices the operator creates (the page creates them with the same).
+use crate::links::page_accounts::{TAG_ENROLLMENT, TAG_USER};
 
 /// Decision items of one plan in flight at once (bulk ones also wait for the account's
 /// write permits).

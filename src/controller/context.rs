@@ -88,6 +88,19 @@ pub struct Config {
     pub key_secret: String,
     /// One-time links (`delivery: Link`): set when the enrollment page is served.
     pub links: Option<LinkService>,
+    /// Where the enrollment page asks whether a link still grants an enrollment: filled
+    /// while this replica's controller runs (the page on a standby answers "try again").
+    pub page_grants: Option<PageGrants>,
+}
+
+/// The page's grant slot (see `crate::links::page_accounts`).
+#[derive(Clone)]
+pub struct PageGrants(pub crate::links::GrantSlot);
+
+impl std::fmt::Debug for PageGrants {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PageGrants")
+    }
 }
 
 /// The link service the controller uses (see `crate::links`).

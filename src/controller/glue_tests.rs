@@ -594,6 +594,7 @@ impl World {
             key_namespace: "mfa-operator".into(),
             key_secret: "mfa-operator-integrity-key".into(),
             links: links.map(|l| super::LinkService(l as Arc<dyn crate::links::Links>)),
+            page_grants: None,
         };
         let key = IntegrityKey::from_bytes(&[7; 32]).expect("32 bytes");
         let ctx = Context::for_tests(serve(cluster.clone()), config, caches, key.clone(), accounts, now);

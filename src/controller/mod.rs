@@ -53,7 +53,7 @@ use crate::health::Health;
 use crate::metrics::Metrics;
 
 pub use accounts::{AccountKey, Accounts};
-pub use context::{Config, Context, Error, FIELD_MANAGER, FINALIZER, LinkService, Result};
+pub use context::{Config, Context, Error, FIELD_MANAGER, FINALIZER, LinkService, PageGrants, Result};
 pub(crate) use gather::secret_apis;
 pub use reach::{PageReach, for_link};
 
@@ -108,6 +108,18 @@ fn spec_changes(
 }
 
 /// Aborts the task when dropped (the controller stopped).
+/// Empties the page's grant slot when the controller stops (also when its future is
+/// dropped): the Context it holds goes with it.
+struct ClearOnDrop(Option<PageGrants>);
+
+impl Drop for ClearOnDrop {
+    fn drop(&mut self) {
+        if let Some(PageGrants(slot)) = &self.0 {
+            slot.clear();
+        }
+    }
+}
+
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
 impl Drop for AbortOnDrop {
@@ -230,8 +242,14 @@ pub async fn run(
         let selector = format!("{}=true", crate::links::LABEL_LINKS);
         controller = controller.watches(records, watcher::Config::default().labels(&selector), |secret| {
             let labels = secret.labels();
-            let namespace = labels.get(crate::links::LABEL_ENROLLMENT_NAMESPACE)?;
-            let name = labels.get(crate::links::LABEL_ENROLLMENT_NAME)?;
+            if let (Some(namespace), Some(name)) =
+                (labels.get(crate::links::LABEL_ENROLLMENT_NAMESPACE), labels.get(crate::links::LABEL_ENROLLMENT_NAME))
+            {
+                return Some(ObjectRef::new(name).within(namespace));
+            }
+            // Names too long for a label are in the annotation, `namespace/name`.
+            let (namespace, name) =
+                secret.annotations().get(crate::links::kube::ANNOTATION_ENROLLMENT)?.split_once('/')?;
             Some(ObjectRef::new(name).within(namespace))
         });
     }
@@ -261,6 +279,12 @@ pub async fn run(
         unreachable: std::sync::Mutex::default(),
         binding_statuses: std::sync::Mutex::default(),
     });
+    // The page acts for links through this controller while it runs (and not after).
+    let page_grants = context.config.page_grants.clone();
+    if let Some(PageGrants(slot)) = &page_grants {
+        slot.set(Arc::new(crate::links::page_accounts::ControllerGrants(context.clone())));
+    }
+    let _clear_grants = ClearOnDrop(page_grants);
     tracing::info!(namespaces = ?context.config.namespaces, "controller starting");
     health.syncing();
     let store = context.store.clone();

@@ -52,9 +52,9 @@ fn str_const(file: &str, name: &str) -> String {
         .unwrap_or_else(|| panic!("{file} has no `const {name}: &str = \"...\";`"))
 }
 
-/// Tag keys on the devices the operator creates (`src/controller/act.rs`).
+/// Tag keys on the devices the operator creates (`src/links/page_accounts.rs`, used by the controller and the page).
 fn device_tag_keys() -> (String, String) {
-    (str_const("src/controller/act.rs", "TAG_ENROLLMENT"), str_const("src/controller/act.rs", "TAG_USER"))
+    (str_const("src/links/page_accounts.rs", "TAG_ENROLLMENT"), str_const("src/links/page_accounts.rs", "TAG_USER"))
 }
 
 /// The IAM user tag that excludes a user from every enrollment, and its value

@@ -1,4 +1,4 @@
-//! `kubectl-mfa`: the kubectl plugin (`kubectl mfa status|qr|enroll`). Flags and the
+//! `kubectl-mfa`: the kubectl plugin (`kubectl mfa status|qr|enroll|link`). Flags and the
 //! terminal live here; everything else is in `mfa_operator::plugin`.
 
 use std::io::{BufRead, ErrorKind, IsTerminal, Write};
@@ -26,6 +26,8 @@ Examples:
   kubectl mfa qr engineering bob              bob's QR code and secret key
   kubectl mfa enroll engineering bob          scan, type two codes, get the answer
   kubectl mfa enroll engineering bob --code1 123456 --code2 654321
+  kubectl mfa link engineering carol --public-url https://mfa.example.com
+                                              a one-time link for carol (delivery: Link)
 
 Exit status: 0 success; 1 error or codes refused; 2 no answer from the operator in time.";
 
@@ -84,6 +86,29 @@ enum Command {
     /// exact reason when the codes are refused, 2 when the operator does not answer within
     /// --timeout.
     Enroll(EnrollArgs),
+    /// Mint a one-time enrollment link for a user and print it (`delivery: Link`)
+    ///
+    /// For a person the operator cannot reach (no address tag, or `channel: Manual`). The
+    /// link replaces the user's earlier one and works once: whoever opens it sets up that
+    /// user's MFA, so hand it only to that person, over a channel you trust. Needs write
+    /// access to Secrets in the operator's namespace, where link records live.
+    Link(LinkArgs),
+}
+
+#[derive(Args, Debug)]
+struct LinkArgs {
+    /// The MfaEnrollment (with `delivery: Link`)
+    #[arg(value_name = "ENROLLMENT")]
+    enrollment: String,
+    /// The IAM user, one the enrollment waits for
+    #[arg(value_name = "USER")]
+    user: String,
+    /// The enrollment page's public URL, as the operator's --public-url
+    #[arg(long, env = "MFA_OPERATOR_PUBLIC_URL")]
+    public_url: String,
+    /// The operator's namespace (where link records live)
+    #[arg(long, env = "MFA_OPERATOR_NAMESPACE", default_value = "mfa-operator")]
+    operator_namespace: String,
 }
 
 #[derive(Args, Debug)]
@@ -171,7 +196,21 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status(args) => status(&cluster, &args).await,
         Command::Qr(args) => qr(&cluster, &args).await,
         Command::Enroll(args) => enroll(&cluster, &args, flag_codes).await,
+        Command::Link(args) => link(&cluster, &args).await,
     }
+}
+
+async fn link(cluster: &Cluster, args: &LinkArgs) -> anyhow::Result<ExitCode> {
+    let enrollment = cluster.enrollment(&args.enrollment).await?;
+    let (url, sent) = cluster.mint_link(&enrollment, &args.user, &args.public_url, &args.operator_namespace).await?;
+    eprintln!(
+        "A one-time link for {user}, valid once until {expires}. Whoever opens it sets up {user}'s MFA: \
+         give it only to {user}, over a channel you trust. It replaces any earlier link of {user}.",
+        user = args.user,
+        expires = sent.expires_at,
+    );
+    emit(&format!("{}\n", url.expose()))?;
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn status(cluster: &Cluster, args: &StatusArgs) -> anyhow::Result<ExitCode> {

@@ -596,24 +596,9 @@ impl KubeLinks {
         })
     }
 
-    async fn send_link(&self, outgoing: Outgoing) -> Result<Sent, SendError> {
-        // What needs no I/O first: an unconfigured channel or a missing address stores
-        // nothing.
-        match outgoing.channel {
-            Channel::Email if self.inner.config.email.is_none() => {
-                return Err(SendError::NotConfigured("e-mail delivery is not configured (no --smtp-host)".into()));
-            }
-            Channel::Email => {
-                address_from_tags(&outgoing.tags, &self.inner.config.address_tag)
-                    .map_err(|e| SendError::NoAddress(e.to_string()))?;
-            }
-            Channel::Webhook if self.inner.config.webhook.is_none() => {
-                return Err(SendError::NotConfigured(
-                    "webhook delivery is not configured (no --webhook-url-file)".into(),
-                ));
-            }
-            Channel::Webhook | Channel::Manual => {}
-        }
+    /// Mints a link for `outgoing.purpose` and stores its record (replacing the user's
+    /// earlier link): the link, its id, what status shows, and the record's digest.
+    async fn store_new(&self, outgoing: &Outgoing) -> Result<(LinkId, LinkUrl, Sent, String), SendError> {
         let mut token_bytes = [0; TOKEN_BYTES];
         let mut id_bytes = [0; LINK_ID_BYTES];
         getrandom::fill(&mut token_bytes)
@@ -632,7 +617,37 @@ impl KubeLinks {
             .await;
         stored.map_err(|e| SendError::Failed(e.message()))?;
         let url = LinkUrl::new(link::url(&self.inner.config.public_url, &id, &token));
-        drop(token);
+        Ok((id, url, sent, digest))
+    }
+
+    /// Mints a link and hands it to the caller instead of delivering it (`kubectl mfa
+    /// link`: an administrator gives it to a person without an address).
+    pub async fn mint_for_admin(&self, outgoing: Outgoing) -> Result<(LinkUrl, Sent), SendError> {
+        let (id, url, sent, _) = self.store_new(&outgoing).await?;
+        tracing::info!(link = %id, user = %outgoing.purpose.user, enrollment = %outgoing.enrollment, "minted an enrollment link for an administrator");
+        Ok((url, sent))
+    }
+
+    async fn send_link(&self, outgoing: Outgoing) -> Result<Sent, SendError> {
+        // What needs no I/O first: an unconfigured channel or a missing address stores
+        // nothing.
+        match outgoing.channel {
+            Channel::Email if self.inner.config.email.is_none() => {
+                return Err(SendError::NotConfigured("e-mail delivery is not configured (no --smtp-host)".into()));
+            }
+            Channel::Email => {
+                address_from_tags(&outgoing.tags, &self.inner.config.address_tag)
+                    .map_err(|e| SendError::NoAddress(e.to_string()))?;
+            }
+            Channel::Webhook if self.inner.config.webhook.is_none() => {
+                return Err(SendError::NotConfigured(
+                    "webhook delivery is not configured (no --webhook-url-file)".into(),
+                ));
+            }
+            Channel::Webhook | Channel::Manual => {}
+        }
+        let (id, url, sent, digest) = self.store_new(&outgoing).await?;
+        let uid = outgoing.purpose.enrollment_uid.clone();
         match self.deliver(&outgoing, &url, sent.expires_at).await {
             Ok(()) => {
                 tracing::info!(link = %id, user = %outgoing.purpose.user, enrollment = %outgoing.enrollment, channel = ?outgoing.channel, "sent an enrollment link");

@@ -115,6 +115,60 @@ impl Cluster {
         }
     }
 
+    /// Mints a one-time link for `user` of `enrollment` and stores its record beside the
+    /// operator's (in `operator_namespace`), for an administrator to hand over. Refused
+    /// unless the enrollment uses `delivery: Link` and its status shows `user` without MFA.
+    pub async fn mint_link(
+        &self,
+        enrollment: &MfaEnrollment,
+        user: &str,
+        public_url: &str,
+        operator_namespace: &str,
+    ) -> Result<(crate::delivery::LinkUrl, crate::links::Sent), Error> {
+        let name = enrollment.metadata.name.clone().unwrap_or_default();
+        if !enrollment.spec.links() {
+            return Err(Error::Refused(format!("MfaEnrollment \"{name}\" does not use delivery: Link")));
+        }
+        let waiting = enrollment.status.iter().flat_map(|s| &s.users).any(|u| {
+            u.name == user && u.state != crate::crd::UserState::Compliant && u.state != crate::crd::UserState::NotFound
+        });
+        if !waiting {
+            return Err(Error::Refused(format!(
+                "MfaEnrollment \"{name}\" does not wait for \"{user}\" (its status lists no such user without MFA)"
+            )));
+        }
+        let binding_name = enrollment.spec.account_ref.as_ref().map(|r| r.name.clone()).unwrap_or_default();
+        let bindings: Api<crate::crd::MfaAccountBinding> = Api::all(self.client.clone());
+        let binding = bindings
+            .get(&binding_name)
+            .await
+            .map_err(|e| Error::api(format!("cannot read MfaAccountBinding \"{binding_name}\""), &e))?;
+        let purpose = crate::link::Purpose {
+            account: binding.spec.account_id.clone(),
+            user: user.to_owned(),
+            enrollment_uid: enrollment.metadata.uid.clone().unwrap_or_default(),
+        };
+        let now = jiff::Timestamp::now();
+        let outgoing = crate::links::Outgoing {
+            purpose,
+            enrollment: format!("{}/{name}", self.namespace),
+            ttl: enrollment.spec.link_ttl(),
+            channel: crate::links::Channel::Manual,
+            tags: std::collections::BTreeMap::new(),
+            account_alias: None,
+            at: jiff::Timestamp::from_second(now.as_second()).unwrap_or(now),
+        };
+        let config = crate::links::LinksConfig {
+            namespace: operator_namespace.to_owned(),
+            public_url: public_url.to_owned(),
+            address_tag: crate::delivery::DEFAULT_ADDRESS_TAG.to_owned(),
+            email: None,
+            webhook: None,
+        };
+        let links = crate::links::KubeLinks::new(self.client.clone(), config);
+        links.mint_for_admin(outgoing).await.map_err(|e| Error::Refused(format!("cannot mint the link: {e}")))
+    }
+
     /// One enrollment of the namespace.
     pub async fn enrollment(&self, name: &str) -> Result<MfaEnrollment, Error> {
         match self.enrollment_api().get(name).await {

@@ -78,6 +78,9 @@ pub enum Error {
     /// The URI could not be drawn as a QR code.
     #[error("cannot draw the QR code: {0}")]
     Qr(#[from] crate::qr::QrError),
+    /// What was asked cannot be done for this enrollment or user.
+    #[error("{0}")]
+    Refused(String),
 }
 
 impl Error {

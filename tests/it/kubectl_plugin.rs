@@ -322,3 +322,71 @@ async fn unknown_users_malformed_codes_and_a_missing_operator_are_explained() {
     assert_eq!(unanswered.code, Some(2), "{unanswered:#?}");
     assert!(unanswered.stderr.contains("no answer from mfa-operator within 3s: is it running"), "{unanswered:#?}");
 }
+
+#[tokio::test]
+async fn link_mints_a_one_time_link_for_a_waiting_user_and_keeps_only_its_digest() {
+    use kube::api::{Patch, PatchParams};
+    use mfa_operator::enroll_page::LinkStore;
+    use mfa_operator::link::{self, LinkId};
+    use mfa_operator::links::{KubeLinks, LinksConfig};
+
+    let bed = Bed::new("plugin-link").await;
+    let own = common::namespace(&bed.client, "plugin-link-own").await;
+    // No operator runs: the status the operator would write says carol waits for a link.
+    let binding = bed.binding("team", serde_json::json!({ "allowEnroll": true, "users": { "pathPrefixes": ["/"] } })).await;
+    let spec = serde_json::json!({
+        "accountRef": { "name": binding }, "mode": "Enroll", "delivery": "Link",
+        "users": { "names": ["carol"] },
+    });
+    let enrollment = bed.apply("links", spec).await;
+    let status = serde_json::json!({ "status": { "users": [
+        { "name": "carol", "state": "Failed", "message": "NoDeliveryAddress: the user has no `email` tag" },
+    ] } });
+    bed.enrollments
+        .patch_status("links", &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .expect("the status an operator would write");
+    let public = "https://mfa.example.test/mfa";
+    let args = ["link", "links", "carol", "--public-url", public, "--operator-namespace", own.as_str()];
+    let run = bed.plugin(&args, None).await;
+    run.succeeded("kubectl mfa link");
+    let url = run.stdout.trim();
+    assert!(run.stderr.contains("give it only to carol"), "the admin is warned: {run:#?}");
+    let (id, token) = url
+        .strip_prefix(&format!("{public}{}", link::PATH_PREFIX))
+        .and_then(|rest| rest.split_once('/'))
+        .expect("a link under the public URL");
+
+    // Only the digest is at rest, beside the operator's records; the link opens it once.
+    let uid = enrollment.metadata.uid.clone().expect("uid");
+    let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> = kube::Api::namespaced(bed.client.clone(), &own);
+    let name = mfa_operator::links::kube::secret_name(&uid).expect("a Secret name");
+    let stored = secrets.get(&name).await.expect("the link record Secret");
+    let records = data(&stored, mfa_operator::links::kube::RECORDS_KEY).expect("records");
+    assert!(!records.contains(token), "no token at rest");
+    let store = KubeLinks::new(
+        bed.client.clone(),
+        LinksConfig {
+            namespace: own.clone(),
+            public_url: public.into(),
+            address_tag: "email".into(),
+            email: None,
+            webhook: None,
+        },
+    );
+    let record = store.get(&LinkId::parse(id).expect("an id")).await.expect("read").expect("the record");
+    assert_eq!((record.purpose.user.as_str(), record.purpose.enrollment_uid.as_str()), ("carol", uid.as_str()));
+    assert_eq!(link::check(&record, token, jiff::Timestamp::now()), Ok(()));
+
+    // Refused: a user the enrollment does not wait for, an enrollment without links.
+    let run =
+        bed.plugin(&["link", "links", "mallory", "--public-url", public, "--operator-namespace", &own], None).await;
+    assert_eq!(run.code, Some(1), "{run:#?}");
+    assert!(run.stderr.contains("does not wait for \"mallory\""), "{run:#?}");
+    let spec =
+        serde_json::json!({ "accountRef": { "name": binding }, "mode": "Enroll", "users": { "names": ["carol"] } });
+    bed.apply("seeds", spec).await;
+    let run = bed.plugin(&["link", "seeds", "carol", "--public-url", public, "--operator-namespace", &own], None).await;
+    assert_eq!(run.code, Some(1), "{run:#?}");
+    assert!(run.stderr.contains("does not use delivery: Link"), "{run:#?}");
+}

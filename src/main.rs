@@ -132,6 +132,13 @@ struct LinkArgs {
     #[arg(long, env = "MFA_OPERATOR_ENROLLMENT_CLIENT_ADDRESS_HEADER")]
     enrollment_client_address_header: Option<String>,
 
+    /// A header an authenticating proxy in front of the page (oauth2-proxy, Pomerium, an
+    /// Ingress auth annotation) sets to the signed-in person's e-mail address, for example
+    /// X-Auth-Request-Email: a link then opens only for the person whose address tag it
+    /// names. Only safe when the page is reachable through that proxy alone.
+    #[arg(long, env = "MFA_OPERATOR_TRUSTED_IDENTITY_HEADER", requires = "enrollment_address")]
+    trusted_identity_header: Option<String>,
+
     /// The IAM user tag holding a person's e-mail address.
     #[arg(long, env = "MFA_OPERATOR_ADDRESS_TAG", default_value = mfa_operator::delivery::DEFAULT_ADDRESS_TAG)]
     address_tag: String,
@@ -290,7 +297,12 @@ async fn start_link_delivery(
         config.client_address_header =
             Some(header.parse().map_err(|e| anyhow::anyhow!("--enrollment-client-address-header {header:?}: {e}"))?);
     }
-    let page = EnrollPage::new(PageAccounts::new(grants.clone()), links.clone(), config)
+    if let Some(header) = &args.trusted_identity_header {
+        config.trusted_identity_header =
+            Some(header.parse().map_err(|e| anyhow::anyhow!("--trusted-identity-header {header:?}: {e}"))?);
+    }
+    let accounts = PageAccounts::new(grants.clone(), args.address_tag.clone());
+    let page = EnrollPage::new(accounts, links.clone(), config)
         .map_err(|e| anyhow::anyhow!("enrollment page: {e}"))?
         .with_metrics(page_metrics);
     let page = Arc::new(page);

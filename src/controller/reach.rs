@@ -177,11 +177,19 @@ pub async fn for_link(ctx: &Context, purpose: &crate::link::Purpose) -> Result<O
         return Ok(None);
     };
     match reach(ctx, &enrollment).await {
-        Ok(reach) if reach.binding.spec.account_id == purpose.account => Ok(Some(PageReach {
-            device_path: reach.device_path().to_owned(),
-            account: reach.account,
-            enrollment: format!("{}/{}", enrollment.namespace().unwrap_or_default(), enrollment.name_any()),
-        })),
+        Ok(reach) if reach.binding.spec.account_id == purpose.account => {
+            let user_tags = {
+                let view = reach.account.view();
+                let user = view.inventory.as_ref().and_then(|inv| inv.users.get(&purpose.user));
+                user.map(|u| u.tags.clone()).unwrap_or_default()
+            };
+            Ok(Some(PageReach {
+                device_path: reach.device_path().to_owned(),
+                account: reach.account,
+                enrollment: format!("{}/{}", enrollment.namespace().unwrap_or_default(), enrollment.name_any()),
+                user_tags,
+            }))
+        }
         Ok(_) | Err(Refusal::NotGranted(_)) => Ok(None),
         Err(Refusal::Iam(e)) => Err(e.to_string()),
         Err(Refusal::Kube(e)) => Err(e.to_string()),
@@ -193,4 +201,6 @@ pub struct PageReach {
     pub account: Account,
     pub device_path: String,
     pub enrollment: String,
+    /// The user's IAM tags as the inventory last read them (who the link is for).
+    pub user_tags: std::collections::BTreeMap<String, String>,
 }

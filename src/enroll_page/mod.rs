@@ -95,6 +95,9 @@ pub struct Reached<I> {
     /// Shown to the person: the account alias, or the account id.
     pub account_label: String,
     pub device: DeviceSpec,
+    /// Who the link is for, as an authenticating proxy names people (the user's address
+    /// tag): checked against `--trusted-identity-header` when that is set.
+    pub identity: Option<String>,
 }
 
 /// Why a link's account cannot be used now.
@@ -140,6 +143,9 @@ pub struct PageConfig {
     /// A header whose last address is the client's, set by a trusted proxy in front
     /// (`X-Forwarded-For` behind an Ingress); else the peer address.
     pub client_address_header: Option<HeaderName>,
+    /// A header an authenticating proxy in front sets to the signed-in person's address:
+    /// when set, a link opens only for the person it is for (see [`Reached::identity`]).
+    pub trusted_identity_header: Option<HeaderName>,
     /// The issuer authenticator apps show.
     pub issuer: String,
 }
@@ -155,6 +161,7 @@ impl PageConfig {
             per_client: Rate { burst: 60, per_minute: 30 },
             limiter_capacity: 4096,
             client_address_header: None,
+            trusted_identity_header: None,
             issuer: ISSUER.to_owned(),
         }
     }
@@ -363,14 +370,28 @@ impl<A: Accounts, S: LinkStore> EnrollPage<A, S> {
         }
     }
 
-    async fn reach(&self, purpose: &Purpose) -> Result<Reached<A::Iam>, Refusal> {
-        self.accounts.reach(purpose).await.map_err(|e| match e {
+    async fn reach(&self, purpose: &Purpose, headers: &HeaderMap) -> Result<Reached<A::Iam>, Refusal> {
+        let reached = self.accounts.reach(purpose).await.map_err(|e| match e {
             ReachError::Revoked => Refusal::UnknownLink,
             ReachError::Unavailable(message) => {
                 tracing::warn!(account = %purpose.account, error = %message, "cannot reach the link's account");
                 Refusal::TryLater
             }
-        })
+        })?;
+        if let Some(header) = &self.config.trusted_identity_header {
+            // The proxy's word is trusted only because the page is reachable through it
+            // alone (see docs/operations.md); a missing header is a mismatch.
+            let signed_in = headers.get(header).and_then(|v| v.to_str().ok()).map(str::trim);
+            let matches = match (signed_in, reached.identity.as_deref()) {
+                (Some(signed_in), Some(identity)) => signed_in.eq_ignore_ascii_case(identity.trim()),
+                _ => false,
+            };
+            if !matches {
+                tracing::info!(user = %purpose.user, "the signed-in person is not the one the link is for");
+                return Err(Refusal::NotYourLink);
+            }
+        }
+        Ok(reached)
     }
 
     /// The browser behind a POST, if the form is this page's in this browser.
@@ -632,7 +653,7 @@ async fn cancel<A: Accounts, S: LinkStore>(
 impl<A: Accounts, S: LinkStore> EnrollPage<A, S> {
     async fn show_start(&self, id: &str, token: &str, headers: &HeaderMap) -> Result<Response, Refusal> {
         let (link, record) = self.open_link(id, token, self.now()).await?;
-        let reached = self.reach(&record.purpose).await?;
+        let reached = self.reach(&record.purpose, headers).await?;
         let known = BrowserKey::from_headers(headers, self.secure);
         let browser = match &known {
             Some(browser) => browser.clone(),
@@ -664,8 +685,8 @@ impl<A: Accounts, S: LinkStore> EnrollPage<A, S> {
         let (link, record) = self.open_link(id, token, now).await?;
         let browser = self.check_form(&link, headers, form)?;
         let route = LinkRoute { base: &self.base_path, link: &link, token };
-        let reached = self.reach(&record.purpose).await?;
-        let Reached { iam, account_label, device: spec } = reached;
+        let reached = self.reach(&record.purpose, headers).await?;
+        let Reached { iam, account_label, device: spec, .. } = reached;
         let begun = self.sessions.begin(&link, &browser, now, || Session {
             purpose: record.purpose.clone(),
             iam,

@@ -16,6 +16,9 @@ pub enum Refusal {
     },
     /// The form did not come from this page in this browser (CSRF check failed).
     Forbidden,
+    /// The authenticating proxy's identity is not the person the link is for
+    /// (`--trusted-identity-header`).
+    NotYourLink,
     RateLimited {
         retry_after_secs: u64,
     },
@@ -51,7 +54,7 @@ impl Refusal {
         match self {
             Self::UnknownLink => StatusCode::NOT_FOUND,
             Self::LinkExpired | Self::LinkUsed | Self::SessionExpired => StatusCode::GONE,
-            Self::Forbidden => StatusCode::FORBIDDEN,
+            Self::Forbidden | Self::NotYourLink => StatusCode::FORBIDDEN,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Codes { .. } | Self::AwsRefused | Self::TooManyGuesses => StatusCode::UNPROCESSABLE_ENTITY,
             Self::OtherWindow { .. }
@@ -72,6 +75,7 @@ impl Refusal {
             Self::LinkUsed => "link_used",
             Self::OtherWindow { .. } => "other_window",
             Self::Forbidden => "forbidden",
+            Self::NotYourLink => "not_your_link",
             Self::RateLimited { .. } => "rate_limited",
             Self::NoSession => "no_session",
             Self::SessionExpired => "session_expired",
@@ -101,6 +105,7 @@ impl Refusal {
             Self::LinkUsed => "This link was used already",
             Self::OtherWindow { .. } => "This link is open in another window",
             Self::Forbidden => "This form cannot be accepted",
+            Self::NotYourLink => "This link is for someone else",
             Self::RateLimited { .. } => "Too many attempts",
             Self::NoSession => "This setup is not open",
             Self::SessionExpired => "This setup timed out",
@@ -130,6 +135,9 @@ impl Refusal {
             ),
             Self::Forbidden => "The form did not come from this page in this browser, or your browser blocks the \
                                 page's cookie. Allow cookies for this site, then open the link again."
+                .into(),
+            Self::NotYourLink => "This link was sent to another person. Sign in as the person it was sent to, \
+                                  or ask your administrator for a link of your own."
                 .into(),
             Self::RateLimited { retry_after_secs } => {
                 format!("Wait {retry_after_secs} seconds, then try again.")

@@ -57,6 +57,7 @@ impl Accounts for TestAccounts {
                 iam: self.iam.clone(),
                 account_label: self.label.clone(),
                 device: DeviceSpec { path: PATH.into(), name: purpose.user.clone(), tags: tags(purpose) },
+                identity: Some(format!("{}@example.com", purpose.user)),
             })
         };
         std::future::ready(answer)
@@ -113,6 +114,8 @@ struct Browser {
     csrf: Option<String>,
     /// `X-Forwarded-For`, for the rate limit tests.
     address: Option<&'static str>,
+    /// `X-Auth-Request-Email`, as an authenticating proxy sets it.
+    identity: Option<&'static str>,
 }
 
 impl Bed {
@@ -152,6 +155,9 @@ impl Bed {
         if let Some(address) = browser.address {
             request = request.header("x-forwarded-for", address);
         }
+        if let Some(identity) = browser.identity {
+            request = request.header("x-auth-request-email", identity);
+        }
         let answer = self.send(request.body(Body::empty()).expect("request")).await;
         if let Some(set) = answer.headers.get(header::SET_COOKIE) {
             let pair = set.to_str().expect("ascii").split(';').next().expect("pair");
@@ -176,6 +182,9 @@ impl Bed {
         }
         if let Some(address) = browser.address {
             request = request.header("x-forwarded-for", address);
+        }
+        if let Some(identity) = browser.identity {
+            request = request.header("x-auth-request-email", identity);
         }
         let answer = self.send(request.body(Body::from(body.join("&"))).expect("request")).await;
         if let Some(csrf) = answer.csrf() {
@@ -886,4 +895,38 @@ async fn served_on_a_socket_the_limits_apply_per_peer_address() {
     assert!(answers[0].starts_with("HTTP/1.1 200"), "{}", answers[0]);
     assert!(answers[1].starts_with("HTTP/1.1 429"), "the same peer, limited: {}", answers[1]);
     assert!(answers[1].to_lowercase().contains("content-security-policy: default-src 'none'"));
+}
+
+#[tokio::test]
+async fn behind_an_authenticating_proxy_a_link_opens_only_for_the_person_it_is_for() {
+    let config = PageConfig {
+        trusted_identity_header: Some(HeaderName::from_static("x-auth-request-email")),
+        ..PageConfig::new(PUBLIC)
+    };
+    let bed = Bed::with(Account::new().at(NOW).with_users([user("alice")]), config);
+    // Nobody signed in, or someone else: refused in plain words, nothing created.
+    for identity in [None, Some("mallory@example.com"), Some("")] {
+        let mut browser = Browser { identity, ..Browser::default() };
+        let answer = bed.get(&mut browser, &bed.path("")).await;
+        assert_eq!(answer.status, StatusCode::FORBIDDEN, "{identity:?}");
+        assert!(answer.body.contains("This link is for someone else"), "{identity:?}: {}", answer.body);
+        // The form (with no page behind it) is refused too.
+        let answer = bed.post(&mut browser, &bed.path("start"), &[]).await;
+        assert_eq!(answer.status, StatusCode::FORBIDDEN, "{identity:?}");
+    }
+    assert!(bed.iam.virtual_devices().is_empty(), "no device for a person the link is not for");
+    assert_eq!(bed.page.metrics().refusals("not_your_link"), 3);
+    // A form from a page alice opened, sent while someone else is signed in: refused.
+    let mut alice = Browser { identity: Some("alice@example.com"), ..Browser::default() };
+    assert_eq!(bed.get(&mut alice, &bed.path("")).await.status, StatusCode::OK);
+    let mut switched = Browser { identity: Some("mallory@example.com"), ..alice.clone() };
+    let answer = bed.post(&mut switched, &bed.path("start"), &[]).await;
+    assert_eq!(answer.status, StatusCode::FORBIDDEN);
+    assert!(answer.body.contains("This link is for someone else"), "{}", answer.body);
+    assert!(bed.iam.virtual_devices().is_empty());
+    // alice, as the proxy spells her address: her setup starts.
+    let mut alice = Browser { identity: Some(" Alice@Example.com "), ..Browser::default() };
+    let started = bed.start(&mut alice).await;
+    assert_eq!(started.status, StatusCode::OK, "{}", started.body);
+    assert_eq!(bed.iam.virtual_devices().len(), 1);
 }

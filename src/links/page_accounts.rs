@@ -17,6 +17,7 @@ use futures::future::BoxFuture;
 
 use crate::aws::DeviceTags;
 use crate::controller::accounts::AccountIam;
+use crate::delivery::address_from_tags;
 use crate::enroll_page::{Accounts, DeviceSpec, ReachError, Reached};
 use crate::link::Purpose;
 
@@ -37,6 +38,8 @@ pub struct Grant {
     pub device_path: String,
     /// The enrollment, `namespace/name` (the device's enrollment tag).
     pub enrollment: String,
+    /// The user's IAM tags, as the controller's inventory last read them.
+    pub user_tags: std::collections::BTreeMap<String, String>,
 }
 
 /// The controller's answer to "does this link still grant an enrollment?".
@@ -103,6 +106,7 @@ impl Grants for ControllerGrants {
                     account_label: purpose.account.clone(),
                     device_path: reach.device_path,
                     enrollment: reach.enrollment,
+                    user_tags: reach.user_tags,
                 }),
                 Ok(None) => Err(ReachError::Revoked),
                 Err(message) => Err(ReachError::Unavailable(message)),
@@ -115,11 +119,13 @@ impl Grants for ControllerGrants {
 #[derive(Clone, Debug, Default)]
 pub struct PageAccounts {
     grants: GrantSlot,
+    /// The IAM user tag with the person's address: who a link is for.
+    address_tag: String,
 }
 
 impl PageAccounts {
-    pub fn new(grants: GrantSlot) -> Self {
-        Self { grants }
+    pub fn new(grants: GrantSlot, address_tag: impl Into<String>) -> Self {
+        Self { grants, address_tag: address_tag.into() }
     }
 }
 
@@ -135,6 +141,7 @@ impl Accounts for PageAccounts {
             device: device_spec(&grant.device_path, &grant.enrollment, &purpose.user),
             iam: Arc::new(grant.iam),
             account_label: grant.account_label,
+            identity: address_from_tags(&grant.user_tags, &self.address_tag).ok().map(|a| a.to_string()),
         })
     }
 }
@@ -155,6 +162,7 @@ mod tests {
                 account_label: "payments-prod".into(),
                 device_path: "/mfa-operator/".into(),
                 enrollment: "team-a/everyone".into(),
+                user_tags: std::collections::BTreeMap::from([("Email".into(), "alice@example.com".into())]),
             });
             futures::future::ready(result).boxed()
         }
@@ -167,7 +175,7 @@ mod tests {
     #[tokio::test]
     async fn a_link_reaches_what_the_running_controller_grants() {
         let slot = GrantSlot::default();
-        let accounts = PageAccounts::new(slot.clone());
+        let accounts = PageAccounts::new(slot.clone(), "email");
         let refused = accounts.reach(&purpose()).await.err();
         assert!(matches!(refused, Some(ReachError::Unavailable(_))), "no controller here: try later");
         slot.set(Arc::new(Fixed(Ok(()))));

@@ -333,7 +333,8 @@ async fn link_mints_a_one_time_link_for_a_waiting_user_and_keeps_only_its_digest
     let bed = Bed::new("plugin-link").await;
     let own = common::namespace(&bed.client, "plugin-link-own").await;
     // No operator runs: the status the operator would write says carol waits for a link.
-    let binding = bed.binding("team", serde_json::json!({ "allowEnroll": true, "users": { "pathPrefixes": ["/"] } })).await;
+    let binding =
+        bed.binding("team", serde_json::json!({ "allowEnroll": true, "users": { "pathPrefixes": ["/"] } })).await;
     let spec = serde_json::json!({
         "accountRef": { "name": binding }, "mode": "Enroll", "delivery": "Link",
         "users": { "names": ["carol"] },

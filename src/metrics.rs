@@ -32,6 +32,11 @@ pub struct RefusalLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LinkLabels {
+    pub event: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabels {
     pub category: &'static str,
 }
@@ -45,6 +50,7 @@ pub struct Metrics {
     reconcile_duration: Histogram,
     reconcile_errors: Family<ErrorLabels, Counter>,
     code_refusals: Family<RefusalLabels, Counter>,
+    links: Family<LinkLabels, Counter>,
     /// Reconciles finished (what [`crate::memory`] watches to tell when a burst ended).
     reconciles: std::sync::atomic::AtomicU64,
 }
@@ -91,9 +97,16 @@ impl Metrics {
         let code_refusals = Family::<RefusalLabels, Counter>::default();
         registry.register(
             "code_refusals",
-            "Code submissions refused by the local check, by cause (guess, timing, operator_delay: codes current on \
-             arrival that went stale while the operator was busy)",
+            "Code submissions refused, by cause (guess, timing, operator_delay: codes current on arrival that \
+             went stale while the operator was busy; aws: refused by AWS after the local check)",
             code_refusals.clone(),
+        );
+        let links = Family::<LinkLabels, Counter>::default();
+        registry.register(
+            "links",
+            "One-time enrollment links (delivery: Link), by event: sent, expired (replaced by a new one), revoked, \
+             no_address (a user without a usable address)",
+            links.clone(),
         );
         Arc::new(Self {
             registry,
@@ -103,6 +116,7 @@ impl Metrics {
             reconcile_duration,
             reconcile_errors,
             code_refusals,
+            links,
             reconciles: std::sync::atomic::AtomicU64::new(0),
         })
     }
@@ -151,6 +165,11 @@ impl Metrics {
     /// Reconciles finished since start.
     pub fn reconciles(&self) -> u64 {
         self.reconciles.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// One link event: `sent`, `expired`, `revoked` or `no_address`.
+    pub fn count_link(&self, event: &'static str, n: u64) {
+        self.links.get_or_create(&LinkLabels { event }).inc_by(n);
     }
 
     pub fn count_refusal(&self, cause: &'static str) {

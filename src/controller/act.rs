@@ -406,11 +406,24 @@ impl<'a> Effects<'a> {
                 self.ctx.metrics.count_refusal(cause.as_str());
                 Ok(())
             }
-            Step::SendLink { user, channel, tags } => self.send_link(user, *channel, tags).await,
+            Step::SendLink { user, channel, tags, replaces_expired } => {
+                if *replaces_expired {
+                    self.ctx.metrics.count_link("expired", 1);
+                }
+                let sent = self.send_link(user, *channel, tags).await;
+                match &sent {
+                    Ok(()) => self.ctx.metrics.count_link("sent", 1),
+                    Err(StepFailure::NoAddress(_)) => self.ctx.metrics.count_link("no_address", 1),
+                    Err(_) => {}
+                }
+                sent
+            }
             Step::RevokeLinks { users } => {
                 let Some(LinkService(links)) = &self.ctx.config.links else { return Ok(()) };
                 let uid = self.enrollment.uid().unwrap_or_default();
-                links.revoke(&uid, Some(users)).await.map_err(|e| StepFailure::Delivery(e.to_string()))
+                links.revoke(&uid, Some(users)).await.map_err(|e| StepFailure::Delivery(e.to_string()))?;
+                self.ctx.metrics.count_link("revoked", users.len() as u64);
+                Ok(())
             }
         }
     }

@@ -69,7 +69,7 @@ pub enum Step {
     RejectCodes { secret: String, attempts: u32, message: String, cause: RefusalCause },
     /// Mint a one-time link for the user and send it (`delivery: Link`); the user's IAM
     /// tags carry the address.
-    SendLink { user: String, channel: LinkChannel, tags: BTreeMap<String, String> },
+    SendLink { user: String, channel: LinkChannel, tags: BTreeMap<String, String>, replaces_expired: bool },
     /// Revoke the links of these users (no longer selected, compliant, or the enrollment
     /// left `delivery: Link`).
     RevokeLinks { users: BTreeSet<String> },
@@ -362,7 +362,7 @@ fn decide_link_user(input: &DecideInput<'_>, user: &str) -> (UserRow, Vec<Decisi
         Some(record) if record.expires_at > input.now => {
             (row(record.minted_at, record.expires_at, link_message(channel)), Vec::new())
         }
-        _ => {
+        previous => {
             // Minted at this reconcile's clock (whole seconds, as status shows it), so
             // the prediction is exactly what the record will say.
             let at = Timestamp::from_second(input.now.as_second()).unwrap_or(input.now);
@@ -370,7 +370,12 @@ fn decide_link_user(input: &DecideInput<'_>, user: &str) -> (UserRow, Vec<Decisi
             let tags = input.inventory.users.get(user).map(|u| u.tags.clone()).unwrap_or_default();
             let decision = Decision {
                 user: Some(user.to_owned()),
-                steps: vec![Step::SendLink { user: user.to_owned(), channel, tags }],
+                steps: vec![Step::SendLink {
+                    user: user.to_owned(),
+                    channel,
+                    tags,
+                    replaces_expired: previous.is_some(),
+                }],
                 note: Some(EventNote {
                     reason: EventReason::LinkSent,
                     message: format!("one-time enrollment link sent for {user} ({})", channel_name(channel)),

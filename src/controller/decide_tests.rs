@@ -1445,10 +1445,15 @@ fn link_row(user: &str, sent: Timestamp, message: &str) -> UserRow {
 const LINK_SENT: &str =
     "a one-time enrollment link was sent by e-mail: open it to set up MFA (it works once, until linkExpiresAt)";
 
-fn send_link(user: &str) -> Decision {
+fn send_link(user: &str, replaces_expired: bool) -> Decision {
     work(
         Some(user),
-        vec![Step::SendLink { user: user.into(), channel: LinkChannel::Email, tags: BTreeMap::new() }],
+        vec![Step::SendLink {
+            user: user.into(),
+            channel: LinkChannel::Email,
+            tags: BTreeMap::new(),
+            replaces_expired,
+        }],
         note(EventReason::LinkSent, &format!("one-time enrollment link sent for {user} (by e-mail)")),
     )
 }
@@ -1456,7 +1461,7 @@ fn send_link(user: &str) -> Decision {
 #[test]
 fn by_link_a_user_without_mfa_gets_a_link_and_no_device_or_secret() {
     let plan = World::enroll(&["alice"]).by_link().run();
-    assert_eq!(plan.decisions, [send_link("alice")]);
+    assert_eq!(plan.decisions, [send_link("alice", false)]);
     assert_eq!(plan.users, [link_row("alice", NOW, LINK_SENT)]);
 }
 
@@ -1469,7 +1474,7 @@ fn by_link_a_live_link_waits_and_an_expired_one_is_sent_again() {
 
     let long_ago = NOW - link::DEFAULT_TTL - SignedDuration::from_secs(1);
     let plan = World::enroll(&["alice"]).by_link().link("alice", long_ago, false).run();
-    assert_eq!(plan.decisions, [send_link("alice")]);
+    assert_eq!(plan.decisions, [send_link("alice", true)]);
     assert_eq!(plan.users, [link_row("alice", NOW, LINK_SENT)]);
 }
 

@@ -950,4 +950,13 @@ async fn by_link_a_user_gets_a_link_and_no_device_or_secret_and_is_compliant_onc
     let records = crate::links::Links::records(links.as_ref(), ENROLLMENT_UID).await.expect("records");
     assert!(!records.contains_key("alice"), "a used link of a compliant user is revoked");
     assert_eq!(world.assigned(&device.serial).as_deref(), Some("alice"));
+    let metrics = world.ctx.metrics.encode();
+    for line in [
+        "mfa_operator_links_total{event=\"sent\"} 1",
+        // bob is tried again at each reconcile: someone may have added his address.
+        "mfa_operator_links_total{event=\"no_address\"} 2",
+        "mfa_operator_links_total{event=\"revoked\"} 1",
+    ] {
+        assert!(metrics.contains(line), "{line} in {metrics}");
+    }
 }

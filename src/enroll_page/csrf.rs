@@ -148,7 +148,13 @@ pub fn origin_of(url: &str) -> Option<String> {
 pub fn same_origin(headers: &HeaderMap, origin: &str) -> bool {
     let origin_ok = match headers.get(header::ORIGIN) {
         None => true,
-        Some(value) => value.to_str().is_ok_and(|value| value.eq_ignore_ascii_case(origin)),
+        // `null` is what browsers send for a form posted from a page with
+        // `Referrer-Policy: no-referrer` (Fetch spec), as this page's own forms are: accepted
+        // only when the browser also says the request is same-origin.
+        Some(value) => value.to_str().is_ok_and(|value| {
+            value.eq_ignore_ascii_case(origin)
+                || (value == "null" && headers.get("sec-fetch-site").is_some_and(|site| site == "same-origin"))
+        }),
     };
     let site_ok = match headers.get("sec-fetch-site") {
         None => true,

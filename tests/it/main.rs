@@ -27,6 +27,7 @@ mod links;
 mod multi_account;
 mod operations;
 mod rbac;
+mod self_service;
 mod strict_iam;
 mod tenancy;
 mod trust_boundary;

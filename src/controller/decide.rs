@@ -403,14 +403,22 @@ fn channel_name(channel: LinkChannel) -> &'static str {
 }
 
 /// Revokes every link this enrollment keeps for a user who does not wait for one now: no
-/// longer selected or owned, compliant, or the enrollment left `delivery: Link`.
+/// longer selected or owned, compliant, or the enrollment left `delivery: Link`. A used
+/// link stays until it expires, so the person who reloads the page reads "used", not
+/// "does not work" (it opens nothing: it is used).
 fn revoke_links(input: &DecideInput<'_>, rows: &[UserRow]) -> Option<Decision> {
     let waiting: BTreeSet<&str> = rows
         .iter()
         .filter(|r| input.spec.links() && r.link_sent_at.is_some() && r.state == UserState::Pending)
         .map(|r| r.name.as_str())
         .collect();
-    let users: BTreeSet<String> = input.links.keys().filter(|u| !waiting.contains(u.as_str())).cloned().collect();
+    let used = |record: &link::Record| record.used_at.is_some() && record.expires_at > input.now;
+    let users: BTreeSet<String> = input
+        .links
+        .iter()
+        .filter(|(user, record)| !waiting.contains(user.as_str()) && !(input.spec.links() && used(record)))
+        .map(|(user, _)| user.clone())
+        .collect();
     (!users.is_empty()).then(|| Decision { user: None, steps: vec![Step::RevokeLinks { users }], note: None })
 }
 

@@ -1483,8 +1483,12 @@ fn by_link_a_used_link_waits_for_iam_and_is_revoked_once_the_user_is_compliant()
     let plan = World::enroll(&["alice"]).by_link().link("alice", NOW, true).run();
     assert_eq!(plan.decisions, []);
     assert_eq!(plan.users, [link_row("alice", NOW, "enrolled through the link; waiting for IAM to list the device")]);
+    // Compliant: the used link stays until it expires (a reload reads "used"), then goes.
     let plan = World::enroll(&["alice"]).by_link().link("alice", NOW, true).assigned("alice").run();
     assert_eq!(plan.users, [compliant("alice")]);
+    assert_eq!(plan.decisions, []);
+    let long_ago = NOW - link::DEFAULT_TTL;
+    let plan = World::enroll(&["alice"]).by_link().link("alice", long_ago, true).assigned("alice").run();
     assert_eq!(
         plan.decisions,
         [work(None, vec![Step::RevokeLinks { users: BTreeSet::from(["alice".to_owned()]) }], None)]

@@ -176,6 +176,9 @@ fn void(row: &mut UserRow, state: UserState, message: String, ran: &[Step]) {
     row.serial = None;
     row.secret = None;
     row.expires_at = None;
+    // A link that was not sent (or whose sending is unfinished) has no times to show.
+    row.link_sent_at = None;
+    row.link_expires_at = None;
     if replaced {
         row.pending_since = None;
         row.failed_attempts = 0;

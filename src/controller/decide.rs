@@ -416,7 +416,10 @@ fn revoke_links(input: &DecideInput<'_>, rows: &[UserRow]) -> Option<Decision> {
     let users: BTreeSet<String> = input
         .links
         .iter()
-        .filter(|(user, record)| !waiting.contains(user.as_str()) && !(input.spec.links() && used(record)))
+        .filter(|(user, record)| {
+            let kept = waiting.contains(user.as_str()) || (input.spec.links() && used(record));
+            !kept
+        })
         .map(|(user, _)| user.clone())
         .collect();
     (!users.is_empty()).then(|| Decision { user: None, steps: vec![Step::RevokeLinks { users }], note: None })

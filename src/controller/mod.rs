@@ -23,6 +23,7 @@ pub mod grant;
 pub mod integrity;
 mod last_written;
 mod outcome;
+mod page_grant;
 mod publish;
 mod reach;
 mod received;
@@ -55,7 +56,7 @@ use crate::metrics::Metrics;
 pub use accounts::{AccountKey, Accounts};
 pub use context::{Config, Context, Error, FIELD_MANAGER, FINALIZER, LinkService, PageGrants, Result};
 pub(crate) use gather::secret_apis;
-pub use reach::{PageReach, for_link};
+pub use page_grant::{PageReach, for_link};
 
 /// What a reconcile trigger must change: anything but the status.
 fn not_status_only() -> impl Predicate<MfaEnrollment> {
@@ -240,7 +241,20 @@ pub async fn run(
     if config.links.is_some() {
         let records: Api<PartialObjectMeta<Secret>> = Api::namespaced(client.clone(), &config.key_namespace);
         let selector = format!("{}=true", crate::links::LABEL_LINKS);
-        controller = controller.watches(records, watcher::Config::default().labels(&selector), |secret| {
+        // Only a link used on the page triggers: every other write to a record Secret is
+        // the controller's own (an undelivered link's record comes and goes at once, and
+        // a reconcile for each would retry the delivery without pause).
+        let used = |secret: &PartialObjectMeta<Secret>| {
+            let last_used = secret.annotations().get(crate::links::kube::ANNOTATION_LAST_USED)?;
+            let mut hasher = std::hash::DefaultHasher::new();
+            std::hash::Hash::hash(last_used, &mut hasher);
+            Some(std::hash::Hasher::finish(&hasher))
+        };
+        let records = watcher(records, watcher::Config::default().labels(&selector))
+            .default_backoff()
+            .touched_objects()
+            .predicate_filter(used, PredicateConfig::default());
+        controller = controller.watches_stream(records, |secret| {
             let labels = secret.labels();
             if let (Some(namespace), Some(name)) =
                 (labels.get(crate::links::LABEL_ENROLLMENT_NAMESPACE), labels.get(crate::links::LABEL_ENROLLMENT_NAME))

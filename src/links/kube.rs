@@ -73,6 +73,9 @@ pub use super::LABEL_LINKS;
 pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 /// Annotation naming the enrollment (`namespace/name`), for people reading the Secret.
 pub const ANNOTATION_ENROLLMENT: &str = "iam.mfa-operator.dev/enrollment";
+/// Annotation on a link Secret: when one of its links was last used (the controller's
+/// watch reconciles the enrollment when it changes, and on nothing else).
+pub const ANNOTATION_LAST_USED: &str = "iam.mfa-operator.dev/last-used";
 /// The Secret's one data key.
 pub const RECORDS_KEY: &str = "records.json";
 /// How often a write is tried when others write the same Secret meanwhile.
@@ -226,6 +229,11 @@ impl Records {
     }
 
     /// Drops the records of `users`; whether any was dropped.
+    /// When a link of these records was last used.
+    pub fn last_used(&self) -> Option<Timestamp> {
+        self.0.values().filter_map(|r| r.used_at).max()
+    }
+
     pub fn remove_users(&mut self, users: &BTreeSet<String>) -> bool {
         let before = self.0.len();
         self.0.retain(|_, r| !users.contains(&r.purpose.user));
@@ -362,6 +370,16 @@ struct Inner {
     /// with each other. Conflicts with other replicas (a page marking a link used) are
     /// left to the resourceVersion check.
     writing: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// The last read of each Secret the page looked up (see [`KubeLinks::recent`]).
+    reads: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<RecentRead>>>>,
+}
+
+/// The last read of a link Secret for the page: when it started, and its records
+/// (`Some(None)`: no such Secret).
+#[derive(Default)]
+struct RecentRead {
+    started: Option<Instant>,
+    records: Option<Option<Arc<Records>>>,
 }
 
 impl std::fmt::Debug for KubeLinks {
@@ -390,6 +408,7 @@ impl KubeLinks {
                 relisted: tokio::sync::Mutex::new(None),
                 page: OnceLock::new(),
                 writing: std::sync::Mutex::default(),
+                reads: std::sync::Mutex::default(),
             }),
         }
     }
@@ -438,12 +457,19 @@ impl KubeLinks {
         }
     }
 
-    /// Lists the link Secrets into the index unless a listing ran less than
-    /// [`RELIST_EVERY`] ago (misses in the meantime wait for, and share, one listing).
+    /// Lists the link Secrets into the index, at most once per [`RELIST_EVERY`]: a miss
+    /// waits for the next window, and the misses meanwhile share that listing.
     async fn relist(&self) -> Result<(), StoreError> {
+        let missed = Instant::now();
         let mut last = self.inner.relisted.lock().await;
-        if last.is_some_and(|at| at.elapsed() < RELIST_EVERY) {
-            return Ok(());
+        match *last {
+            // A listing that started after this miss saw what the miss looks for.
+            Some(at) if at >= missed => return Ok(()),
+            // One listing per RELIST_EVERY: wait for the window rather than answer "no
+            // such link" for a link minted a moment ago on another replica. The misses
+            // queued behind this one share the listing it makes.
+            Some(at) => tokio::time::sleep(RELIST_EVERY.saturating_sub(at.elapsed())).await,
+            None => {}
         }
         *last = Some(Instant::now());
         let listed = self
@@ -515,6 +541,14 @@ impl KubeLinks {
             } else {
                 let mut secret = secret;
                 secret.data = Some(BTreeMap::from([(RECORDS_KEY.to_owned(), ByteString(records.encode()))]));
+                // What the controller's watch reacts to: a link used on the page (and not
+                // every write: an undelivered link's record comes and goes at once, and a
+                // reconcile for each would retry the delivery in a loop).
+                let annotations = secret.metadata.annotations.get_or_insert_with(BTreeMap::new);
+                match records.last_used() {
+                    Some(at) => annotations.insert(ANNOTATION_LAST_USED.to_owned(), at.to_string()),
+                    None => annotations.remove(ANNOTATION_LAST_USED),
+                };
                 if secret.metadata.resource_version.is_some() {
                     self.inner.api.replace(&name, &PostParams::default(), &secret).await.map(|_| ())
                 } else {
@@ -706,9 +740,36 @@ impl KubeLinks {
 
     async fn get_record(&self, id: &LinkId) -> Result<Option<Record>, StoreError> {
         let Some(name) = self.locate(id).await? else { return Ok(None) };
+        let records = self.recent(&name).await?;
+        Ok(records.and_then(|records| records.get(id).cloned()))
+    }
+
+    /// The records of Secret `name`, from a read that started after this call did. Many
+    /// people open links of one enrollment at once (a rollout's mail goes out together):
+    /// the requests that arrive while a read is on its way share the next one, instead of
+    /// each holding a copy of every record (1,000 openings of a 1,000-link enrollment
+    /// held 1,000 copies, +138 MiB). Never older than the request: a use or a revocation
+    /// on another replica is seen at once.
+    async fn recent(&self, name: &str) -> Result<Option<Arc<Records>>, StoreError> {
+        let arrived = Instant::now();
+        let slot = {
+            let mut reads = self.inner.reads.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            // Slots nobody holds or waits for are dropped: the map stays as small as the
+            // lookups in flight.
+            reads.retain(|_, slot| Arc::strong_count(slot) > 1);
+            reads.entry(name.to_owned()).or_default().clone()
+        };
+        let mut read = slot.lock().await;
+        if let (Some(started), Some(records)) = (read.started, &read.records)
+            && started >= arrived
+        {
+            return Ok(records.clone());
+        }
+        let started = Instant::now();
         let uid = name.strip_prefix(SECRET_PREFIX).unwrap_or_default();
-        let read = self.read(&name, uid).await.map_err(StoreError)?;
-        Ok(read.and_then(|(_, records)| records.get(id).cloned()))
+        let records = self.read(name, uid).await.map_err(StoreError)?.map(|(_, records)| Arc::new(records));
+        *read = RecentRead { started: Some(started), records: Some(records.clone()) };
+        Ok(records)
     }
 
     async fn mark(&self, id: &LinkId, at: Timestamp) -> Result<(), MarkError> {

@@ -711,6 +711,15 @@ impl<A: Accounts, S: LinkStore> EnrollPage<A, S> {
                 // the device then belongs to a setup the sweep will end.
                 let page = Arc::clone(self);
                 let for_task = link.clone();
+                // Held before it exists: the controller's orphan sweep must never see it
+                // unheld, and a second setup for the same user (a replaced link) must not
+                // replace it.
+                let serial = crate::inventory::device_serial(&record.purpose.account, &spec.path, &spec.name);
+                if !self.sessions.hold_new(&serial) {
+                    session.ended = true;
+                    self.sessions.close(&link, tokio::sync::OwnedMutexGuard::mutex(&session));
+                    return Err(Refusal::OtherWindow { until: clock_time(session.expires_at) });
+                }
                 let created = tokio::spawn(async move {
                     match session::create_device(&*session.iam, &session.purpose, &spec).await {
                         Ok(device) => {
@@ -721,6 +730,7 @@ impl<A: Accounts, S: LinkStore> EnrollPage<A, S> {
                             Ok(session)
                         }
                         Err(refusal) => {
+                            page.sessions.release(&serial);
                             session.ended = true;
                             page.sessions.close(&for_task, tokio::sync::OwnedMutexGuard::mutex(&session));
                             Err(refusal)

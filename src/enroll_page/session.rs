@@ -191,6 +191,12 @@ impl<I: IamApi + 'static> Sessions<I> {
         lock(&self.devices).insert(serial.to_owned());
     }
 
+    /// Holds `serial` for a device about to be created, unless another setup holds it
+    /// (a replaced link's setup still open for the same user): `false` then.
+    pub fn hold_new(&self, serial: &str) -> bool {
+        lock(&self.devices).insert(serial.to_owned())
+    }
+
     /// The device is enabled or gone: the page no longer holds it.
     pub fn release(&self, serial: &str) {
         lock(&self.devices).remove(serial);

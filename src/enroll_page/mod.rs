@@ -172,6 +172,10 @@ impl PageConfig {
 pub enum PageError {
     #[error("the public URL {0:?} is not an absolute http:// or https:// URL")]
     PublicUrl(String),
+    #[error(
+        "the public URL {0:?} is plain HTTP to another machine: use https:// (plain HTTP only to 127.0.0.1, localhost or [::1])"
+    )]
+    PlainHttp(String),
     #[error("no randomness from the operating system: {0}")]
     Random(getrandom::Error),
 }
@@ -229,6 +233,13 @@ impl<A: Accounts, S: LinkStore> EnrollPage<A, S> {
         let origin = csrf::origin_of(&config.public_url)
             .filter(|o| o.starts_with("https://") || o.starts_with("http://"))
             .ok_or_else(|| PageError::PublicUrl(config.public_url.clone()))?;
+        // Over plain HTTP the browser cookie can be neither `Secure` nor `__Host-`: a link
+        // holder on the network could plant one and resume the person's setup. Only for a
+        // page on this machine (tests, a port-forward).
+        let host = origin.strip_prefix("http://").map(|h| h.rsplit_once(':').map_or(h, |(host, _)| host));
+        if host.is_some_and(|h| !matches!(h, "127.0.0.1" | "localhost" | "[::1]")) {
+            return Err(PageError::PlainHttp(config.public_url.clone()));
+        }
         let mut key = [0; csrf::KEY_BYTES];
         getrandom::fill(&mut key).map_err(PageError::Random)?;
         let metrics = PageMetrics::default();
@@ -381,7 +392,12 @@ impl<A: Accounts, S: LinkStore> EnrollPage<A, S> {
         if let Some(header) = &self.config.trusted_identity_header {
             // The proxy's word is trusted only because the page is reachable through it
             // alone (see docs/operations.md); a missing header is a mismatch.
-            let signed_in = headers.get(header).and_then(|v| v.to_str().ok()).map(str::trim);
+            // Exactly one value: a proxy that appends would let the client's own through.
+            let mut values = headers.get_all(header).iter();
+            let signed_in = match (values.next(), values.next()) {
+                (Some(value), None) => value.to_str().ok().map(str::trim),
+                _ => None,
+            };
             let matches = match (signed_in, reached.identity.as_deref()) {
                 (Some(signed_in), Some(identity)) => signed_in.eq_ignore_ascii_case(identity.trim()),
                 _ => false,
@@ -762,8 +778,12 @@ impl<A: Accounts, S: LinkStore> EnrollPage<A, S> {
     }
 
     async fn submit(&self, id: &str, token: &str, headers: &HeaderMap, form: &Form) -> Result<Response, Refusal> {
-        let (link, _) = self.open_link(id, token, self.now()).await?;
+        let (link, record) = self.open_link(id, token, self.now()).await?;
         let browser = self.check_form(&link, headers, form)?;
+        if self.config.trusted_identity_header.is_some() {
+            // The codes enable the device: the signed-in person must still be the one.
+            self.reach(&record.purpose, headers).await?;
+        }
         let route = LinkRoute { base: &self.base_path, link: &link, token };
         let shared = self.find(&link, &browser, self.now()).await?;
         let mut session = shared.lock().await;

@@ -929,4 +929,29 @@ async fn behind_an_authenticating_proxy_a_link_opens_only_for_the_person_it_is_f
     let started = bed.start(&mut alice).await;
     assert_eq!(started.status, StatusCode::OK, "{}", started.body);
     assert_eq!(bed.iam.virtual_devices().len(), 1);
+    // Her codes, sent while someone else is signed in in her browser: refused, nothing enabled.
+    let key = started.key().expect("the secret key");
+    let seed = crate::totp::decode_seed(&key).expect("base32");
+    let step = crate::totp::step_of(bed.now().as_second());
+    let (code1, code2) = (crate::totp::code_at(&seed, step - 1), crate::totp::code_at(&seed, step));
+    let mut switched = Browser { identity: Some("mallory@example.com"), ..alice.clone() };
+    let answer = bed.codes(&mut switched, (&code1, &code2)).await;
+    assert_eq!(answer.status, StatusCode::FORBIDDEN, "{}", answer.body);
+    assert!(bed.iam.virtual_devices().iter().all(|d| d.user.is_none()), "nothing enabled");
+}
+
+#[test]
+fn the_page_refuses_a_public_url_it_cannot_protect() {
+    let page = |url: &str| {
+        let accounts =
+            TestAccounts { iam: Arc::new(Account::new()), label: LABEL.into(), revoked: AtomicBool::new(false) };
+        EnrollPage::new(accounts, MemoryLinkStore::new(), PageConfig::new(url)).map(|_| ())
+    };
+    assert!(matches!(page("mfa.example.com"), Err(PageError::PublicUrl(_))));
+    // Plain HTTP to another machine: no Secure, no __Host- cookie.
+    assert!(matches!(page("http://mfa.example.com"), Err(PageError::PlainHttp(_))));
+    assert!(matches!(page("http://10.0.0.7:8443/mfa"), Err(PageError::PlainHttp(_))));
+    for ok in ["https://mfa.example.com/mfa", "http://127.0.0.1:8443", "http://localhost:8443", "http://[::1]:8443"] {
+        assert!(page(ok).is_ok(), "{ok}");
+    }
 }

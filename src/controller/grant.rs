@@ -39,6 +39,13 @@ impl Grant<'_> {
         if spec.mode == Mode::Enroll && !self.spec.allow_enroll {
             return Err(format!("MfaAccountBinding {name} only allows mode Report (allowEnroll is not set)"));
         }
+        let channel = spec.link.as_ref().and_then(|l| l.channel).unwrap_or_default();
+        if spec.links() && !self.spec.allows_channel(channel) {
+            return Err(format!(
+                "spec.link.channel {channel:?} is not one MfaAccountBinding {name} allows (linkChannels; Email and \
+                 Manual when absent)"
+            ));
+        }
         let prefixes = self.prefixes();
         if let Some(prefix) = &spec.users.path_prefix
             && !prefixes.iter().any(|allowed| prefix.starts_with(allowed.as_str()))
@@ -202,6 +209,28 @@ mod tests {
         assert_eq!(enroll.unwrap_err(), "MfaAccountBinding r only allows mode Report (allowEnroll is not set)");
         let report = grant.check_spec(&enrollment("mode: Report\nusers: {groups: [any]}"), "team-a", &none);
         assert_eq!(report, Ok(()), "paths [/] grant every group");
+    }
+
+    #[test]
+    fn a_tenant_cannot_send_links_to_the_chat_webhook_unless_the_binding_lists_it() {
+        let none = BTreeMap::new();
+        let link = |channel: &str| {
+            format!("mode: Enroll\ndelivery: Link\nlink: {{channel: {channel}}}\nusers: {{pathPrefix: /team-a/}}")
+        };
+        let spec = binding(TEAM_A);
+        let grant = Grant { name: "a", spec: &spec };
+        for allowed in ["Email", "Manual"] {
+            assert_eq!(grant.check_spec(&enrollment(&link(allowed)), "team-a", &none), Ok(()), "{allowed}");
+        }
+        let webhook = grant.check_spec(&enrollment(&link("Webhook")), "team-a", &none).unwrap_err();
+        assert!(webhook.starts_with("spec.link.channel Webhook is not one MfaAccountBinding a allows"), "{webhook}");
+        // Secret delivery never asks.
+        let secret = "mode: Enroll\nlink: {channel: Webhook}\nusers: {pathPrefix: /team-a/}";
+        assert_eq!(grant.check_spec(&enrollment(secret), "team-a", &none), Ok(()));
+        let chat = binding(&format!("{TEAM_A}linkChannels: [Webhook]\n"));
+        let grant = Grant { name: "c", spec: &chat };
+        assert_eq!(grant.check_spec(&enrollment(&link("Webhook")), "team-a", &none), Ok(()));
+        assert!(grant.check_spec(&enrollment(&link("Email")), "team-a", &none).is_err(), "only what is listed");
     }
 
     #[test]

@@ -75,6 +75,25 @@ pub struct MfaAccountBindingSpec {
     /// it the binding only grants reporting.
     #[serde(default)]
     pub allow_enroll: bool,
+
+    /// How one-time links (`delivery: Link`) may reach people in enrollments under this
+    /// binding: `Email` (to the user's own address tag) and `Manual` when absent. List
+    /// `Webhook` only when the chat channel it posts to is one every reader of which may
+    /// enrol any granted user: the link is the only credential.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 3))]
+    pub link_channels: Option<Vec<crate::crd::LinkChannel>>,
+}
+
+impl MfaAccountBindingSpec {
+    /// Whether enrollments under this binding may send links through `channel`.
+    pub fn allows_channel(&self, channel: crate::crd::LinkChannel) -> bool {
+        use crate::crd::LinkChannel::{Email, Manual};
+        match &self.link_channels {
+            Some(channels) => channels.contains(&channel),
+            None => matches!(channel, Email | Manual),
+        }
+    }
 }
 
 /// What the operator last found when it reached the account through the binding.

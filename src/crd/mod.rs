@@ -132,9 +132,9 @@ pub enum Delivery {
 #[serde(rename_all = "camelCase")]
 pub struct LinkSpec {
     /// How long a link stays valid. Go duration of whole hours, minutes and seconds; at
-    /// least 1m, at most 720h (30 days); 72h when absent.
+    /// least 1h (each expiry sends a new mail), at most 720h (30 days); 72h when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = kube::core::Rule::new("!self.matches('^([0-9]{1,6}(h|m|s))+$') || (duration(self) >= duration('1m') && duration(self) <= duration('720h'))").message("link.ttl must be between 1m and 720h"))]
+    #[x_kube(validation = kube::core::Rule::new("!self.matches('^([0-9]{1,6}(h|m|s))+$') || (duration(self) >= duration('1h') && duration(self) <= duration('720h'))").message("link.ttl must be between 1h and 720h"))]
     #[schemars(regex(pattern = DURATION_PATTERN), length(max = 32))]
     pub ttl: Option<kube::core::Duration>,
 

@@ -140,7 +140,13 @@ pub async fn seeds(ctx: &Context, enrollment: &MfaEnrollment, last: Option<&MfaE
     let (links, held) = match &ctx.config.links {
         Some(LinkService(links)) => {
             let uid = enrollment.uid().unwrap_or_default();
-            let records = links.records(&uid).await.map_err(|e| Error::WorkFailed(e.to_string()))?;
+            // An enrollment without Link delivery reads its records only to revoke links
+            // left from when it had it: not on every reconcile when there are none.
+            let records = if enrollment.spec.links() || links.may_have_records(&uid) {
+                links.records(&uid).await.map_err(|e| Error::WorkFailed(e.to_string()))?
+            } else {
+                BTreeMap::new()
+            };
             (records, links.held_devices())
         }
         None => Default::default(),

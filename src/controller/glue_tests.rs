@@ -961,3 +961,31 @@ async fn by_link_a_user_gets_a_link_and_no_device_or_secret_and_is_compliant_onc
         assert!(metrics.contains(line), "{line} in {metrics}");
     }
 }
+
+#[tokio::test]
+async fn the_page_may_act_only_for_a_user_its_links_enrollment_selects_in_its_own_account() {
+    let links = Arc::new(crate::links::memory::MemoryLinks::default());
+    let world = World::by_link(&["alice"], links);
+    // mallory exists in the account, but the enrollment does not select her.
+    world.iam.add_user(iam_user("mallory"));
+    world.reconcile().await.expect("the finalizer");
+    world.reconcile().await.expect("links sent");
+    let purpose = |account: &str, user: &str, uid: &str| crate::link::Purpose {
+        account: account.into(),
+        user: user.into(),
+        enrollment_uid: uid.into(),
+    };
+    let reach = super::for_link(&world.ctx, &purpose(ACCOUNT_ID, "alice", ENROLLMENT_UID)).await.expect("answer");
+    let reach = reach.expect("alice's link grants her enrollment");
+    assert_eq!((reach.device_path.as_str(), reach.enrollment.as_str()), (DEVICE_PATH, "team-a/engineering"));
+    assert_eq!(reach.user_tags.get("email").map(String::as_str), Some("alice@example.com"));
+    // A record naming another user, another account or another enrollment grants nothing.
+    for (account, user, uid) in [
+        (ACCOUNT_ID, "mallory", ENROLLMENT_UID),
+        ("111122223333", "alice", ENROLLMENT_UID),
+        (ACCOUNT_ID, "alice", "other-uid"),
+    ] {
+        let answer = super::for_link(&world.ctx, &purpose(account, user, uid)).await.expect("answer");
+        assert!(answer.is_none(), "{account} {user} {uid}");
+    }
+}

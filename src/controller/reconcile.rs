@@ -193,14 +193,16 @@ async fn decide_and_reserve(
     let (id, account) = (id_of(enrollment), &reach.account);
     let mut unresolved = scope.unresolved.clone();
     // A used link means the page enabled a device the inventory may not show yet: ask.
-    unresolved.extend(seeds.links.iter().filter(|(_, r)| r.used_at.is_some()).map(|(user, _)| user.clone()).filter(
-        |user| {
-            let view = account.view();
-            view.inventory.as_ref().is_some_and(|inv| {
-                scope.selection.users.contains(user) && !matches!(inv.mfa_state(user), MfaState::Active(_))
-            })
-        },
-    ));
+    {
+        let view = account.view();
+        let inventory = inventory(&view).map_err(DecideError::Other)?;
+        let enabled_by_page = seeds.links.iter().filter(|(user, record)| {
+            record.used_at.is_some()
+                && scope.selection.users.contains(*user)
+                && !matches!(inventory.mfa_state(user), MfaState::Active(_))
+        });
+        unresolved.extend(enabled_by_page.map(|(user, _)| user.clone()));
+    }
     let mut asks = 0;
     loop {
         if !unresolved.is_empty() && asks < MAX_ASKS {

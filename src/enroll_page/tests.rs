@@ -955,3 +955,24 @@ fn the_page_refuses_a_public_url_it_cannot_protect() {
         assert!(page(ok).is_ok(), "{ok}");
     }
 }
+
+#[tokio::test]
+async fn a_replaced_link_cannot_take_the_device_of_the_setup_still_open_on_the_old_one() {
+    let bed = Bed::new();
+    let mut first = Browser::default();
+    let started = bed.start(&mut first).await;
+    let key = started.key().expect("key");
+    // A new link for alice (an expired one re-sent, or `kubectl mfa link`), opened elsewhere.
+    let (link, token) = mint_into(&bed.page.store, "alice", 2, bed.now());
+    let path = link::path(&link, &token);
+    let mut second = Browser::default();
+    assert_eq!(bed.get(&mut second, &path).await.status, StatusCode::OK);
+    let refused = bed.post(&mut second, &format!("{path}/start"), &[]).await;
+    assert_eq!(refused.status, StatusCode::CONFLICT, "{}", refused.body);
+    assert!(refused.key().is_none(), "no seed for the second setup");
+    assert_eq!(bed.iam.writes().len(), 1, "the first setup's device was neither deleted nor replaced");
+    // The person who scanned the first QR code still finishes.
+    let done = bed.codes(&mut first, pair(&codes_of(&key, bed.now(), 0))).await;
+    assert_eq!(done.status, StatusCode::OK, "{}", done.body);
+    assert_eq!(bed.devices()[0].user.as_deref(), Some("alice"));
+}

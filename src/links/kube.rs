@@ -269,6 +269,9 @@ impl Records {
 struct Index {
     by_id: HashMap<LinkId, String>,
     by_secret: HashMap<String, BTreeSet<LinkId>>,
+    /// Built from a whole listing (the watch's or a relist): a Secret it lacks does not
+    /// exist, give or take the watch's lag.
+    listed: bool,
 }
 
 impl Index {
@@ -292,8 +295,13 @@ impl Index {
         self.set(secret, BTreeSet::new());
     }
 
+    /// Whether the Secret `name` surely holds no link (the index is listed and lacks it).
+    fn knows_none(&self, secret: &str) -> bool {
+        self.listed && !self.by_secret.contains_key(secret)
+    }
+
     fn from_secrets<'a>(secrets: impl IntoIterator<Item = &'a Secret>) -> Self {
-        let mut index = Self::default();
+        let mut index = Self { listed: true, ..Self::default() };
         for secret in secrets {
             if let Some((name, ids)) = ids_of(secret) {
                 index.set(&name, ids);
@@ -700,6 +708,13 @@ impl KubeLinks {
         }
     }
 
+    /// Whether enrollment `uid` may have link records: `false` only when the listed index
+    /// has no Secret of it.
+    fn may_have(&self, uid: &str) -> bool {
+        let index = self.inner.index.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        secret_name(uid).is_none_or(|name| !index.knows_none(&name))
+    }
+
     async fn records_of(&self, uid: &str) -> Result<BTreeMap<String, Record>, SendError> {
         let name = secret_name(uid).ok_or_else(|| SendError::Failed(format!("{uid:?} is not an enrollment uid")))?;
         match self.read(&name, uid).await.map_err(SendError::Failed)? {
@@ -823,6 +838,10 @@ impl Links for KubeLinks {
         users: Option<&'a BTreeSet<String>>,
     ) -> BoxFuture<'a, Result<(), SendError>> {
         self.revoke_links(enrollment_uid, users).boxed()
+    }
+
+    fn may_have_records(&self, enrollment_uid: &str) -> bool {
+        self.may_have(enrollment_uid)
     }
 
     fn held_devices(&self) -> BTreeSet<String> {
@@ -958,5 +977,8 @@ mod tests {
         index.remove_secret("s1");
         assert_eq!(index.by_id.get(&a), None);
         assert_eq!(index.by_id.get(&c).map(String::as_str), Some("s2"));
+        assert!(!index.knows_none("s1"), "not listed yet: nothing is known");
+        let listed = Index::from_secrets(std::iter::empty());
+        assert!(listed.knows_none("s1"), "listed, and no such Secret");
     }
 }

@@ -85,6 +85,12 @@ pub trait Links: Send + Sync {
         users: Option<&'a BTreeSet<String>>,
     ) -> BoxFuture<'a, Result<(), SendError>>;
 
+    /// Whether the enrollment may have link records: `false` only when the service knows
+    /// it has none (so a reconcile of an enrollment without links reads nothing).
+    fn may_have_records(&self, _enrollment_uid: &str) -> bool {
+        true
+    }
+
     /// Serials of the pending devices that open page sessions hold right now: the orphan
     /// sweep leaves them alone.
     fn held_devices(&self) -> BTreeSet<String>;
